@@ -1,0 +1,39 @@
+"""Device selection and precision helpers."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import OptionsError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return a torch.device: ``auto`` picks CUDA when available, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise OptionsError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+        return torch.device(name)
+    raise OptionsError(f"unknown device {device!r}; expected one of auto, cpu, cuda, cuda:N")
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Autocast context for feed-forward inference: bf16 (or fp16) on CUDA, a no-op (fp32) on the CPU."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (faster convolutions on tensor cores), contiguous on the CPU."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format

@@ -1,0 +1,132 @@
+"""The engine: loads weights once, then stylizes many images.
+
+``Engine`` is what a worker process keeps for its lifetime (see ``get_engine``); ``stylize`` is the
+one-call convenience for scripts.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from .device import memory_format, resolve_device
+from .errors import OptionsError
+from .gatys import StepInfo, stylize_gatys
+from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
+from .options import StyleOptions, check_method, normalise_weights, parse_style_weights
+from .vgg import VGG19Encoder, load_vgg19_encoder
+from .weights import parse_spec
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine loads: weight specs per network and the device. Hashable: the per-process cache key."""
+
+    encoder: str = "imagenet"
+    decoder: str | None = None
+    model: str | None = None
+    device: str = "auto"
+
+
+class Engine:
+    """Holds the networks on one device and runs every method. Thread-safe for sequential use per thread."""
+
+    def __init__(self, encoder: str = "imagenet", decoder: str | None = None, model: str | None = None,
+                 device: str = "auto", *, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
+        # Parse specs now so that a malformed spec fails before any work; weights load lazily on first use.
+        parse_spec(encoder, what="encoder")
+        if decoder:
+            parse_spec(decoder, allow_imagenet=False, what="decoder")
+        if model:
+            parse_spec(model, allow_imagenet=False, what="model")
+        self.config = EngineConfig(str(encoder), decoder and str(decoder), model and str(model), str(device))
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.max_pixels = max_pixels
+        self._lock = threading.RLock()
+        self._vgg: VGG19Encoder | None = None
+
+    # -- networks -------------------------------------------------------------------------------
+    @property
+    def vgg(self) -> VGG19Encoder:
+        """The VGG19 encoder for the Gatys method (loaded once)."""
+        with self._lock:
+            if self._vgg is None:
+                enc = load_vgg19_encoder(self.config.encoder, progress=self.progress)
+                self._vgg = enc.to(self.device, memory_format=memory_format(self.device))
+            return self._vgg
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def load(self, source: ImageSource | Image.Image, size: int, *, name: str | None = None) -> Image.Image:
+        """Decode ``source`` to RGB and resize its longer side to ``size`` (0 keeps it)."""
+        img = load_image(source, name=name, max_pixels=self.max_pixels)
+        return resize_long_side(img, size)
+
+    def _tensor(self, img: Image.Image) -> torch.Tensor:
+        return to_tensor(img).to(self.device)
+
+    # -- methods --------------------------------------------------------------------------------
+    def stylize(
+        self,
+        content: ImageSource | Image.Image,
+        styles: ImageSource | Sequence[ImageSource] = (),
+        *,
+        method: str = "gatys",
+        style_weights: Sequence[float] | str | None = None,
+        options: StyleOptions | None = None,
+        callback: Callable[[StepInfo], None] | None = None,
+        **overrides,
+    ) -> Image.Image:
+        """Stylize one content image with one or more style images; returns an RGB PIL image.
+
+        ``options`` and keyword overrides take the names in ``stylecore.options.SPECS``.
+        """
+        method = check_method(method)
+        opts = StyleOptions.make(options, **overrides)
+        if isinstance(styles, (str, bytes, Image.Image)) or hasattr(styles, "read") or hasattr(styles, "__fspath__"):
+            styles = [styles]
+        styles = list(styles)
+        content_img = self.load(content, opts.size, name=_name(content, "content"))
+        if method == "gatys":
+            if not styles:
+                raise OptionsError("method gatys needs at least one style image")
+            blend = normalise_weights(parse_style_weights(style_weights, len(styles)), len(styles))
+            style_long = opts.style_size or max(content_img.size)
+            style_imgs = [self.load(s, style_long, name=_name(s, f"style {i + 1}")) for i, s in enumerate(styles)]
+            with self._lock:
+                out = stylize_gatys(self.vgg, self._tensor(content_img), [self._tensor(s) for s in style_imgs],
+                                    blend, opts, callback)
+            return to_pil(out)
+        raise OptionsError(f"method {method!r} is not available in this engine build")
+
+
+def _name(source, default: str) -> str | None:
+    if isinstance(source, (bytes, Image.Image)) or hasattr(source, "read"):
+        return default
+    return str(source)
+
+
+_ENGINES: dict[EngineConfig, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(encoder: str = "imagenet", decoder: str | None = None, model: str | None = None,
+               device: str = "auto", **kwargs) -> Engine:
+    """The process-wide engine for this config: built on first use, then reused by every caller."""
+    key = EngineConfig(str(encoder), decoder and str(decoder), model and str(model), str(device))
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            eng = _ENGINES[key] = Engine(encoder, decoder, model, device, **kwargs)
+        return eng
+
+
+def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource] = (), *, method: str = "gatys",
+            encoder: str = "imagenet", decoder: str | None = None, model: str | None = None, device: str = "auto",
+            **options) -> Image.Image:
+    """One-call API: ``stylecore.stylize("photo.jpg", "starry.jpg", encoder="random:0", steps=100)``."""
+    engine = get_engine(encoder, decoder, model, device)
+    return engine.stylize(content, styles, method=method, **options)

@@ -1,0 +1,29 @@
+"""Exceptions raised by stylecore. Every message names the file, row or option at fault."""
+
+
+class StyleCoreError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class ImageError(StyleCoreError):
+    """An image could not be read, decoded or encoded."""
+
+
+class WeightsError(StyleCoreError):
+    """A weight spec could not be parsed or its weights could not be loaded."""
+
+
+class OptionsError(StyleCoreError):
+    """An engine option has an unknown name or an invalid value."""
+
+
+class StorageError(StyleCoreError):
+    """A URI could not be read, written or listed."""
+
+
+class ManifestError(StyleCoreError):
+    """A manifest is invalid. ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])

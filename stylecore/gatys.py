@@ -1,0 +1,151 @@
+"""The Gatys et al. (2016) optimisation method: optimise the pixels of an image so that its VGG19
+features match the content at relu4_2 and the style's Gram matrices at relu1_1..relu5_1.
+
+Runs in float32 on every device: L-BFGS's curvature estimates are not reliable under bf16/fp16
+autocast, so mixed precision is used only by the feed-forward methods. On CUDA the image and the
+encoder use channels_last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .color import combine_luminance, luminance, match_luminance
+from .device import memory_format
+from .losses import ContentLoss, StyleLoss, tv_loss
+from .options import StyleOptions
+from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder
+
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One optimisation step, as passed to the loss-history callback."""
+
+    step: int  # 1-based, counted over all pyramid levels
+    total: int
+    level: int  # 0-based pyramid level
+    levels: int
+    height: int
+    width: int
+    loss: float
+    content: float
+    style: float
+    tv: float
+
+
+def pyramid_sizes(long_side: int, threshold: int) -> list[int]:
+    """Long sides of the coarse-to-fine levels: halve until at or below ``threshold``, coarsest first."""
+    sizes = [long_side]
+    while sizes[-1] > threshold:
+        sizes.append(max(1, sizes[-1] // 2))
+    return sizes[::-1]
+
+
+def level_steps(steps: int, n_levels: int) -> list[int]:
+    """Steps per level: the full count at the coarsest level, half of it at each finer one."""
+    return [steps] + [max(1, steps // 2)] * (n_levels - 1)
+
+
+def _resize(x: torch.Tensor, long_side: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if max(h, w) == long_side:
+        return x
+    s = long_side / max(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _gray3(y: torch.Tensor) -> torch.Tensor:
+    return y.expand(-1, 3, -1, -1).contiguous()
+
+
+def stylize_gatys(
+    encoder: VGG19Encoder,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    blend: Sequence[float],
+    options: StyleOptions,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> torch.Tensor:
+    """Stylize ``content`` (1,3,H,W in [0,1]) with ``styles`` blended by ``blend``; returns (1,3,H,W) in [0,1]."""
+    device = content.device
+    fmt = memory_format(device)
+    gen = torch.Generator(device="cpu").manual_seed(int(options.seed))
+    torch.manual_seed(int(options.seed))
+
+    if options.preserve_color:  # luminance-only transfer (Gatys et al. 2017, "Controlling perceptual factors")
+        content_y = luminance(content)
+        work_content = _gray3(content_y)
+        work_styles = [_gray3(match_luminance(luminance(s), content_y)) for s in styles]
+    else:
+        work_content, work_styles = content, list(styles)
+
+    h, w = content.shape[-2:]
+    sizes = pyramid_sizes(max(h, w), options.pyramid_threshold)
+    steps = level_steps(options.steps, len(sizes))
+    total = sum(steps)
+    layer_set = tuple(dict.fromkeys(STYLE_LAYERS + (CONTENT_LAYER,)))
+    optimizer_name = options.optimizer
+    lr = options.lr or DEFAULT_LR[optimizer_name]
+    done = 0
+    x: torch.Tensor | None = None
+
+    for level, long_side in enumerate(sizes):
+        scale = long_side / max(h, w)
+        c = _resize(work_content, long_side).contiguous(memory_format=fmt)
+        style_feats = []
+        for s in work_styles:
+            s_long = max(1, round(max(s.shape[-2:]) * scale))
+            with torch.no_grad():
+                style_feats.append(encoder(_resize(s, s_long).contiguous(memory_format=fmt), STYLE_LAYERS))
+        with torch.no_grad():
+            content_feats = encoder(c, (CONTENT_LAYER,))
+        content_loss = ContentLoss(CONTENT_LAYER, content_feats[CONTENT_LAYER], kind=options.content_loss, normalize=True)
+        style_loss = StyleLoss.from_features(style_feats, blend, STYLE_LAYERS, normalize=True)
+        del style_feats, content_feats
+
+        if x is None:
+            if options.init == "noise":
+                init = torch.rand(c.shape, generator=gen).to(device)
+            else:
+                init = c.detach().clone()
+        else:
+            init = F.interpolate(x.detach(), size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        x = init.contiguous(memory_format=fmt).requires_grad_(True)
+
+        if optimizer_name == "lbfgs":
+            opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=50)
+        else:
+            opt = torch.optim.Adam([x], lr=lr)
+
+        last: dict[str, float] = {}
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            feats = encoder(x, layer_set)
+            lc = content_loss(feats)
+            ls = style_loss(feats)
+            lt = tv_loss(x)
+            loss = options.content_weight * lc + options.style_weight * ls + options.tv_weight * lt
+            loss.backward()
+            last.update(loss=loss.item(), content=lc.item(), style=ls.item(), tv=lt.item())
+            return loss
+
+        for _ in range(steps[level]):
+            opt.step(closure)
+            if optimizer_name == "adam":
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+            done += 1
+            if callback is not None:
+                callback(StepInfo(done, total, level, len(sizes), c.shape[-2], c.shape[-1], **last))
+
+    result = x.detach().clamp(0, 1).contiguous()
+    if options.preserve_color:
+        result = combine_luminance(result, content)
+    return result

@@ -1,0 +1,169 @@
+"""Image I/O: decode any common mode to RGB, resize by the longer side, encode JPEG/PNG/WebP.
+
+Pillow's decompression-bomb guard stays on; stylecore adds its own, lower pixel limit on top.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+DEFAULT_MAX_PIXELS = 64_000_000
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+OUTPUT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+# Truncated files must fail, never decode silently as grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _describe(source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "<image bytes>"
+
+
+def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` (path, bytes, file object or PIL image) into an RGB PIL image.
+
+    Applies the EXIF orientation and converts L, LA, P, RGBA (composited on white), CMYK and the
+    16-bit/32-bit integer and float modes to RGB. Raises ImageError naming the file and the reason.
+    """
+    label = _describe(source, name)
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            if isinstance(source, bytes):
+                fh: BinaryIO = io.BytesIO(source)
+            elif isinstance(source, (str, os.PathLike)):
+                fh = open(source, "rb")
+            else:
+                fh = source
+        except FileNotFoundError:
+            raise ImageError(f"{label}: file not found") from None
+        except OSError as e:
+            raise ImageError(f"{label}: cannot open ({e.strerror or e})") from None
+        try:
+            img = Image.open(fh)
+        except UnidentifiedImageError:
+            raise ImageError(f"{label}: not an image (unrecognised format)") from None
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{label}: refused by Pillow's decompression-bomb guard ({e})") from None
+        except OSError as e:
+            raise ImageError(f"{label}: cannot decode ({e})") from None
+    w, h = img.size
+    if max_pixels and w * h > max_pixels:
+        raise ImageError(f"{label}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the pixel limit of {max_pixels / 1e6:.1f} MP")
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{label}: refused by Pillow's decompression-bomb guard ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        reason = str(e) or type(e).__name__
+        if "truncated" in reason.lower() or "broken data stream" in reason.lower():
+            reason = f"truncated or corrupt file ({reason})"
+        raise ImageError(f"{label}: cannot decode: {reason}") from None
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (alpha is composited on white)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        return _composite_on_white(img)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 257.0  # 0..65535 -> 0..255
+        elif mode == "I":
+            # 32-bit int images usually hold 16-bit data (e.g. 16-bit PNG); scale when it exceeds 8 bits.
+            arr = arr / 257.0 if arr.max(initial=0) > 255 else arr
+        else:  # F: floats in [0,1] are scaled to 8 bits, anything else is taken as 0..255
+            arr = arr * 255.0 if arr.size and np.nanmax(arr) <= 1.0 else arr
+        arr = np.nan_to_num(arr, nan=0.0)
+        gray = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+        return gray.convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_long_side(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the longer side is ``size`` pixels (0 or None keeps the original)."""
+    if not size:
+        return img
+    w, h = img.size
+    if max(w, h) == size:
+        return img
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0 if scale < 0.5 else None)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 tensor of shape (1, 3, H, W) in [0, 1]."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """Tensor (1,3,H,W) or (3,H,W) in [0, 1] -> RGB PIL image (rounded to the nearest level)."""
+    t = tensor.detach().float()
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError("to_pil expects a single image")
+        t = t[0]
+    arr = t.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, mode="RGB")
+
+
+def output_format(path: str) -> str:
+    """Pillow format name for an output path, chosen by its extension."""
+    ext = os.path.splitext(str(path))[1].lower()
+    try:
+        return OUTPUT_FORMATS[ext]
+    except KeyError:
+        raise ImageError(f"{path}: unsupported output extension {ext or '(none)'!r}; use .jpg, .png or .webp") from None
+
+
+def encode_image(img: Image.Image, path: str, *, quality: int = 95) -> bytes:
+    """Encode ``img`` in the format chosen by ``path``'s extension (JPEG/WebP use ``quality``)."""
+    fmt = output_format(path)
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        img.convert("RGB").save(buf, format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=True)
+    elif fmt == "WEBP":
+        img.save(buf, format="WEBP", quality=int(quality), method=4)
+    else:
+        img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def save_image(img: Image.Image, path: str | os.PathLike, *, quality: int = 95) -> None:
+    """Encode and write ``img`` atomically to a local path."""
+    from .fsutil import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), encode_image(img, str(path), quality=quality))
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` has an image extension stylecore reads."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS

@@ -1,0 +1,125 @@
+"""Weight specs: one string names where a network's weights come from, everywhere.
+
+Grammar::
+
+    imagenet            torchvision's VGG19_Weights.IMAGENET1K_V1 (encoder only), via its weights API and cache
+    random:SEED         deterministic random weights (offline fallback and tests; never a silent default)
+    /path/to/file.pth   a local state_dict (relative paths and file:// URIs too)
+    s3://bucket/key     a state_dict on S3 (or any S3-compatible store)
+
+State dicts are always read with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import torch
+
+from .errors import StorageError, WeightsError
+
+_RANDOM = re.compile(r"^random(?::(-?\d+))?$")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A parsed weight spec: ``kind`` is imagenet, random, path or s3; ``value`` the seed, path or URI."""
+
+    kind: str
+    value: str | int | None
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: str = "weights") -> WeightSpec:
+    """Parse a weight spec string. Raises WeightsError for an empty or malformed spec."""
+    text = str(spec).strip() if spec is not None else ""
+    if not text:
+        raise WeightsError(f"{what}: empty weight spec; use imagenet, random:SEED, a .pth path or s3://bucket/key")
+    low = text.lower()
+    if low == "imagenet":
+        if not allow_imagenet:
+            raise WeightsError(f"{what}: 'imagenet' names torchvision's VGG19 encoder weights only; give a .pth path, s3:// URI or random:SEED")
+        return WeightSpec("imagenet", None, "imagenet")
+    m = _RANDOM.match(low)
+    if m:
+        seed = int(m.group(1) or 0)
+        return WeightSpec("random", seed, f"random:{seed}")
+    if low.startswith("random"):
+        raise WeightsError(f"{what}: malformed spec {text!r}; expected random:SEED with an integer seed")
+    if low.startswith("s3://"):
+        parsed = urlparse(text)
+        if not parsed.netloc or not parsed.path.strip("/"):
+            raise WeightsError(f"{what}: malformed S3 URI {text!r}; expected s3://bucket/key")
+        return WeightSpec("s3", text, text)
+    if low.startswith("file://"):
+        path = unquote(urlparse(text).path)
+        return WeightSpec("path", path, text)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise WeightsError(f"{what}: unsupported URI scheme {scheme!r} in {text!r}; use a local path, file:// or s3://")
+    return WeightSpec("path", text, text)
+
+
+def _torch_load(data: bytes | str, label: str) -> dict:
+    try:
+        src = io.BytesIO(data) if isinstance(data, bytes) else data
+        obj = torch.load(src, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{label}: file not found") from None
+    except IsADirectoryError:
+        raise WeightsError(f"{label}: is a directory, expected a .pth state_dict file") from None
+    except Exception as e:  # torch raises many types for bad pickles / non-weights content
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{label}: not a readable weights_only state_dict ({first[:200]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{label}: does not contain a state_dict of tensors")
+    return obj
+
+
+def load_state_dict(spec: WeightSpec, *, what: str = "weights") -> dict[str, torch.Tensor]:
+    """Read the state_dict named by a ``path`` or ``s3`` spec (``weights_only=True``)."""
+    label = f"{what} {spec.text}"
+    if spec.kind == "path":
+        p = Path(str(spec.value)).expanduser()
+        if not p.exists():
+            raise WeightsError(f"{label}: file not found")
+        return _torch_load(str(p), label)
+    if spec.kind == "s3":
+        from . import storage  # the storage layer owns S3 access
+
+        try:
+            data = storage.read_bytes(str(spec.value))
+        except StorageError as e:
+            raise WeightsError(f"{what}: {e}") from None
+        return _torch_load(data, label)
+    raise WeightsError(f"{label}: spec kind {spec.kind!r} has no state_dict file")
+
+
+def torchvision_imagenet_state_dict(progress: bool = True) -> dict[str, torch.Tensor]:
+    """VGG19_Weights.IMAGENET1K_V1 through torchvision's weights API.
+
+    Downloads into ``$TORCH_HOME/hub/checkpoints`` on first use (with torchvision's progress bar) and
+    reads the cached file afterwards without the network.
+    """
+    from torchvision.models import VGG19_Weights
+
+    weights = VGG19_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+    except Exception as e:  # URLError, socket errors, hash mismatch...
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(
+            f"encoder imagenet: VGG19_Weights.IMAGENET1K_V1 is not cached at {cache} and could not be downloaded "
+            f"({reason[:160]}); alternatives: copy vgg19-dcbb9e9d.pth there, pass a local path or s3:// URI "
+            f"with --encoder, or use --encoder random:SEED (lower-fidelity offline fallback)"
+        ) from None
