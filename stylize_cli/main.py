@@ -1,0 +1,58 @@
+"""Entry point of the ``stylize`` console script.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; handlers import heavy
+libraries (torch, prefect) lazily so that ``stylize --help`` stays fast.
+Usage errors exit 2 with a single ``error: ...`` line on stderr and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = ["image"]
+
+
+class CLIParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors print one ``error: ...`` line and exit 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults in --help and keeps description line breaks."""
+
+
+def build_parser() -> CLIParser:
+    parser = CLIParser(prog="stylize", description="Batch neural style transfer (stylecore engine + Prefect flows).",
+                       formatter_class=HelpFormatter)
+    from stylecore import __version__
+
+    parser.add_argument("--version", action="version", version=f"stylize {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"stylize_cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    from stylecore.errors import StyleCoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except StyleCoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
