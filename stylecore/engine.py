@@ -6,14 +6,15 @@ one-call convenience for scripts.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
 from .device import memory_format, resolve_device
-from .errors import OptionsError
+from .errors import OptionsError, StyleCoreError
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
 from .options import StyleOptions, check_method, normalise_weights, parse_style_weights
@@ -29,6 +30,29 @@ class EngineConfig:
     decoder: str | None = None
     model: str | None = None
     device: str = "auto"
+
+
+@dataclass
+class Request:
+    """One item of ``Engine.stylize_batch``: decoded RGB images, already resized by the caller."""
+
+    content: Image.Image
+    styles: list[Image.Image] = field(default_factory=list)
+    style_keys: list[str] = field(default_factory=list)  # cache keys (e.g. URIs) for the style statistics
+    style_weights: list[float] | None = None
+    method: str = "gatys"
+    options: StyleOptions = field(default_factory=StyleOptions.make)
+    key: str = ""  # caller's identifier, echoed in the Result
+
+
+@dataclass
+class Result:
+    """Outcome of one Request: an image, or a one-line error (a bad item never fails the batch)."""
+
+    key: str
+    image: Image.Image | None
+    error: str | None
+    compute_ms: float
 
 
 class Engine:
@@ -90,17 +114,33 @@ class Engine:
             styles = [styles]
         styles = list(styles)
         content_img = self.load(content, opts.size, name=_name(content, "content"))
+        style_long = opts.style_size or max(content_img.size)
+        style_imgs = [self.load(s, style_long, name=_name(s, f"style {i + 1}")) for i, s in enumerate(styles)]
+        return self._run(content_img, style_imgs, method, opts, style_weights, callback)
+
+    def _run(self, content_img: Image.Image, style_imgs: list[Image.Image], method: str, opts: StyleOptions,
+             style_weights, callback=None) -> Image.Image:
         if method == "gatys":
-            if not styles:
+            if not style_imgs:
                 raise OptionsError("method gatys needs at least one style image")
-            blend = normalise_weights(parse_style_weights(style_weights, len(styles)), len(styles))
-            style_long = opts.style_size or max(content_img.size)
-            style_imgs = [self.load(s, style_long, name=_name(s, f"style {i + 1}")) for i, s in enumerate(styles)]
+            blend = normalise_weights(parse_style_weights(style_weights, len(style_imgs)), len(style_imgs))
             with self._lock:
                 out = stylize_gatys(self.vgg, self._tensor(content_img), [self._tensor(s) for s in style_imgs],
                                     blend, opts, callback)
             return to_pil(out)
         raise OptionsError(f"method {method!r} is not available in this engine build")
+
+    def stylize_batch(self, requests: Sequence[Request]) -> list[Result]:
+        """Stylize many requests; results come back in order, and a bad item fails alone."""
+        results = []
+        for req in requests:
+            t0 = time.perf_counter()
+            try:
+                img = self._run(req.content, list(req.styles), check_method(req.method), req.options, req.style_weights)
+                results.append(Result(req.key, img, None, (time.perf_counter() - t0) * 1000))
+            except StyleCoreError as e:
+                results.append(Result(req.key, None, str(e), (time.perf_counter() - t0) * 1000))
+        return results
 
 
 def _name(source, default: str) -> str | None:
