@@ -8,7 +8,8 @@
 * ``torch.inference_mode``; on CUDA channels_last and bf16/fp16 autocast (AdaIN statistics stay fp32);
   fp32 on the CPU.
 * Images whose longer side exceeds the tile size run as overlapping tiles (``stylecore.tiling``).
-  AdaIN tiles use whole-image content statistics, accumulated over the tiles in a first pass.
+  AdaIN tiles use whole-image content statistics, accumulated over the tiles in a first pass; Johnson
+  tiles normalise with InstanceNorm statistics from one pass over the image downscaled to the tile size.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .adain import SCALE as ADAIN_SCALE, Stats, StatsAccumulator, adain_features
 from .color import combine_luminance, match_color_covariance
 from .device import autocast
 from .errors import OptionsError, StyleCoreError
-from .johnson import SCALE as JOHNSON_SCALE
+from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
 from .options import StyleOptions, normalise_weights, parse_style_weights
 from .style_cache import image_digest
 from .tiling import Blender, default_overlap, plan_tiles
@@ -319,14 +320,30 @@ class FeedForwardMixin:
                         y = self.decoder(feat)[..., :t.y1 - t.y0, :t.x1 - t.x0].float().clamp_(0, 1)
                     blender.add(t, y[0])
             else:
+                frozen = self._johnson_norm_stats(x, tile)
                 tiles = plan_tiles(h, w, tile, default_overlap(tile, JOHNSON_SCALE), JOHNSON_SCALE)
                 blender = Blender(h, w, tiles)
-                for t in tiles:
-                    xt = self._tile_input(x, t)
-                    with autocast(self.device):
-                        y = self.model(xt * 255.0)[..., :t.y1 - t.y0, :t.x1 - t.x0].float().clamp_(0, 255).div_(255.0)
-                    blender.add(t, self._johnson_color([item], y, xt)[0])
+                with instance_norm_stats(self.model, frozen):
+                    for t in tiles:
+                        xt = self._tile_input(x, t)
+                        with autocast(self.device):
+                            y = self.model(xt * 255.0)[..., :t.y1 - t.y0, :t.x1 - t.x0].float().clamp_(0, 255).div_(255.0)
+                        blender.add(t, self._johnson_color([item], y, xt)[0])
             return Image.fromarray(blender.result().numpy(), mode="RGB")
+
+    def _johnson_norm_stats(self, x: torch.Tensor, tile: int) -> dict:
+        """InstanceNorm statistics of the whole image, from one pass over it downscaled to the tile size.
+
+        Every tile then normalises with these statistics, so all tiles compute the same function and no
+        seams appear (per-tile statistics would differ from tile to tile).
+        """
+        h, w = x.shape[-2:]
+        scale = tile / max(h, w)
+        size = (max(JOHNSON_SCALE, round(w * scale)), max(JOHNSON_SCALE, round(h * scale)))
+        small = Image.fromarray(x[0].permute(1, 2, 0).numpy(), mode="RGB").resize(size, Image.Resampling.BOX)
+        with instance_norm_stats(self.model) as record, autocast(self.device):
+            self.model(self._input(pixels(small)) * 255.0)
+        return record
 
 
 def _to_image(y: torch.Tensor) -> Image.Image:

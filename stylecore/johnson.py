@@ -9,9 +9,11 @@ The network maps RGB scaled to [0, 255] to the same scale; callers clamp the out
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
+from torch import nn
 
 from .adain import he_init
 from .errors import WeightsError
@@ -50,3 +52,35 @@ def load_transformer(spec: str | WeightSpec) -> TransformerNet:
         net.load_state_dict(state, strict=True)
     net.requires_grad_(False)
     return net.eval()
+
+
+@contextlib.contextmanager
+def instance_norm_stats(net: TransformerNet, frozen: dict | None = None):
+    """Record (or, with ``frozen``, impose) the per-channel statistics of every InstanceNorm layer.
+
+    Yields a dict {module name: (mean, var)} (population variance, as InstanceNorm uses) filled by the
+    forward passes run inside the block; with ``frozen`` every layer normalises with those statistics
+    instead of each input's own, so that all tiles of an image run the same function.
+    """
+    record: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for name, m in net.named_modules():
+        if not isinstance(m, nn.InstanceNorm2d):
+            continue
+
+        def hook(mod, inp, out, name=name):
+            x = inp[0]
+            if frozen is None:
+                xf = x.float()
+                record[name] = (xf.mean((0, 2, 3)), xf.var((0, 2, 3), unbiased=False))
+                return None
+            mean, var = (t.to(x.device, torch.float32).view(1, -1, 1, 1) for t in frozen[name])
+            y = (x.float() - mean) * torch.rsqrt(var + mod.eps) * mod.weight.float().view(1, -1, 1, 1) + mod.bias.float().view(1, -1, 1, 1)
+            return y.to(out.dtype)
+
+        handles.append(m.register_forward_hook(hook))
+    try:
+        yield record
+    finally:
+        for h in handles:
+            h.remove()
