@@ -1,0 +1,114 @@
+"""Batched inference: style statistics cache, batching parity, bad items, out-of-memory splitting."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from stylecore.engine import Engine, Request
+from stylecore.options import StyleOptions
+from tests.conftest import make_photo, make_texture
+
+
+def _diff(a, b) -> int:
+    return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
+
+
+def _engine(ff_weights) -> Engine:
+    return Engine(encoder=ff_weights["vgg_normalised"], decoder=ff_weights["decoder"], model=ff_weights["johnson"],
+                  device="cpu")
+
+
+def _requests(n_contents: int, styles, size=(64, 48), method="adain", **opts):
+    options = StyleOptions.make(size=0, **opts)
+    return [Request(make_photo(*size, seed=i), [s], [f"s3://styles/{j}.png"], None, method, options, f"c{i}-s{j}")
+            for i in range(n_contents) for j, s in enumerate(styles)]
+
+
+def test_each_style_is_encoded_once_across_calls(ff_weights):
+    engine = _engine(ff_weights)
+    calls = []
+    engine.adain_encoder.register_forward_hook(lambda m, inp, out: calls.append(tuple(inp[0].shape)))
+    styles = [make_texture(48, seed=1), make_texture(48, seed=2)]
+    results = engine.stylize_batch(_requests(10, styles, size=(48, 32)))
+    assert [r.key for r in results] == [f"c{i}-s{j}" for i in range(10) for j in range(2)]
+    assert all(r.error is None and r.image.size == (48, 32) for r in results)
+    style_calls = [c for c in calls if c[-2:] == (48, 48)]
+    content_images = sum(c[0] for c in calls if c[-2:] == (32, 48))
+    assert len(style_calls) == 2 and content_images == 20  # 2 style encodings, not 20
+    assert max(c[0] for c in calls) > 1  # contents ran as batches
+    engine.stylize_batch(_requests(3, styles, size=(48, 32)))
+    assert len([c for c in calls if c[-2:] == (48, 48)]) == 2  # cached across calls
+    assert engine.style_cache.misses == 2 and engine.style_cache.hits == 2 * 10 - 2 + 6
+    # a batch gives the same pixels as one-at-a-time stylization
+    single = engine.stylize(make_photo(48, 32, seed=4), styles[1], method="adain", size=0)
+    assert _diff(results[9].image, single) <= 1
+
+
+def test_bad_items_fail_alone_with_one_line_errors(ff_weights):
+    engine = _engine(ff_weights)
+    good = _requests(2, [make_texture(64, seed=1)])
+    opts = StyleOptions.make(size=0)
+    bad = [
+        Request(make_photo(64, 48), [], [], None, "adain", opts, "no-style"),
+        Request(make_photo(2, 2), [make_texture(64)], ["t"], None, "adain", opts, "tiny"),
+        Request(make_photo(64, 48), [make_texture(64)], ["t"], None, "cubism", opts, "method"),
+        Request(make_photo(64, 48), [make_texture(64)], ["t"], [1.0, 2.0], "adain", opts, "weights"),
+    ]
+    results = engine.stylize_batch([good[0], *bad, good[1]])
+    by_key = {r.key: r for r in results}
+    assert by_key["c0-s0"].image is not None and by_key["c1-s0"].image is not None
+    for key in ("no-style", "tiny", "method", "weights"):
+        r = by_key[key]
+        assert r.image is None and r.error and "\n" not in r.error, (key, r.error)
+    assert "needs at least one style" in by_key["no-style"].error
+    assert "cubism" in by_key["method"].error
+    assert "2 weights for 1 style" in by_key["weights"].error
+
+
+def test_missing_networks_fail_items_not_the_call(ff_weights):
+    engine = Engine(encoder=ff_weights["vgg_normalised"], device="cpu")
+    reqs = _requests(1, [make_texture(64)]) + [Request(make_photo(), [], [], None, "johnson", StyleOptions.make(size=0), "j")]
+    results = engine.stylize_batch(reqs)
+    assert "needs a decoder" in results[0].error and "--decoder" in results[0].error
+    assert "needs a model" in results[1].error and "--model" in results[1].error
+
+
+class OOMAbove(nn.Module):
+    """Wraps a network; raises CUDA's out-of-memory error for batches above ``max_batch`` or feature maps above ``max_cells``."""
+
+    def __init__(self, inner: nn.Module, max_batch: int = 1 << 30, max_cells: int = 1 << 30):
+        super().__init__()
+        self.inner, self.max_batch, self.max_cells, self.seen = inner, max_batch, max_cells, []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape))
+        if x.shape[0] > self.max_batch or x.shape[-1] * x.shape[-2] > self.max_cells:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_splits_the_batch(ff_weights):
+    engine = _engine(ff_weights)
+    reqs = _requests(8, [make_texture(32, seed=3)], size=(32, 24))
+    expected = engine.stylize_batch(reqs)
+    engine._decoder = OOMAbove(engine.decoder, max_batch=2)
+    results = engine.stylize_batch(reqs)
+    assert all(r.error is None for r in results)
+    assert [s[0] for s in engine._decoder.seen] == [8, 4, 2, 2, 4, 2, 2]
+    assert engine.oom_splits == 3
+    assert max(_diff(a.image, b.image) for a, b in zip(results, expected)) <= 1
+
+
+def test_out_of_memory_on_one_image_retries_as_tiles(ff_weights):
+    engine = _engine(ff_weights)
+    content, style = make_photo(112, 64, seed=5), make_texture(64, seed=6)
+    tiled = engine.stylize(content, style, method="adain", size=0, style_size=64, tile_size=64)
+    whole = engine.stylize(content, style, method="adain", size=0, style_size=64)
+    engine._decoder = OOMAbove(engine.decoder, max_cells=8 * 8)  # only 64-pixel tiles fit
+    out = engine.stylize(content, style, method="adain", size=0, style_size=64)
+    assert _diff(out, tiled) == 0
+    assert np.abs(np.asarray(out, float) - np.asarray(whole, float)).mean() < 4
+    engine._decoder.max_cells = 1  # nothing fits: a clear error, not a crash
+    r = engine.stylize_batch([Request(content, [style], ["s"], None, "adain", StyleOptions.make(size=0, style_size=64), "k")])[0]
+    assert r.image is None and "out of memory" in r.error and "\n" not in r.error
