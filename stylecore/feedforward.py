@@ -172,9 +172,10 @@ class FeedForwardMixin:
                 tile = self._smaller_tile(min(tile, max(x.shape[-2:])), ADAIN_SCALE)
 
     def _smaller_tile(self, tile: int, align: int) -> int:
-        if tile // 2 < MIN_TILE:
+        """Half the tile size (at least MIN_TILE); out-of-memory at the minimum is a one-line error."""
+        if tile <= MIN_TILE:
             raise StyleCoreError(f"out of memory on {self.device} even with {tile}-pixel tiles")
-        return _align_down(tile // 2, align)
+        return max(MIN_TILE, _align_down(tile // 2, align))
 
     # -- running ----------------------------------------------------------------------------------
     def _ff_batch(self, requests) -> list:
