@@ -16,7 +16,7 @@ from PIL import Image
 from .adain import AdaINEncoder, load_adain_decoder, load_adain_encoder
 from .device import memory_format, resolve_device
 from .errors import OptionsError, StyleCoreError
-from .feedforward import FeedForwardMixin, _one_line
+from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
 from .johnson import load_transformer
@@ -99,7 +99,7 @@ class Engine(FeedForwardMixin):
         with self._lock:
             if self._adain_encoder is None:
                 enc = load_adain_encoder(self.config.encoder, progress=self.progress)
-                self._adain_encoder = enc.to(self.device, memory_format=memory_format(self.device))
+                self._adain_encoder = enc.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._adain_encoder
 
     @property
@@ -111,7 +111,7 @@ class Engine(FeedForwardMixin):
                     raise OptionsError("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
                                        "a decoder.pth path, file://, s3:// URI or random:SEED")
                 dec = load_adain_decoder(self.config.decoder)
-                self._decoder = dec.to(self.device, memory_format=memory_format(self.device))
+                self._decoder = dec.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._decoder
 
     @property
@@ -123,7 +123,7 @@ class Engine(FeedForwardMixin):
                     raise OptionsError("method johnson needs a model: pass --model SPEC (model= in Python): "
                                        "a fast_neural_style .pth path, file://, s3:// URI or random:SEED")
                 net = load_transformer(self.config.model)
-                self._model = net.to(self.device, memory_format=memory_format(self.device))
+                self._model = net.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._model
 
     # -- inputs ---------------------------------------------------------------------------------

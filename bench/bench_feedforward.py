@@ -1,0 +1,170 @@
+"""Feed-forward throughput: stylecore's batched engine vs a plain one-image-at-a-time reference loop.
+
+For adain and johnson at 256 and 512 px with batch sizes 1, 4 and 16, on the current device, it prints
+images per second of ``Engine.stylize_batch`` (contents × a few repeated styles, style cache cleared
+before each measurement) and, in the same process on the same weights, of a loop equivalent to the
+reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, decode, per pair, under
+``torch.no_grad``) and fast_neural_style ``stylize`` (one image through TransformerNet), both with the
+networks loaded once and without file I/O. Weights are random, saved in the public checkpoint formats.
+
+    python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stylecore.adain_net import ENCODER_RELU4_1, decoder as decoder_layout, normalised_vgg  # noqa: E402
+from stylecore.engine import Engine, Request  # noqa: E402
+from stylecore.johnson import load_transformer  # noqa: E402
+from stylecore.options import StyleOptions  # noqa: E402
+
+
+def _photo(size: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    base = np.stack([x, y, 0.5 + 0.5 * np.sin(6 * (x + y) + seed)], -1) * 200 + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(np.clip(base, 0, 255).astype("uint8"))
+
+
+def _save_weights(root: Path) -> dict[str, str]:
+    """Random checkpoints in the public formats (He-scaled so activations stay in range)."""
+    torch.manual_seed(0)
+    paths = {}
+    for name, net in [("vgg_normalised.pth", normalised_vgg()), ("decoder.pth", decoder_layout())]:
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        torch.save(net.state_dict(), root / name)
+        paths[name] = str(root / name)
+    torch.save(load_transformer("random:0").state_dict(), root / "johnson.pth")
+    paths["johnson.pth"] = str(root / "johnson.pth")
+    return paths
+
+
+def _to_tensor(img: Image.Image, device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return t[0].mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+class ReferenceAdaIN:
+    """pytorch-AdaIN test.py's per-pair computation: vgg(content), vgg(style), AdaIN, decoder."""
+
+    def __init__(self, paths, device):
+        vgg = normalised_vgg()
+        vgg.load_state_dict(torch.load(paths["vgg_normalised.pth"], weights_only=True))
+        self.vgg = torch.nn.Sequential(*list(vgg.children())[:ENCODER_RELU4_1]).to(device).eval()
+        self.dec = decoder_layout()
+        self.dec.load_state_dict(torch.load(paths["decoder.pth"], weights_only=True))
+        self.dec = self.dec.to(device).eval()
+        self.device = device
+
+    @staticmethod
+    def _mean_std(f, eps=1e-5):
+        n, c = f.shape[:2]
+        var = f.view(n, c, -1).var(dim=2) + eps
+        return f.view(n, c, -1).mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
+
+    def __call__(self, content: Image.Image, style: Image.Image) -> np.ndarray:
+        with torch.no_grad():
+            cf = self.vgg(_to_tensor(content, self.device))
+            sf = self.vgg(_to_tensor(style, self.device))
+            sm, ss = self._mean_std(sf)
+            cm, cs = self._mean_std(cf)
+            feat = (cf - cm) / cs * ss + sm
+            return _to_uint8(self.dec(feat))
+
+
+class ReferenceJohnson:
+    """fast_neural_style's stylize: ToTensor()*255 -> TransformerNet -> clamp -> uint8."""
+
+    def __init__(self, paths, device):
+        from stylecore.transformer_net import TransformerNet
+
+        self.net = TransformerNet()
+        self.net.load_state_dict(torch.load(paths["johnson.pth"], weights_only=True))
+        self.net = self.net.to(device).eval()
+        self.device = device
+
+    def __call__(self, content: Image.Image, style=None) -> np.ndarray:
+        with torch.no_grad():
+            y = self.net(_to_tensor(content, self.device) * 255)
+            return y[0].clamp(0, 255).cpu().numpy().transpose(1, 2, 0).astype("uint8")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(args) -> None:
+    tmp = tempfile.TemporaryDirectory()
+    paths = _save_weights(Path(tmp.name))
+    engine = Engine(encoder=paths["vgg_normalised.pth"], decoder=paths["decoder.pth"], model=paths["johnson.pth"],
+                    device=args.device, progress=False)
+    device = engine.device
+    sizes = args.sizes or ([256] if args.quick else [256, 512])
+    batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"{'method':8} {'px':>4} {'batch':>5} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} {'ratio':>6}")
+    refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
+    styles = [_photo(256, 100 + i) for i in range(2)]
+    for method in ("adain", "johnson"):
+        for size in sizes:
+            n = args.images or (64 if device.type == "cuda" else (8 if size == 512 else 16))
+            contents = [_photo(size, i) for i in range(n)]
+            style_imgs = [s.resize((size, size)) for s in styles]
+            ref = refs[method]
+            ref(contents[0], style_imgs[0])  # warm-up
+            _sync(device)
+            t0 = time.perf_counter()
+            for i, c in enumerate(contents):
+                ref(c, style_imgs[i % 2])
+            _sync(device)
+            ref_ips = n / (time.perf_counter() - t0)
+            opts = StyleOptions.make(size=0)
+            reqs = [Request(c, [style_imgs[i % 2]] if method == "adain" else [], [f"style{i % 2}"], None, method, opts,
+                            str(i)) for i, c in enumerate(contents)]
+            for batch in batches:
+                engine.max_batch = batch
+                engine.stylize_batch(reqs[:batch])  # warm-up (allocator, kernels)
+                engine.style_cache.clear()
+                _sync(device)
+                t0 = time.perf_counter()
+                results = engine.stylize_batch(reqs)
+                _sync(device)
+                ips = n / (time.perf_counter() - t0)
+                errors = [r.error for r in results if r.error]
+                if errors:
+                    raise SystemExit(f"engine failed: {errors[0]}")
+                print(f"{method:8} {size:>4} {batch:>5} {n:>6} {ips:>13.2f} {ref_ips:>16.2f} {ips / ref_ips:>5.2f}x", flush=True)
+    tmp.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="256 px only, batch sizes 1 and 4")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--sizes", type=int, nargs="+", help="image sizes (default 256 512)")
+    p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 4 16)")
+    p.add_argument("--images", type=int, default=0, help="contents per measurement (default 16/8 on the CPU, 64 on CUDA)")
+    run(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
