@@ -113,13 +113,27 @@ def torchvision_imagenet_state_dict(progress: bool = True) -> dict[str, torch.Te
     from torchvision.models import VGG19_Weights
 
     weights = VGG19_Weights.IMAGENET1K_V1
+    cache = imagenet_cache_path()
+    if cache.is_file():  # torchvision reads the cache without the network; report a bad file as such
+        try:
+            return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"encoder imagenet: cached file {cache} is not a readable weights_only state_dict "
+                               f"({reason[:160]}); delete it to download again, or pass another --encoder") from None
     try:
         return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as e:  # URLError, socket errors, hash mismatch...
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(
             f"encoder imagenet: VGG19_Weights.IMAGENET1K_V1 is not cached at {cache} and could not be downloaded "
             f"({reason[:160]}); alternatives: copy vgg19-dcbb9e9d.pth there, pass a local path or s3:// URI "
             f"with --encoder, or use --encoder random:SEED (lower-fidelity offline fallback)"
         ) from None
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision keeps (or would download) the ImageNet VGG19 weights: ``$TORCH_HOME/hub/checkpoints``."""
+    from torchvision.models import VGG19_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
