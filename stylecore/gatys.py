@@ -22,6 +22,10 @@ from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 
 
+class _BudgetSpent(Exception):
+    """Raised inside the L-BFGS closure once a level's step budget is used up."""
+
+
 @dataclass(frozen=True)
 class StepInfo:
     """One optimisation step, as passed to the loss-history callback."""
@@ -118,32 +122,50 @@ def stylize_gatys(
             init = F.interpolate(x.detach(), size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
         x = init.contiguous(memory_format=fmt).requires_grad_(True)
 
-        if optimizer_name == "lbfgs":
-            opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=50)
-        else:
-            opt = torch.optim.Adam([x], lr=lr)
+        budget = steps[level]
+        evals = 0
+        best: dict = {"loss": float("inf"), "x": None}
 
-        last: dict[str, float] = {}
-
-        def closure():
-            opt.zero_grad(set_to_none=True)
+        def evaluate() -> torch.Tensor:
+            """One step: a forward/backward pass at the current pixels, reported to the callback."""
+            nonlocal evals, done
+            if evals >= budget:
+                raise _BudgetSpent
+            x.grad = None
             feats = encoder(x, layer_set)
             lc = content_loss(feats)
             ls = style_loss(feats)
             lt = tv_loss(x)
             loss = options.content_weight * lc + options.style_weight * ls + options.tv_weight * lt
             loss.backward()
-            last.update(loss=loss.item(), content=lc.item(), style=ls.item(), tv=lt.item())
+            evals += 1
+            done += 1
+            value = loss.item()
+            if value < best["loss"]:  # keep the best point seen (line-search trial points included)
+                best["loss"], best["x"] = value, x.detach().clone()
+            if callback is not None:
+                callback(StepInfo(done, total, level, len(sizes), c.shape[-2], c.shape[-1],
+                                  value, lc.item(), ls.item(), lt.item()))
             return loss
 
-        for _ in range(steps[level]):
-            opt.step(closure)
-            if optimizer_name == "adam":
+        if optimizer_name == "lbfgs":
+            # One L-BFGS run per level with a strong-Wolfe line search: without it, L-BFGS on this
+            # non-convex objective occasionally takes huge steps (losses jump by orders of magnitude).
+            # ``steps`` counts loss evaluations, so the work per level is exactly ``budget`` passes.
+            opt = torch.optim.LBFGS([x], lr=lr, max_iter=budget, max_eval=budget + 25, history_size=50,
+                                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+            try:
+                opt.step(evaluate)
+            except _BudgetSpent:
+                pass
+            x = best["x"] if best["x"] is not None else x.detach()
+        else:
+            opt = torch.optim.Adam([x], lr=lr)
+            for _ in range(budget):
+                opt.step(evaluate)
                 with torch.no_grad():
                     x.clamp_(0, 1)
-            done += 1
-            if callback is not None:
-                callback(StepInfo(done, total, level, len(sizes), c.shape[-2], c.shape[-1], **last))
+            x = x.detach()
 
     result = x.detach().clamp(0, 1).contiguous()
     if options.preserve_color:
