@@ -7,6 +7,7 @@ encoder use channels_last.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from .color import combine_luminance, luminance, match_luminance
 from .device import memory_format
+from .errors import ImageError
 from .losses import ContentLoss, StyleLoss, tv_loss
 from .options import StyleOptions
 from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder
@@ -40,6 +42,16 @@ class StepInfo:
     content: float
     style: float
     tv: float
+
+
+MIN_SIDE = 16  # VGG19 pools four times before relu5_1: 16 px -> 1 cell
+
+
+def _check_min_side(image: torch.Tensor, what: str) -> None:
+    h, w = image.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"{what}: {w}x{h} px is too small for the VGG19 encoder (at least {MIN_SIDE} px per side); "
+                         f"use a larger size")
 
 
 def pyramid_sizes(long_side: int, threshold: int) -> list[int]:
@@ -90,7 +102,12 @@ def stylize_gatys(
         work_content, work_styles = content, list(styles)
 
     h, w = content.shape[-2:]
-    sizes = pyramid_sizes(max(h, w), options.pyramid_threshold)
+    _check_min_side(content, "content image")
+    for i, s in enumerate(styles):
+        _check_min_side(s, f"style image {i + 1}")
+    # coarse levels whose short side would fall below what VGG19 can encode are skipped
+    sizes = [n for n in pyramid_sizes(max(h, w), options.pyramid_threshold)
+             if round(min(h, w) * n / max(h, w)) >= MIN_SIDE] or [max(h, w)]
     steps = level_steps(options.steps, len(sizes))
     total = sum(steps)
     layer_set = tuple(dict.fromkeys(STYLE_LAYERS + (CONTENT_LAYER,)))
@@ -104,7 +121,7 @@ def stylize_gatys(
         c = _resize(work_content, long_side).contiguous(memory_format=fmt)
         style_feats = []
         for s in work_styles:
-            s_long = max(1, round(max(s.shape[-2:]) * scale))
+            s_long = max(round(max(s.shape[-2:]) * scale), math.ceil(MIN_SIDE * max(s.shape[-2:]) / min(s.shape[-2:])))
             with torch.no_grad():
                 style_feats.append(encoder(_resize(s, s_long).contiguous(memory_format=fmt), STYLE_LAYERS))
         with torch.no_grad():

@@ -123,6 +123,7 @@ def test_error_paths(inputs, tmp_path, capsys):
         (["image", c, s, "-o", out, *FAST, "--content-loss", "l3"], ["--content-loss", "l2, l1"]),
         (["image", c, s, "-o", out, *FAST, "--steps", "0"], ["--steps", "out of range"]),
         (["image", c, s, "-o", out, *FAST, "--size", "1.5"], ["--size", "invalid value"]),
+        (["image", c, s, "-o", out, *FAST, "--size", "12"], ["content image: 12x9 px is too small"]),
         (["image", c, s, "-o", out, *FAST, "--style-weight", "lots"], ["--style-weight", "invalid value"]),
         (["image", c, s, "-o", out, *FAST, "--method", "pix2pix"], ["--method", "invalid choice"]),
         (["image", c, s, "-o", out, *FAST, "--device", "tpu"], ["--device", "unknown device"]),

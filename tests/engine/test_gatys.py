@@ -8,6 +8,7 @@ from PIL import Image
 
 from stylecore.color import rgb_to_yiq
 from stylecore.engine import Request, get_engine
+from stylecore.errors import ImageError
 from stylecore.gatys import level_steps, pyramid_sizes
 from stylecore.images import encode_image, to_tensor
 from stylecore.options import StyleOptions
@@ -119,6 +120,13 @@ def test_pyramid_runs_coarse_to_fine_above_its_threshold(engine, style):
     engine.stylize(content, style, size=80, steps=1, callback=direct.append)
     first_fine = next(h for h in hist if h.level == 1)
     assert first_fine.style < 0.75 * direct[0].style, (first_fine.style, direct[0].style)
+    # levels too small for VGG19 (< 16 px on the short side) are skipped; too-small inputs are refused
+    strip = Image.new("RGB", (160, 20), (90, 120, 200))
+    hist = []
+    assert engine.stylize(strip, style, size=0, steps=2, pyramid_threshold=40, callback=hist.append).size == (160, 20)
+    assert {(h.levels, h.width) for h in hist} == {(1, 160)}
+    with pytest.raises(ImageError, match="content image: 12x9 px is too small"):
+        engine.stylize(content, style, size=12, steps=1)
 
 
 def test_batch_api_and_engine_cache(engine, content, style):
