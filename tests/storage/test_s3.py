@@ -30,6 +30,7 @@ def test_roundtrip_stat_exists(s3):
     assert st.size == 5 and st.etag
     assert storage.exists(uri) and not storage.exists(f"s3://{b}/dir/b.png")
     assert storage.is_dir(f"s3://{b}/dir") and not storage.is_dir(f"s3://{b}/other")
+    assert s3.client.head_object(Bucket=b, Key="dir/a.png")["ContentType"] == "image/png"
     url = storage.presign(uri)
     assert url.startswith(s3.endpoint) and "Signature" in url and DUMMY_SECRET not in url
 
