@@ -260,7 +260,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
             r, errs = _resolve_unique(parts, base)
             bad = [e for e in errs if e]
             res_u.append("|".join(r)), n_u.append(len(parts)), err_u.append(bad[0] if bad else None)
-        res_arr, n_arr = np.asarray(res_u + [""], dtype=object), np.asarray(n_u + [0], dtype=np.int64)
+        n_arr = np.asarray(n_u + [0], dtype=np.int64)
         out["style"] = _take(res_u + [""], codes)
         n_styles = n_arr[codes]
         bad_u = np.array([e is not None for e in err_u] + [True], dtype=bool)
@@ -343,6 +343,9 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     explicit = _text(df["output"]) if "output" in df.columns else empty_series
     has_explicit = (explicit != "").to_numpy()
     _check_keys(explicit, has_explicit, "output", probs)
+    no_ext = has_explicit & ~explicit.str.lower().str.contains(r"\.(?:jpe?g|png|webp)\Z", regex=True).to_numpy(dtype=bool)
+    rows = np.nonzero(no_ext)[0]
+    probs.rows(rows, "output", [f"output key {explicit.iat[r]!r}: extension must be .jpg, .png or .webp" for r in rows], order=1)
     # rows whose inputs already have problems get no default key (no derivative duplicate-key problems)
     flagged = np.zeros(n, dtype=bool)
     flagged[[r for r, _, _ in probs.items if r >= 0]] = True
@@ -435,11 +438,15 @@ class Plan:
     options: StyleOptions
     fmt: str
     specs: dict = field(default_factory=dict)
+    _opts: dict = field(default_factory=dict, repr=False, compare=False)
 
     def row_request(self, row) -> tuple[str, StyleOptions, list[float] | None]:
         """``(method, StyleOptions, style_weights or None)`` for one plan row (Series, dict or namedtuple)."""
         get = (lambda k: row[k]) if isinstance(row, (dict, pd.Series)) else (lambda k: getattr(row, k))
-        opts = _options_from_json(self.options, get("options_json"))
+        text = str(get("options_json"))
+        opts = self._opts.get(text)
+        if opts is None:
+            opts = self._opts[text] = StyleOptions.make(self.options, **json.loads(text))
         w = get("style_weights")
         weights = [float(x) for x in str(w).split("|")] if isinstance(w, str) and w else None
         return str(get("method")), opts, weights
@@ -450,20 +457,6 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.rows["status"].value_counts().items()}
-
-
-_opts_cache: dict = {}
-
-
-def _options_from_json(base: StyleOptions, text: str) -> StyleOptions:
-    key = (id(base), text)
-    opts = _opts_cache.get(key)
-    if opts is None:
-        opts = StyleOptions.make(base, **json.loads(text))
-        if len(_opts_cache) > 4096:
-            _opts_cache.clear()
-        _opts_cache[key] = opts
-    return opts
 
 
 def load(manifest: str | pd.DataFrame, *, base: str | None = None, method: str = "gatys",

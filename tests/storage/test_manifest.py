@@ -67,6 +67,7 @@ def test_every_problem_reported_at_once(tree):
         j.jpg,s.png,,,,same.jpg,maybe
         k.jpg,s.png,,,,same.jpg,
         l.jpg,s.png||t.png,,,,,
+        m.jpg,s.png,,,,out/m.txt,
     """)
     with pytest.raises(ManifestError) as e:
         manifest.plan(m, str(tree / "out"))
@@ -74,13 +75,14 @@ def test_every_problem_reported_at_once(tree):
     assert [(int(r), c) for r, c in got] == [
         (1, "content"), (2, "style"), (3, "content"), (4, "style_weights"), (5, "style_weights"), (6, "steps"),
         (7, "method"), (8, "output"), (9, "output"), (10, "preserve_color"), (10, "output"), (11, "output"),
-        (12, "style")]
+        (12, "style"), (13, "output")]
     text = "\n".join(e.value.problems)
     for needle in ["empty cell", "unsupported URI scheme 'gs'", "not a list of numbers", "3 weights for 2 styles",
                    "out of range", "unknown method 'picasso'", "'..' escapes the output root",
-                   "absolute path escapes", "duplicate output key 'same.jpg'", "empty style in"]:
+                   "absolute path escapes", "duplicate output key 'same.jpg'", "empty style in",
+                   "extension must be .jpg, .png or .webp"]:
         assert needle in text, needle
-    assert str(e.value).startswith(f"{tree / 'bad.csv'}: 13 problems; first: row 1, column content: empty cell")
+    assert str(e.value).startswith(f"{tree / 'bad.csv'}: 14 problems; first: row 1, column content: empty cell")
 
 
 def test_missing_required_columns(tree):
