@@ -111,7 +111,7 @@ def s3_client():
 
             s = settings()
             cfg = Config(
-                retries={"max_attempts": int(s["max_attempts"]), "mode": s["retry_mode"]},
+                retries={"total_max_attempts": int(s["max_attempts"]), "mode": s["retry_mode"]},
                 connect_timeout=float(s["connect_timeout"]),
                 read_timeout=float(s["read_timeout"]),
                 max_pool_connections=int(s["max_pool"]),
