@@ -353,7 +353,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     if need.any():
         c, st = out["content"], out["style"]
         rel = _relative(c, root) if root is not None else c.str.replace(r"^.*/", "", regex=True)
-        rel = rel.str.replace(r"^(.*[^/])\.[^./]+\Z", r"\1", regex=True)  # = os.path.splitext
+        rel = rel.str.replace(r"^(.*[^/])\.[^./]*\Z", r"\1", regex=True)  # = os.path.splitext
         s_codes, s_uniq = pd.factorize(st, sort=False)
         s_part = _take([keys.style_part(v) for v in s_uniq] + [""], s_codes)
         hashes = np.empty(n, dtype=object)

@@ -76,6 +76,11 @@ def test_sample_k_deterministic_and_incremental(tree):
     todo = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
                           skip_done_under=str(tree / "out"))
     assert set(todo["content"]) == {str(tree / "ds/train/dog/d3.jpg")}
+    for uri in manifest.plan(todo, str(tree / "out")).rows["output_uri"]:
+        storage.write_bytes(uri, b"done")
+    nothing = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
+                             skip_done_under=str(tree / "out"))
+    assert len(nothing) == 0 and list(nothing.columns) == ["content", "style", "content_root"]
     with pytest.raises(ManifestError, match="only 5 style images"):
         build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:6")
     with pytest.raises(ManifestError, match="expected cross, zip or sample:K"):

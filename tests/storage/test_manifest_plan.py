@@ -202,3 +202,19 @@ def test_manifest_and_outputs_on_s3(s3):
     assert e.value.problems == [f"row 0, column content: input not found: s3://{b}/data/missing.jpg"]
     with pytest.raises(ManifestError, match="not found"):
         manifest.load(f"s3://{b}/jobs/none.csv")
+
+
+def test_vectorised_keys_match_the_reference_helpers(tmp_path):
+    """The vectorised key builder agrees with keys.output_key / content_part on awkward names."""
+    from stylecore import keys
+
+    names = ["/r/a/b.jpg", "/r/a/.hidden", "/r/a/x.tar.gz", "/r/noext", "/r/a..jpg", "/r/d/e.f/g", "/r/b.",
+             "/r/.h.jpg", "/r/a b/c d.JPG", "/elsewhere/z.png"]
+    df = pd.DataFrame({"content": names, "style": "/s/x__y.png|/s/z.png", "style_weights": "1|3", "content_root": "/r"})
+    opts = StyleOptions.make(steps=5)
+    p = manifest.plan(df, str(tmp_path), options=opts)
+    full = keys.options_json("gatys", opts, {"encoder": "imagenet", "decoder": None, "model": None})
+    for name, out in zip(names, p.rows["output"]):
+        assert out == keys.output_key(name, "/s/x__y.png|/s/z.png", "0.25|0.75", full, ".jpg", "/r")
+        assert keys.content_rel_from_key(out) == keys.content_part(name, "/r")
+    assert p.rows["output"].iat[0].startswith("a/b__x_y+z__")
