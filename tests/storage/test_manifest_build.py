@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import re
 
 import pandas as pd
@@ -108,6 +109,12 @@ def test_cli_build_and_validate(tree, cli):
     r = cli("manifest", "validate", out, "--check-inputs")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["rows: 10", "distinct contents: 5", "distinct styles: 2", "methods: gatys 10"]
+    first = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png").rows["output_uri"].iat[0]
+    storage.write_bytes(first, b"done")
+    r = cli("manifest", "validate", out, "--method", "adain", "--format", "png", "--output-root", tree / "styled", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"rows": 10, "distinct_contents": 5, "distinct_styles": 2, "methods": {"adain": 10},
+                                    "pending": 9, "skipped": 1}
 
     bad = tree / "bad.csv"
     bad.write_text(f"content,style,method\n{tree}/ds/train/cat/c1.jpg,,gatys\n,x.png,cubism\n")
