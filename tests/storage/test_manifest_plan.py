@@ -218,3 +218,18 @@ def test_vectorised_keys_match_the_reference_helpers(tmp_path):
         assert out == keys.output_key(name, "/s/x__y.png|/s/z.png", "0.25|0.75", full, ".jpg", "/r")
         assert keys.content_rel_from_key(out) == keys.content_part(name, "/r")
     assert p.rows["output"].iat[0].startswith("a/b__x_y+z__")
+
+
+def test_resume_check_lists_once_instead_of_head_per_row(s3, s3_proxy):
+    b = s3.bucket()
+    rows = "".join(f"data/c{i:03d}.jpg,styles/a.png\n" for i in range(60))
+    s3.put(b, "m.csv", ("content,style\n" + rows).encode())
+    first = manifest.plan(f"s3://{b}/m.csv", f"s3://{b}/out")
+    for uri in first.rows["output_uri"].iloc[:25]:
+        s3.put(b, uri[len(f"s3://{b}/"):], b"done")
+    s3_proxy.requests.clear()
+    again = manifest.plan(f"s3://{b}/m.csv", f"s3://{b}/out")
+    assert again.counts() == {"skipped": 25, "pending": 35}
+    seen = list(s3_proxy.requests)
+    assert not any(r.startswith("HEAD") for r in seen)
+    assert [r.split("?")[0] for r in seen] == [f"GET /{b}/m.csv HTTP/1.1", f"GET /{b}"], seen
