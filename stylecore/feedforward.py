@@ -49,6 +49,7 @@ class FFItem:
     options: StyleOptions
     targets: list[Stats] | None = None  # adain: one target per mask label (one without a mask)
     labels: torch.Tensor | None = None  # adain with a mask: (H, W) long
+    tile: int = 0  # longest side run in one piece
     prep_ms: float = 0.0
 
     @property
@@ -114,6 +115,7 @@ class FeedForwardMixin:
             item = FFItem(index, "johnson", content, opts)
         else:
             item = self._prepare_adain(index, req, content)
+        item.tile = self.tile_limit(opts, ADAIN_SCALE if item.method == "adain" else JOHNSON_SCALE)
         item.prep_ms = (time.perf_counter() - t0) * 1000
         return item
 
@@ -192,8 +194,7 @@ class FeedForwardMixin:
                     out[i] = (e, (time.perf_counter() - t0) * 1000)
             groups: dict[tuple, list[FFItem]] = {}
             for it in items:
-                tile = self.tile_limit(it.options, ADAIN_SCALE if it.method == "adain" else JOHNSON_SCALE)
-                solo = it.labels is not None or max(it.hw) > tile
+                solo = it.labels is not None or max(it.hw) > it.tile
                 groups.setdefault((it.method, it.hw, it.index if solo else -1), []).append(it)
             for group in groups.values():
                 for start in range(0, len(group), self.max_batch):
@@ -229,7 +230,7 @@ class FeedForwardMixin:
 
     def _forward_tiles_retry(self, item: FFItem) -> Image.Image:
         align = ADAIN_SCALE if item.method == "adain" else JOHNSON_SCALE
-        tile = self._smaller_tile(min(self.tile_limit(item.options, align), max(item.hw)), align)
+        tile = self._smaller_tile(min(item.tile, max(item.hw)), align)
         while True:
             try:
                 return self._forward_tiled(item, tile)
@@ -240,10 +241,8 @@ class FeedForwardMixin:
     def _forward(self, items: list[FFItem]) -> list[Image.Image]:
         """One batch of same-size, same-method items, or one item that is tiled when larger than its tile size."""
         first = items[0]
-        align = ADAIN_SCALE if first.method == "adain" else JOHNSON_SCALE
-        tile = self.tile_limit(first.options, align)
-        if len(items) == 1 and max(first.hw) > tile:
-            return [self._forward_tiled(first, tile)]
+        if len(items) == 1 and max(first.hw) > first.tile:
+            return [self._forward_tiled(first, first.tile)]
         h, w = first.hw
         with torch.inference_mode():
             x = self._input(torch.cat([it.pixels for it in items]))
