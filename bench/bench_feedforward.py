@@ -5,7 +5,7 @@ images per second of ``Engine.stylize_batch`` (contents × a few repeated styles
 before each measurement) and, in the same process on the same weights, of a loop equivalent to the
 reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, decode, per pair, under
 ``torch.no_grad``) and fast_neural_style ``stylize`` (one image through TransformerNet), both with the
-networks loaded once and without file I/O. Weights are random, saved in the public checkpoint formats.
+networks loaded once and without file I/O. The reference loop is re-measured right before each row. Weights are random, saved in the public checkpoint formats.
 
     python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N]
 """
@@ -131,16 +131,20 @@ def run(args) -> None:
             style_imgs = [s.resize((size, size)) for s in styles]
             ref = refs[method]
             ref(contents[0], style_imgs[0])  # warm-up
-            _sync(device)
-            t0 = time.perf_counter()
-            for i, c in enumerate(contents):
-                ref(c, style_imgs[i % 2])
-            _sync(device)
-            ref_ips = n / (time.perf_counter() - t0)
+
+            def reference_ips() -> float:
+                _sync(device)
+                t0 = time.perf_counter()
+                for i, c in enumerate(contents):
+                    ref(c, style_imgs[i % 2])
+                _sync(device)
+                return n / (time.perf_counter() - t0)
+
             opts = StyleOptions.make(size=0)
             reqs = [Request(c, [style_imgs[i % 2]] if method == "adain" else [], [f"style{i % 2}"], None, method, opts,
                             str(i)) for i, c in enumerate(contents)]
             for batch in batches:
+                ref_ips = reference_ips()  # measured next to each row, so that load changes hit both alike
                 engine.max_batch = batch
                 engine.stylize_batch(reqs[:batch])  # warm-up (allocator, kernels)
                 engine.style_cache.clear()
