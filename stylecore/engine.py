@@ -15,7 +15,7 @@ from PIL import Image
 
 from .adain import AdaINEncoder, load_adain_decoder, load_adain_encoder
 from .device import memory_format, resolve_device
-from .errors import OptionsError, StyleCoreError
+from .errors import OptionsError
 from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
