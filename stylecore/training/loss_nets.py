@@ -1,0 +1,155 @@
+"""Frozen loss networks built from weight specs.
+
+- ``AdaINEncoder``: relu1_1..relu4_1 features for AdaIN, either pytorch-AdaIN's normalised VGG19
+  (``vgg_normalised.pth`` layout, inputs in [0, 1]) or torchvision's VGG19 (``imagenet``, ``random:SEED``
+  or a path in torchvision layout; ImageNet normalisation inside).
+- ``VGG16Loss``: relu1_2, relu2_2, relu3_3, relu4_3 of torchvision's ``vgg16().features`` for the Johnson
+  recipe; it takes RGB in [0, 255] and applies fast_neural_style's ``normalize_batch`` (/255, ImageNet mean/std).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import vgg16
+
+from ..adain_net import ENCODER_RELU4_1, normalised_vgg
+from ..errors import WeightsError
+from ..vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Encoder, load_vgg19_encoder
+from ..weights import WeightSpec, load_state_dict, parse_spec
+
+ADAIN_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+_NORMALISED_SPLITS = (4, 11, 18, ENCODER_RELU4_1)  # pytorch-AdaIN's enc_1..enc_4 slices
+VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+_VGG16_SPLITS = (4, 9, 16, 23)  # fast_neural_style's Vgg16 slices
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def is_normalised_vgg_state(state: dict[str, torch.Tensor]) -> bool:
+    """True for a ``vgg_normalised.pth``-style state_dict (index 0 is a 1×1 conv from 3 to 3 channels)."""
+    w = state.get("0.weight")
+    return w is not None and tuple(w.shape) == (3, 3, 1, 1)
+
+
+class AdaINEncoder(nn.Module):
+    """Returns the relu1_1, relu2_1, relu3_1 and relu4_1 features of RGB input in [0, 1]."""
+
+    def __init__(self, *, normalised: nn.Sequential | None = None, torchvision: VGG19Encoder | None = None):
+        super().__init__()
+        if (normalised is None) == (torchvision is None):
+            raise ValueError("give exactly one of normalised= or torchvision=")
+        self.kind = "normalised" if normalised is not None else "torchvision"
+        if normalised is not None:
+            mods = list(normalised.children())[:ENCODER_RELU4_1]
+            bounds = (0,) + _NORMALISED_SPLITS
+            self.slices = nn.ModuleList(nn.Sequential(*mods[a:b]) for a, b in zip(bounds, bounds[1:]))
+            self.vgg = None
+        else:
+            self.slices = None
+            self.vgg = torchvision
+        _freeze(self)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.vgg is not None:
+            feats = self.vgg(x, ADAIN_LAYERS)
+            return [feats[n] for n in ADAIN_LAYERS]
+        out = []
+        for s in self.slices:
+            x = s(x)
+            out.append(x)
+        return out
+
+
+def load_adain_encoder(spec: str | WeightSpec) -> AdaINEncoder:
+    """AdaIN encoder from a spec: a ``vgg_normalised.pth`` path (detected by its 1×1 first conv), or any
+    torchvision VGG19 spec (``imagenet``, ``random:SEED``, a torchvision-layout path or s3:// URI)."""
+    ws = spec if isinstance(spec, WeightSpec) else parse_spec(spec, what="encoder")
+    if ws.kind in ("imagenet", "random"):
+        return AdaINEncoder(torchvision=load_vgg19_encoder(ws))
+    state = load_state_dict(ws, what="encoder")
+    if is_normalised_vgg_state(state):
+        net = normalised_vgg()
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise WeightsError(f"encoder {ws.text}: does not match the normalised VGG19 layout "
+                               f"({' '.join(first[:2]).strip()[:200]})") from None
+        return AdaINEncoder(normalised=net)
+    enc = VGG19Encoder()
+    enc.load_features_state_dict(state, f"encoder {ws.text}")
+    return AdaINEncoder(torchvision=enc)
+
+
+class VGG16Loss(nn.Module):
+    """fast_neural_style's Vgg16 loss network; input RGB in [0, 255]."""
+
+    def __init__(self, features: nn.Sequential):
+        super().__init__()
+        mods = list(features.children())[:_VGG16_SPLITS[-1]]
+        bounds = (0,) + _VGG16_SPLITS
+        self.slices = nn.ModuleList(nn.Sequential(*mods[a:b]) for a, b in zip(bounds, bounds[1:]))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        _freeze(self)
+
+    def forward(self, x255: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (x255 / 255.0 - self.mean) / self.std
+        out = {}
+        for name, s in zip(VGG16_LAYERS, self.slices):
+            x = s(x)
+            out[name] = x
+        return out
+
+
+def _vgg16_imagenet_state() -> dict[str, torch.Tensor]:
+    from torchvision.models import VGG16_Weights
+
+    weights = VGG16_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except Exception as e:  # URLError, socket errors, hash mismatch...
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(
+            f"loss network imagenet: VGG16_Weights.IMAGENET1K_V1 is not cached at {cache} and could not be "
+            f"downloaded ({reason[:160]}); alternatives: copy {os.path.basename(weights.url)} there, pass a local "
+            f"path or s3:// URI in torchvision vgg16 layout with --loss-network, or use --loss-network random:SEED"
+        ) from None
+
+
+def load_vgg16_loss(spec: str | WeightSpec) -> VGG16Loss:
+    """VGG16 loss network from a spec: ``imagenet`` (torchvision VGG16_Weights.IMAGENET1K_V1 via its cache),
+    ``random:SEED``, or a path / s3:// URI holding a torchvision ``vgg16`` (or ``vgg16().features``) state_dict."""
+    ws = spec if isinstance(spec, WeightSpec) else parse_spec(spec, what="loss network")
+    if ws.kind == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(ws.value))
+            return VGG16Loss(vgg16(weights=None).features)
+    state = _vgg16_imagenet_state() if ws.kind == "imagenet" else load_state_dict(ws, what="loss network")
+    features = vgg16(weights=None).features
+    feats = {}
+    for k, v in state.items():
+        if k.startswith("classifier."):
+            continue
+        key = k[len("features."):] if k.startswith("features.") else k
+        head = key.split(".", 1)[0]
+        if not head.isdigit():
+            raise WeightsError(f"loss network {ws.text}: unexpected key {k!r}; expected torchvision vgg16 keys (features.N.weight)")
+        feats[key] = v
+    try:
+        features.load_state_dict(feats, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise WeightsError(f"loss network {ws.text}: does not match torchvision's vgg16 layout "
+                           f"({' '.join(first[:2]).strip()[:200]})") from None
+    return VGG16Loss(features)
