@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     j.add_argument("--loss-network", default="imagenet", metavar="SPEC",
                    help="imagenet (torchvision VGG16), random:SEED, or a torchvision vgg16 state_dict path/s3 URI")
     j.add_argument("--load-size", type=int, default=0, help="shorter side before cropping (0: the crop size)")
+    j.add_argument("--normalize-losses", action="store_true",
+                   help="divide each loss term by its target's mean square (for random:SEED loss networks; "
+                        "then use weights near --content-weight 1 --style-weight 5)")
     j.set_defaults(func=_run_johnson)
 
 
@@ -87,5 +90,6 @@ def _run_johnson(args) -> int:
     from stylecore.training.johnson import JohnsonTrainConfig, train_johnson
     from stylecore.training.loop import print_progress
 
-    cfg = JohnsonTrainConfig(loss_network=args.loss_network, style_size=args.style_size, **_fields(args))
+    cfg = JohnsonTrainConfig(loss_network=args.loss_network, style_size=args.style_size,
+                             normalize_losses=args.normalize_losses, **_fields(args))
     return _report(train_johnson(cfg, resume=args.resume, on_log=None if args.quiet else print_progress), args)

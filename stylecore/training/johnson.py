@@ -2,7 +2,9 @@
 
 Per step: x = content crops in [0, 255]; y = TransformerNet(x). Content loss: content_weight·MSE of
 VGG16 relu2_2 of y and x. Style loss: style_weight·Σ MSE(Gram(y), Gram(style)) over relu1_2, relu2_2,
-relu3_3, relu4_3 (Gram normalised by C·H·W). Adam at lr 1e-3. The network is saved as a plain
+relu3_3, relu4_3 (Gram normalised by C·H·W). Adam at lr 1e-3. With ``normalize_losses`` each term is divided
+by its target's mean square, so that all layers count with a random loss network, whose activations are
+orders of magnitude smaller than ImageNet VGG16's (the example's weights then do not apply; try 1 and 5). The network is saved as a plain
 TransformerNet state_dict (the example's checkpoint layout).
 
 Differences from the example: crops are random (deterministic for the seed) rather than centred, and the
@@ -44,6 +46,7 @@ class JohnsonTrainConfig:
     content_weight: float = 1e5
     style_weight: float = 1e10
     seed: int = 0
+    normalize_losses: bool = False  # divide each term by its target's mean square (for random:SEED loss networks)
     checkpoint_every: int = 2_000
     log_every: int = 10
     workers: int = 2
@@ -64,6 +67,7 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     with torch.no_grad():
         style_feats = vgg(to_tensor(style_img).to(device, memory_format=fmt) * 255.0)
         style_grams = {n: gram_matrix(style_feats[n]) for n in VGG16_LAYERS}
+        style_scale = {n: float(style_grams[n].pow(2).mean()) + 1e-20 if cfg.normalize_losses else 1.0 for n in VGG16_LAYERS}
     torch.manual_seed(cfg.seed)
     net = TransformerNet().to(device, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -74,11 +78,14 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
         fy = vgg(y)
         with torch.no_grad():
             fx = vgg(x)
-        loss_c = cfg.content_weight * F.mse_loss(fy["relu2_2"], fx["relu2_2"])
+        loss_c = F.mse_loss(fy["relu2_2"], fx["relu2_2"])
+        if cfg.normalize_losses:
+            loss_c = loss_c / (fx["relu2_2"].pow(2).mean() + 1e-20)
+        loss_c = cfg.content_weight * loss_c
         loss_s = torch.zeros((), device=device)
         for n in VGG16_LAYERS:
             g = gram_matrix(fy[n])
-            loss_s = loss_s + F.mse_loss(g, style_grams[n].expand_as(g))
+            loss_s = loss_s + F.mse_loss(g, style_grams[n].expand_as(g)) / style_scale[n]
         loss_s = cfg.style_weight * loss_s
         return {"total": loss_c + loss_s, "content": loss_c.detach(), "style": loss_s.detach()}
 

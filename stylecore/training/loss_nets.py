@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import vgg16
+from torchvision.models.vgg import cfgs, make_layers
 
 from ..adain_net import ENCODER_RELU4_1, normalised_vgg
 from ..errors import WeightsError
@@ -111,6 +111,25 @@ class VGG16Loss(nn.Module):
         return out
 
 
+def vgg16_features() -> nn.Sequential:
+    """torchvision's ``vgg16().features`` layout, built without the (large) classifier."""
+    return make_layers(cfgs["D"], batch_norm=False)
+
+
+def random_vgg16_features(seed: int) -> nn.Sequential:
+    """VGG16 features with torchvision's initialisation scheme (Kaiming-normal, fan_out, zero biases),
+    drawn deterministically from ``seed`` without touching the global RNG."""
+    gen = torch.Generator().manual_seed(int(seed))
+    feats = vgg16_features()
+    with torch.no_grad():
+        for m in feats:
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)
+                m.bias.zero_()
+    return feats
+
+
 def _vgg16_imagenet_state() -> dict[str, torch.Tensor]:
     from torchvision.models import VGG16_Weights
 
@@ -132,11 +151,9 @@ def load_vgg16_loss(spec: str | WeightSpec) -> VGG16Loss:
     ``random:SEED``, or a path / s3:// URI holding a torchvision ``vgg16`` (or ``vgg16().features``) state_dict."""
     ws = spec if isinstance(spec, WeightSpec) else parse_spec(spec, what="loss network")
     if ws.kind == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(ws.value))
-            return VGG16Loss(vgg16(weights=None).features)
+        return VGG16Loss(random_vgg16_features(int(ws.value)))
     state = _vgg16_imagenet_state() if ws.kind == "imagenet" else load_state_dict(ws, what="loss network")
-    features = vgg16(weights=None).features
+    features = vgg16_features()
     feats = {}
     for k, v in state.items():
         if k.startswith("classifier."):

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--content-weight", type=float, default=1e5)
-    p.add_argument("--style-weight", type=float, default=1e10)
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=5.0)
     p.add_argument("--loss-network", default="random:0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-size", type=int, default=256)
@@ -110,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = JohnsonTrainConfig(content=str(scenes), style=a.style, out_dir=str(work / "train"),
                                  loss_network=a.loss_network, steps=a.steps, batch_size=a.batch_size, crop=a.crop,
                                  lr=a.lr, content_weight=a.content_weight, style_weight=a.style_weight, seed=a.seed,
-                                 checkpoint_every=max(1, a.steps // 10), log_every=10, workers=1, device="cpu")
+                                 normalize_losses=True, checkpoint_every=100, log_every=10, workers=1, device="cpu")
         result = train_johnson(cfg, resume=a.resume)
         weights = result.weights
     else:
         weights = Path(a.weights) if a.weights else asset
+    work.mkdir(parents=True, exist_ok=True)
     report = evaluate(weights, Path(a.style), contents, a.eval_size, work / "sheet.png")
     report["recipe"] = {k: v for k, v in vars(a).items() if k not in ("eval_only", "weights", "no_install", "resume")}
     work.mkdir(parents=True, exist_ok=True)

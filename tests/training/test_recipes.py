@@ -1,0 +1,76 @@
+"""Short real training runs: the loss falls, checkpoints have the public layouts, load and stylize."""
+import csv
+
+import torch
+
+from stylecore.adain_net import decoder as decoder_layout, normalised_vgg
+from stylecore.images import load_image, to_tensor
+from stylecore.training.adain import AdaINTrainConfig, adain, train_adain
+from stylecore.training.johnson import JohnsonTrainConfig, train_johnson
+from stylecore.training.loss_nets import load_adain_encoder
+from stylecore.transformer_net import TransformerNet
+
+
+def _curve(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [int(r["step"]) for r in rows], [float(r["total"]) for r in rows]
+
+
+def _same_layout(state, reference):
+    assert list(state) == list(reference)
+    assert all(tuple(state[k].shape) == tuple(reference[k].shape) and state[k].dtype == reference[k].dtype for k in reference)
+
+
+def test_adain_training_reduces_loss_and_writes_decoder_pth(data, tmp_path):
+    out = tmp_path / "run"
+    cfg = AdaINTrainConfig(data["content"], data["style"], str(out), encoder="random:0", steps=16, batch_size=2, crop=32,
+                           load_size=48, checkpoint_every=8, log_every=1, workers=1, device="cpu")
+    result = train_adain(cfg, on_log=None)
+    steps, totals = _curve(out / "losses.csv")
+    assert steps == list(range(1, 17))
+    assert sum(totals[-4:]) / 4 < 0.75 * sum(totals[:4]) / 4, totals
+    assert (out / "checkpoints" / "decoder_step0000008.pth").exists() and result.step == 16
+
+    state = torch.load(out / "decoder.pth", weights_only=True)
+    _same_layout(state, decoder_layout().state_dict())
+    dec = decoder_layout()
+    dec.load_state_dict(state, strict=True)
+    enc = load_adain_encoder("random:0")
+    c = to_tensor(load_image(data["root"] / "content" / "p0.png"))
+    s = to_tensor(load_image(data["style_image"]))
+    with torch.no_grad():
+        y = dec(adain(enc(c)[-1], enc(s)[-1])).clamp(0, 1)
+    assert y.shape == (1, 3, 48, 64) and torch.isfinite(y).all() and y.std() > 0.01
+
+
+def test_adain_trains_with_a_normalised_vgg_encoder_file(data, tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "vgg_normalised.pth"
+    torch.save(normalised_vgg().state_dict(), path)
+    enc = load_adain_encoder(str(path))
+    assert enc.kind == "normalised"
+    cfg = AdaINTrainConfig(data["content"], data["style"], str(tmp_path / "run"), encoder=str(path), steps=2,
+                           batch_size=1, crop=32, load_size=32, log_every=1, workers=1, device="cpu")
+    result = train_adain(cfg, on_log=None)
+    assert result.step == 2 and len(result.rows) == 2
+
+
+def test_johnson_training_reduces_loss_and_writes_transformer_state_dict(data, tmp_path):
+    out = tmp_path / "run"
+    cfg = JohnsonTrainConfig(data["content"], data["style_image"], str(out), loss_network="random:0", steps=12,
+                             batch_size=2, crop=32, checkpoint_every=100, log_every=1, workers=1, device="cpu")
+    train_johnson(cfg, on_log=None)
+    steps, totals = _curve(out / "losses.csv")
+    assert steps == list(range(1, 13))
+    assert sum(totals[-3:]) / 3 < 0.7 * sum(totals[:3]) / 3, totals
+    assert not (out / "checkpoints").exists()  # no periodic checkpoint before step 100; the final one is model.pth
+
+    state = torch.load(out / "model.pth", weights_only=True)
+    _same_layout(state, TransformerNet().state_dict())
+    net = TransformerNet()
+    net.load_state_dict(state, strict=True)
+    x = to_tensor(load_image(data["root"] / "content" / "p1.png")) * 255
+    with torch.no_grad():
+        y = net(x).clamp(0, 255)
+    assert y.shape == x.shape and y.std() > 1
