@@ -14,14 +14,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..adain import load_adain_encoder, mean_std
 from ..adain_net import decoder as make_decoder
 from ..device import memory_format, resolve_device
 from ..errors import OptionsError
 from .data import CropSampler, list_images
 from .loop import TrainResult, print_progress, run_loop
-from .loss_nets import load_adain_encoder
-
-EPS = 1e-5
 
 
 @dataclass
@@ -47,15 +45,8 @@ class AdaINTrainConfig:
     device: str = "auto"
 
 
-def mean_std(feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over H×W (unbiased variance + eps inside the square root), shaped (B, C, 1, 1)."""
-    b, c = feat.shape[:2]
-    flat = feat.reshape(b, c, -1)
-    return flat.mean(2).view(b, c, 1, 1), (flat.var(2) + EPS).sqrt().view(b, c, 1, 1)
-
-
 def adain(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    """Re-normalise content features to the style features' channel means and stds."""
+    """Re-normalise each sample's content features to its style features' channel means and stds."""
     cm, cs = mean_std(content)
     sm, ss = mean_std(style)
     return (content - cm) / cs * ss + sm
@@ -80,10 +71,10 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
         c = contents.batch(step).to(device, memory_format=fmt)
         s = styles.batch(step).to(device, memory_format=fmt)
         with torch.no_grad():
-            style_feats = encoder(s)
-            t = adain(encoder(c)[-1], style_feats[-1])
+            style_feats = encoder.features(s)
+            t = adain(encoder(c), style_feats[-1])
         g = dec(t)
-        g_feats = encoder(g)
+        g_feats = encoder.features(g)
         loss_c = F.mse_loss(g_feats[-1], t)
         loss_s = torch.zeros((), device=device)
         for gf, sf in zip(g_feats, style_feats):

@@ -1,8 +1,5 @@
-"""Frozen loss networks built from weight specs.
+"""Frozen loss networks built from weight specs (the AdaIN encoder is ``stylecore.adain.load_adain_encoder``).
 
-- ``AdaINEncoder``: relu1_1..relu4_1 features for AdaIN, either pytorch-AdaIN's normalised VGG19
-  (``vgg_normalised.pth`` layout, inputs in [0, 1]) or torchvision's VGG19 (``imagenet``, ``random:SEED``
-  or a path in torchvision layout; ImageNet normalisation inside).
 - ``VGG16Loss``: relu1_2, relu2_2, relu3_3, relu4_3 of torchvision's ``vgg16().features`` for the Johnson
   recipe; it takes RGB in [0, 255] and applies fast_neural_style's ``normalize_batch`` (/255, ImageNet mean/std).
 """
@@ -15,13 +12,10 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from ..adain_net import ENCODER_RELU4_1, normalised_vgg
 from ..errors import WeightsError
-from ..vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Encoder, load_vgg19_encoder
+from ..vgg import IMAGENET_MEAN, IMAGENET_STD
 from ..weights import WeightSpec, load_state_dict, parse_spec
 
-ADAIN_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-_NORMALISED_SPLITS = (4, 11, 18, ENCODER_RELU4_1)  # pytorch-AdaIN's enc_1..enc_4 slices
 VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 _VGG16_SPLITS = (4, 9, 16, 23)  # fast_neural_style's Vgg16 slices
 
@@ -32,62 +26,6 @@ def _freeze(module: nn.Module) -> nn.Module:
             m.inplace = False
     module.requires_grad_(False)
     return module.eval()
-
-
-def is_normalised_vgg_state(state: dict[str, torch.Tensor]) -> bool:
-    """True for a ``vgg_normalised.pth``-style state_dict (index 0 is a 1×1 conv from 3 to 3 channels)."""
-    w = state.get("0.weight")
-    return w is not None and tuple(w.shape) == (3, 3, 1, 1)
-
-
-class AdaINEncoder(nn.Module):
-    """Returns the relu1_1, relu2_1, relu3_1 and relu4_1 features of RGB input in [0, 1]."""
-
-    def __init__(self, *, normalised: nn.Sequential | None = None, torchvision: VGG19Encoder | None = None):
-        super().__init__()
-        if (normalised is None) == (torchvision is None):
-            raise ValueError("give exactly one of normalised= or torchvision=")
-        self.kind = "normalised" if normalised is not None else "torchvision"
-        if normalised is not None:
-            mods = list(normalised.children())[:ENCODER_RELU4_1]
-            bounds = (0,) + _NORMALISED_SPLITS
-            self.slices = nn.ModuleList(nn.Sequential(*mods[a:b]) for a, b in zip(bounds, bounds[1:]))
-            self.vgg = None
-        else:
-            self.slices = None
-            self.vgg = torchvision
-        _freeze(self)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.vgg is not None:
-            feats = self.vgg(x, ADAIN_LAYERS)
-            return [feats[n] for n in ADAIN_LAYERS]
-        out = []
-        for s in self.slices:
-            x = s(x)
-            out.append(x)
-        return out
-
-
-def load_adain_encoder(spec: str | WeightSpec) -> AdaINEncoder:
-    """AdaIN encoder from a spec: a ``vgg_normalised.pth`` path (detected by its 1×1 first conv), or any
-    torchvision VGG19 spec (``imagenet``, ``random:SEED``, a torchvision-layout path or s3:// URI)."""
-    ws = spec if isinstance(spec, WeightSpec) else parse_spec(spec, what="encoder")
-    if ws.kind in ("imagenet", "random"):
-        return AdaINEncoder(torchvision=load_vgg19_encoder(ws))
-    state = load_state_dict(ws, what="encoder")
-    if is_normalised_vgg_state(state):
-        net = normalised_vgg()
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise WeightsError(f"encoder {ws.text}: does not match the normalised VGG19 layout "
-                               f"({' '.join(first[:2]).strip()[:200]})") from None
-        return AdaINEncoder(normalised=net)
-    enc = VGG19Encoder()
-    enc.load_features_state_dict(state, f"encoder {ws.text}")
-    return AdaINEncoder(torchvision=enc)
 
 
 class VGG16Loss(nn.Module):

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from torchvision.models import vgg16
+from torchvision.models.vgg import cfgs, make_layers
 
 from stylecore.errors import WeightsError
 from stylecore.training.loss_nets import VGG16_LAYERS, load_vgg16_loss
@@ -8,16 +8,18 @@ from stylecore.training.loss_nets import VGG16_LAYERS, load_vgg16_loss
 
 def test_vgg16_from_a_torchvision_state_dict_file_matches_the_network(tmp_path):
     torch.manual_seed(7)
-    model = vgg16(weights=None)
+    features = make_layers(cfgs["D"])  # torchvision's vgg16().features
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    state["classifier.6.bias"] = torch.zeros(1000)  # full-model checkpoints carry the classifier too
     path = tmp_path / "vgg16.pth"
-    torch.save(model.state_dict(), path)  # full torchvision layout, classifier included
+    torch.save(state, path)
     loss_net = load_vgg16_loss(str(path))
     x = torch.rand(1, 3, 32, 32) * 255
     feats = loss_net(x)
     assert list(feats) == list(VGG16_LAYERS)
     ref = (x / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        for i, m in enumerate(model.features[:23]):
+        for i, m in enumerate(features[:23]):
             ref = m(ref)
             if i == 22:
                 assert torch.allclose(feats["relu4_3"], ref, atol=1e-5)

@@ -1,13 +1,15 @@
 """Short real training runs: the loss falls, checkpoints have the public layouts, load and stylize."""
 import csv
 
+import numpy as np
 import torch
 
+from stylecore.adain import load_adain_encoder
 from stylecore.adain_net import decoder as decoder_layout, normalised_vgg
+from stylecore.engine import Engine
 from stylecore.images import load_image, to_tensor
 from stylecore.training.adain import AdaINTrainConfig, adain, train_adain
 from stylecore.training.johnson import JohnsonTrainConfig, train_johnson
-from stylecore.training.loss_nets import load_adain_encoder
 from stylecore.transformer_net import TransformerNet
 
 
@@ -37,19 +39,23 @@ def test_adain_training_reduces_loss_and_writes_decoder_pth(data, tmp_path):
     dec = decoder_layout()
     dec.load_state_dict(state, strict=True)
     enc = load_adain_encoder("random:0")
-    c = to_tensor(load_image(data["root"] / "content" / "p0.png"))
-    s = to_tensor(load_image(data["style_image"]))
+    content, style = data["root"] / "content" / "p0.png", data["style_image"]
+    c, s = to_tensor(load_image(content)), to_tensor(load_image(style))
     with torch.no_grad():
-        y = dec(adain(enc(c)[-1], enc(s)[-1])).clamp(0, 1)
+        y = dec(adain(enc(c), enc(s))).clamp(0, 1)
     assert y.shape == (1, 3, 48, 64) and torch.isfinite(y).all() and y.std() > 0.01
+    # The inference engine loads the checkpoint by path and computes the same picture.
+    img = Engine(encoder="random:0", decoder=str(out / "decoder.pth"), device="cpu").stylize(
+        content, style, method="adain", size=0, style_size=64)
+    ref = (y[0].permute(1, 2, 0).numpy() * 255).round()
+    assert img.size == (64, 48) and np.abs(np.asarray(img, float) - ref).max() <= 1
 
 
 def test_adain_trains_with_a_normalised_vgg_encoder_file(data, tmp_path):
     torch.manual_seed(3)
     path = tmp_path / "vgg_normalised.pth"
     torch.save(normalised_vgg().state_dict(), path)
-    enc = load_adain_encoder(str(path))
-    assert enc.kind == "normalised"
+    assert load_adain_encoder(str(path)).layout == "normalised"
     cfg = AdaINTrainConfig(data["content"], data["style"], str(tmp_path / "run"), encoder=str(path), steps=2,
                            batch_size=1, crop=32, load_size=32, log_every=1, workers=1, device="cpu")
     result = train_adain(cfg, on_log=None)
@@ -63,14 +69,17 @@ def test_johnson_training_reduces_loss_and_writes_transformer_state_dict(data, t
     train_johnson(cfg, on_log=None)
     steps, totals = _curve(out / "losses.csv")
     assert steps == list(range(1, 13))
-    assert sum(totals[-3:]) / 3 < 0.7 * sum(totals[:3]) / 3, totals
+    assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals
     assert not (out / "checkpoints").exists()  # no periodic checkpoint before step 100; the final one is model.pth
 
     state = torch.load(out / "model.pth", weights_only=True)
     _same_layout(state, TransformerNet().state_dict())
     net = TransformerNet()
     net.load_state_dict(state, strict=True)
-    x = to_tensor(load_image(data["root"] / "content" / "p1.png")) * 255
+    content = data["root"] / "content" / "p1.png"
+    x = to_tensor(load_image(content)) * 255
     with torch.no_grad():
         y = net(x).clamp(0, 255)
     assert y.shape == x.shape and y.std() > 1
+    img = Engine(model=str(out / "model.pth"), device="cpu").stylize(content, method="johnson", size=0)
+    assert img.size == (64, 48) and np.abs(np.asarray(img, float) - y[0].permute(1, 2, 0).numpy()).max() <= 1
