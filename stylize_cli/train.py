@@ -60,7 +60,11 @@ def register(subparsers) -> None:
     j.add_argument("--load-size", type=int, default=0, help="shorter side before cropping (0: the crop size)")
     j.add_argument("--normalize-losses", action="store_true",
                    help="divide each loss term by its target's mean square (for random:SEED loss networks; "
-                        "then use weights near --content-weight 1 --style-weight 5)")
+                        "then use weights near 1)")
+    j.add_argument("--color-weight", type=float, default=0.0,
+                   help="weight of an extra Gram term on the RGB input (colour mean/covariance toward the style)")
+    j.add_argument("--content-luminance", action="store_true",
+                   help="content loss on luminance only (recolouring is not counted as a content change)")
     j.set_defaults(func=_run_johnson)
 
 
@@ -91,5 +95,6 @@ def _run_johnson(args) -> int:
     from stylecore.training.loop import print_progress
 
     cfg = JohnsonTrainConfig(loss_network=args.loss_network, style_size=args.style_size,
-                             normalize_losses=args.normalize_losses, **_fields(args))
+                             normalize_losses=args.normalize_losses, color_weight=args.color_weight,
+                             content_luminance=args.content_luminance, **_fields(args))
     return _report(train_johnson(cfg, resume=args.resume, on_log=None if args.quiet else print_progress), args)

@@ -4,7 +4,10 @@ Per step: x = content crops in [0, 255]; y = TransformerNet(x). Content loss: co
 VGG16 relu2_2 of y and x. Style loss: style_weight·Σ MSE(Gram(y), Gram(style)) over relu1_2, relu2_2,
 relu3_3, relu4_3 (Gram normalised by C·H·W). Adam at lr 1e-3. With ``normalize_losses`` each term is divided
 by its target's mean square, so that all layers count with a random loss network, whose activations are
-orders of magnitude smaller than ImageNet VGG16's (the example's weights then do not apply; try 1 and 5). The network is saved as a plain
+orders of magnitude smaller than ImageNet VGG16's (the example's weights then do not apply). ``color_weight``
+adds a Gram term on the loss network's normalised RGB input (colour mean and covariance), which a random
+loss network otherwise transfers weakly; ``content_luminance`` compares only the luminance in the content
+loss, so that recolouring toward the style is not penalised as a content change. The network is saved as a plain
 TransformerNet state_dict (the example's checkpoint layout).
 
 Differences from the example: crops are random (deterministic for the seed) rather than centred, and the
@@ -47,10 +50,18 @@ class JohnsonTrainConfig:
     style_weight: float = 1e10
     seed: int = 0
     normalize_losses: bool = False  # divide each term by its target's mean square (for random:SEED loss networks)
+    color_weight: float = 0.0  # extra Gram term on the loss network's (normalised) RGB input: colour mean/covariance
+    content_luminance: bool = False  # content loss between the luminances (grey images) of output and input
     checkpoint_every: int = 2_000
     log_every: int = 10
     workers: int = 2
     device: str = "auto"
+
+
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of RGB images, repeated on three channels."""
+    y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return y.expand(-1, 3, -1, -1)
 
 
 def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
@@ -67,7 +78,8 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     with torch.no_grad():
         style_feats = vgg(to_tensor(style_img).to(device, memory_format=fmt) * 255.0)
         style_grams = {n: gram_matrix(style_feats[n]) for n in VGG16_LAYERS}
-        style_scale = {n: float(style_grams[n].pow(2).mean()) + 1e-20 if cfg.normalize_losses else 1.0 for n in VGG16_LAYERS}
+        style_grams["rgb"] = gram_matrix(vgg.normalize(to_tensor(style_img).to(device) * 255.0))
+        style_scale = {n: float(style_grams[n].pow(2).mean()) + 1e-20 if cfg.normalize_losses else 1.0 for n in (*VGG16_LAYERS, "rgb")}
     torch.manual_seed(cfg.seed)
     net = TransformerNet().to(device, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -77,8 +89,9 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
         y = net(x)
         fy = vgg(y)
         with torch.no_grad():
-            fx = vgg(x)
-        loss_c = F.mse_loss(fy["relu2_2"], fx["relu2_2"])
+            fx = vgg(_luminance(x) if cfg.content_luminance else x)
+        cy = vgg(_luminance(y))["relu2_2"] if cfg.content_luminance else fy["relu2_2"]
+        loss_c = F.mse_loss(cy, fx["relu2_2"])
         if cfg.normalize_losses:
             loss_c = loss_c / (fx["relu2_2"].pow(2).mean() + 1e-20)
         loss_c = cfg.content_weight * loss_c
@@ -87,7 +100,12 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
             g = gram_matrix(fy[n])
             loss_s = loss_s + F.mse_loss(g, style_grams[n].expand_as(g)) / style_scale[n]
         loss_s = cfg.style_weight * loss_s
-        return {"total": loss_c + loss_s, "content": loss_c.detach(), "style": loss_s.detach()}
+        out = {"total": loss_c + loss_s, "content": loss_c.detach(), "style": loss_s.detach()}
+        if cfg.color_weight:
+            g = gram_matrix(vgg.normalize(y))
+            loss_rgb = cfg.color_weight * F.mse_loss(g, style_grams["rgb"].expand_as(g)) / style_scale["rgb"]
+            out.update(total=out["total"] + loss_rgb, color=loss_rgb.detach())
+        return out
 
     settings = dict(asdict(cfg))
     settings["method"] = "johnson"

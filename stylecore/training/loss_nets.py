@@ -40,8 +40,12 @@ class VGG16Loss(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         _freeze(self)
 
+    def normalize(self, x255: torch.Tensor) -> torch.Tensor:
+        """fast_neural_style's ``normalize_batch``: [0, 255] to ImageNet-normalised."""
+        return (x255 / 255.0 - self.mean) / self.std
+
     def forward(self, x255: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = (x255 / 255.0 - self.mean) / self.std
+        x = self.normalize(x255)
         out = {}
         for name, s in zip(VGG16_LAYERS, self.slices):
             x = s(x)

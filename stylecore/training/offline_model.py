@@ -87,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=300)
     p.add_argument("--scene-size", type=int, default=160)
     p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--crop", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=5.0)
+    p.add_argument("--content-weight", type=float, default=2.0)
+    p.add_argument("--style-weight", type=float, default=1.0)
+    p.add_argument("--color-weight", type=float, default=1.0)
     p.add_argument("--loss-network", default="random:0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-size", type=int, default=256)
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = JohnsonTrainConfig(content=str(scenes), style=a.style, out_dir=str(work / "train"),
                                  loss_network=a.loss_network, steps=a.steps, batch_size=a.batch_size, crop=a.crop,
                                  lr=a.lr, content_weight=a.content_weight, style_weight=a.style_weight, seed=a.seed,
+                                 color_weight=a.color_weight, content_luminance=True,
                                  normalize_losses=True, checkpoint_every=100, log_every=10, workers=1, device="cpu")
         result = train_johnson(cfg, resume=a.resume)
         weights = result.weights

@@ -83,3 +83,19 @@ def test_johnson_training_reduces_loss_and_writes_transformer_state_dict(data, t
     assert y.shape == x.shape and y.std() > 1
     img = Engine(model=str(out / "model.pth"), device="cpu").stylize(content, method="johnson", size=0)
     assert img.size == (64, 48) and np.abs(np.asarray(img, float) - y[0].permute(1, 2, 0).numpy()).max() <= 1
+
+
+def test_johnson_random_loss_network_options(data, tmp_path):
+    """normalize_losses + color_weight + content_luminance (the offline model's recipe) train and log a colour term."""
+    out = tmp_path / "run"
+    cfg = JohnsonTrainConfig(data["content"], data["style_image"], str(out), loss_network="random:0", steps=14,
+                             batch_size=2, crop=32, content_weight=2, style_weight=1, color_weight=1,
+                             content_luminance=True, normalize_losses=True, log_every=1, workers=1, device="cpu")
+    train_johnson(cfg, on_log=None)
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) >= {"content", "style", "color"}
+    totals = [float(r["total"]) for r in rows]
+    assert sum(totals[-3:]) < 0.85 * sum(totals[:3]), totals
+    # the colour term pulls the output's RGB Gram toward the style's
+    assert float(rows[-1]["color"]) < float(rows[0]["color"])
