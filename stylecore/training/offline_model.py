@@ -19,9 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..images import load_image, resize_long_side, to_pil, to_tensor
-from ..transformer_net import TransformerNet
-from ..weights import load_state_dict, parse_spec
+from ..images import load_image, resize_long_side
 from .checkpoint import save_tensors
 from .evaluate import measure
 from .johnson import JohnsonTrainConfig, train_johnson
@@ -33,23 +31,16 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BAR = {"swd_ratio_max": 0.5, "gram_ratio_max": 0.5, "grad_corr_min": 0.5}
 
 
-def stylize_johnson(net: TransformerNet, img: Image.Image) -> Image.Image:
-    """Reference forward pass: RGB [0, 255] in, clamp to [0, 255] out."""
-    with torch.inference_mode():
-        y = net(to_tensor(img) * 255.0).clamp(0, 255) / 255.0
-    return to_pil(y)
-
-
 def evaluate(weights: Path, style: Path, contents: list[Path], size: int, sheet: Path | None) -> dict:
-    """Stylize each held-out content with the weights and measure it against the content and the style."""
-    net = TransformerNet()
-    net.load_state_dict(load_state_dict(parse_spec(str(weights), what="model"), what="model"))
-    net.eval()
+    """Stylize each held-out content through the Engine and measure it against the content and the style."""
+    from ..engine import Engine
+
+    engine = Engine(model=str(weights), device="cpu")
     style_img = load_image(style)
     rows, tiles = [], []
     for c in contents:
         img = resize_long_side(load_image(c), size)
-        out = stylize_johnson(net, img)
+        out = engine.stylize(img, method="johnson", size=0)
         m = measure(img, resize_long_side(style_img, size), out)
         m = {"content": c.name, **{k: round(v, 4) for k, v in m.items()}}
         rows.append(m)
