@@ -1,4 +1,4 @@
-"""Training images: recursive folder listing and deterministic random crops.
+"""Training images: recursive folder / S3 prefix listing and deterministic random crops.
 
 A batch is a pure function of ``(seed, step)``: image order is a per-epoch permutation drawn from the
 seed, crop offsets come from a generator seeded with ``(seed, step, slot)``. Resuming at step N therefore
@@ -17,15 +17,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ImageError, OptionsError
+from ..errors import ImageError, OptionsError, StorageError
 from ..images import is_image_name, load_image
 
 
 def list_images(source: str | os.PathLike, *, what: str = "content") -> list[str]:
-    """Image files under a folder (recursive, sorted) or the single image file ``source``."""
+    """Image files under a folder or ``s3://`` prefix (recursive, sorted), or the single image file ``source``."""
     text = str(source)
-    if "://" in text and not text.startswith("file://"):
-        raise OptionsError(f"--{what} {text}: only local folders are supported for training data in this build")
+    if text.lower().startswith("s3://"):
+        from .. import storage
+
+        found = list(storage.list_prefix(text))
+        if not found:
+            raise OptionsError(f"--{what} {text}: no images found under this S3 prefix")
+        return found
     p = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
     if p.is_file():
         if not is_image_name(p.name):
@@ -80,7 +85,13 @@ class CropSampler:
             if idx in self._cache:
                 self._cache.move_to_end(idx)
                 return self._cache[idx]
-        img = load_image(self.paths[idx])
+        path = self.paths[idx]
+        if path.lower().startswith("s3://"):
+            from .. import storage
+
+            img = load_image(storage.read_bytes(path), name=path)
+        else:
+            img = load_image(path)
         if self.resize == "square":
             img = img.resize((self.load_size, self.load_size), Image.Resampling.BILINEAR)
         else:
@@ -102,7 +113,7 @@ class CropSampler:
                 continue
             try:
                 arr = self._image(idx)
-            except ImageError as e:
+            except (ImageError, StorageError) as e:
                 self._bad.add(idx)
                 print(f"warning: skipping training image: {e}", file=sys.stderr)
                 if len(self._bad) == len(self.paths):

@@ -38,3 +38,22 @@ def test_each_epoch_visits_every_image_once(data):
     s = CropSampler(paths, crop=8, load_size=8, batch_size=1, seed=0, workers=1)
     assert sorted(s._order(k) for k in range(4)) == [0, 1, 2, 3]
     assert sorted(s._order(k) for k in range(4, 8)) == [0, 1, 2, 3]
+
+
+def test_training_images_from_an_s3_prefix(s3, data):
+    import io
+
+    from tests.conftest import make_photo
+
+    bucket = s3.bucket()
+    for i in range(3):
+        buf = io.BytesIO()
+        make_photo(48, 40, seed=i).save(buf, format="PNG")
+        s3.client.put_object(Bucket=bucket, Key=f"train/set/{i}.png", Body=buf.getvalue())
+    s3.client.put_object(Bucket=bucket, Key="train/readme.txt", Body=b"x")
+    paths = list_images(f"s3://{bucket}/train")
+    assert paths == [f"s3://{bucket}/train/set/{i}.png" for i in range(3)]
+    x = CropSampler(paths, crop=16, load_size=24, batch_size=3, seed=0, workers=1).batch(0)
+    assert x.shape == (3, 3, 16, 16) and x.std() > 0
+    with pytest.raises(OptionsError, match="no images found"):
+        list_images(f"s3://{bucket}/nothing-here")
