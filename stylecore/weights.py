@@ -6,6 +6,7 @@ Grammar::
     random:SEED         deterministic random weights (offline fallback and tests; never a silent default)
     /path/to/file.pth   a local state_dict (relative paths and file:// URIs too)
     s3://bucket/key     a state_dict on S3 (or any S3-compatible store)
+    builtin:NAME        a small state_dict shipped in stylecore/assets/NAME.pth (trained offline by the project)
 
 State dicts are always read with ``torch.load(..., weights_only=True)``.
 """
@@ -24,6 +25,12 @@ import torch
 from .errors import StorageError, WeightsError
 
 _RANDOM = re.compile(r"^random(?::(-?\d+))?$")
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def builtin_names() -> list[str]:
+    """Names accepted by ``builtin:NAME`` (the .pth files in stylecore/assets)."""
+    return sorted(p.stem for p in ASSETS.glob("*.pth")) if ASSETS.is_dir() else []
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,13 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
         return WeightSpec("random", seed, f"random:{seed}")
     if low.startswith("random"):
         raise WeightsError(f"{what}: malformed spec {text!r}; expected random:SEED with an integer seed")
+    if low.startswith("builtin:"):
+        name = text.split(":", 1)[1].strip()
+        path = ASSETS / f"{name}.pth"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith(".") or not path.is_file():
+            known = ", ".join(builtin_names()) or "none in this build"
+            raise WeightsError(f"{what}: unknown built-in weights {text!r}; available: {known}")
+        return WeightSpec("path", str(path), text)
     if low.startswith("s3://"):
         parsed = urlparse(text)
         if not parsed.netloc or not parsed.path.strip("/"):

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["image", "manifest"]
+SUBCOMMANDS = ["image", "manifest", "train"]
 
 
 class CLIParser(argparse.ArgumentParser):

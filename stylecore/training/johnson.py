@@ -1,0 +1,117 @@
+"""Johnson fast-style training, with PyTorch's fast_neural_style example defaults.
+
+Per step: x = content crops in [0, 255]; y = TransformerNet(x). Content loss: content_weight·MSE of
+VGG16 relu2_2 of y and x. Style loss: style_weight·Σ MSE(Gram(y), Gram(style)) over relu1_2, relu2_2,
+relu3_3, relu4_3 (Gram normalised by C·H·W). Adam at lr 1e-3. With ``normalize_losses`` each term is divided
+by its target's mean square, so that all layers count with a random loss network, whose activations are
+orders of magnitude smaller than ImageNet VGG16's (the example's weights then do not apply). ``color_weight``
+adds a Gram term on the loss network's normalised RGB input (colour mean and covariance), which a random
+loss network otherwise transfers weakly; ``content_luminance`` compares only the luminance in the content
+loss, so that recolouring toward the style is not penalised as a content change. The network is saved as a plain
+TransformerNet state_dict (the example's checkpoint layout).
+
+Differences from the example: crops are random (deterministic for the seed) rather than centred, and the
+run is counted in steps rather than epochs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..device import memory_format, resolve_device
+from ..images import load_image, resize_long_side, to_tensor
+from ..losses import gram_matrix
+from ..transformer_net import TransformerNet
+from .adain import _check
+from .data import CropSampler, list_images
+from .loop import TrainResult, print_progress, run_loop
+from .loss_nets import VGG16_LAYERS, load_vgg16_loss
+
+
+@dataclass
+class JohnsonTrainConfig:
+    """Settings of ``train_johnson`` (defaults: the fast_neural_style example's)."""
+
+    content: str
+    style: str
+    out_dir: str
+    loss_network: str = "imagenet"
+    steps: int = 40_000
+    batch_size: int = 4
+    crop: int = 256
+    load_size: int = 0  # 0: the crop size (shorter side resized to it, as the example's Resize does)
+    style_size: int = 0  # 0: the style image as it is
+    lr: float = 1e-3
+    content_weight: float = 1e5
+    style_weight: float = 1e10
+    seed: int = 0
+    normalize_losses: bool = False  # divide each term by its target's mean square (for random:SEED loss networks)
+    color_weight: float = 0.0  # extra Gram term on the loss network's (normalised) RGB input: colour mean/covariance
+    content_luminance: bool = False  # content loss between the luminances (grey images) of output and input
+    checkpoint_every: int = 2_000
+    log_every: int = 10
+    workers: int = 2
+    device: str = "auto"
+
+
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of RGB images, repeated on three channels."""
+    y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return y.expand(-1, 3, -1, -1)
+
+
+def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
+                  on_log: Callable[[dict], None] | None = print_progress) -> TrainResult:
+    """Train (or resume training) a TransformerNet for one style; writes OUTDIR/model.pth, train_state.pth, losses.csv."""
+    load_size = cfg.load_size or cfg.crop
+    _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}))
+    device = resolve_device(cfg.device)
+    fmt = memory_format(device)
+    contents = CropSampler(list_images(cfg.content, what="content"), crop=cfg.crop, load_size=load_size,
+                           batch_size=cfg.batch_size, seed=cfg.seed, resize="short", workers=cfg.workers)
+    style_img = resize_long_side(load_image(cfg.style), cfg.style_size)
+    vgg = load_vgg16_loss(cfg.loss_network).to(device, memory_format=fmt)
+    with torch.no_grad():
+        style_feats = vgg(to_tensor(style_img).to(device, memory_format=fmt) * 255.0)
+        style_grams = {n: gram_matrix(style_feats[n]) for n in VGG16_LAYERS}
+        style_grams["rgb"] = gram_matrix(vgg.normalize(to_tensor(style_img).to(device) * 255.0))
+        style_scale = {n: float(style_grams[n].pow(2).mean()) + 1e-20 if cfg.normalize_losses else 1.0 for n in (*VGG16_LAYERS, "rgb")}
+    torch.manual_seed(cfg.seed)
+    net = TransformerNet().to(device, memory_format=fmt)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+
+    def step_fn(step: int) -> dict:
+        x = contents.batch(step).to(device, memory_format=fmt) * 255.0
+        y = net(x)
+        fy = vgg(y)
+        with torch.no_grad():
+            fx = vgg(_luminance(x) if cfg.content_luminance else x)
+        cy = vgg(_luminance(y))["relu2_2"] if cfg.content_luminance else fy["relu2_2"]
+        loss_c = F.mse_loss(cy, fx["relu2_2"])
+        if cfg.normalize_losses:
+            loss_c = loss_c / (fx["relu2_2"].pow(2).mean() + 1e-20)
+        loss_c = cfg.content_weight * loss_c
+        loss_s = torch.zeros((), device=device)
+        for n in VGG16_LAYERS:
+            g = gram_matrix(fy[n])
+            loss_s = loss_s + F.mse_loss(g, style_grams[n].expand_as(g)) / style_scale[n]
+        loss_s = cfg.style_weight * loss_s
+        out = {"total": loss_c + loss_s, "content": loss_c.detach(), "style": loss_s.detach()}
+        if cfg.color_weight:
+            g = gram_matrix(vgg.normalize(y))
+            loss_rgb = cfg.color_weight * F.mse_loss(g, style_grams["rgb"].expand_as(g)) / style_scale["rgb"]
+            out.update(total=out["total"] + loss_rgb, color=loss_rgb.detach())
+        return out
+
+    settings = dict(asdict(cfg))
+    settings["method"] = "johnson"
+    try:
+        return run_loop(model=net, optimizer=opt, step_fn=step_fn, lr_fn=lambda i: cfg.lr, out_dir=Path(cfg.out_dir),
+                        weights_name="model.pth", prefix="model", settings=settings, steps=cfg.steps,
+                        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, resume=resume, on_log=on_log)
+    finally:
+        contents.close()

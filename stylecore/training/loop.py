@@ -1,0 +1,103 @@
+"""The optimisation loop shared by the recipes: lr schedule, logging, checkpoints and resume."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import OptionsError
+from .checkpoint import LOSS_FILE, STATE_FILE, cpu_state_dict, load_train_state, read_losses, save_tensors, write_losses
+
+# Settings that may change between a run and its resumption; any other change is refused.
+RESUMABLE = frozenset({"steps", "checkpoint_every", "log_every", "device", "workers", "out_dir"})
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run produced."""
+
+    weights: Path
+    state: Path
+    losses: Path
+    step: int
+    start_step: int
+    rows: list[dict] = field(default_factory=list)
+
+
+def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[[int], dict],
+             lr_fn: Callable[[int], float], out_dir: Path, weights_name: str, prefix: str, settings: dict,
+             steps: int, checkpoint_every: int, log_every: int, resume: bool,
+             on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run steps ``start..steps-1``. ``step_fn(step)`` returns a dict of losses with a ``total`` tensor to minimise."""
+    out_dir = Path(out_dir)
+    state_path, loss_path, weights_path = out_dir / STATE_FILE, out_dir / LOSS_FILE, out_dir / weights_name
+    start, rows = 0, []
+    if resume:
+        state = load_train_state(out_dir)
+        old = state["settings"]
+        changed = sorted(k for k in set(old) | set(settings) if k not in RESUMABLE and old.get(k) != settings.get(k))
+        if changed:
+            k = changed[0]
+            raise OptionsError(f"--resume: {k} was {old.get(k)!r} in {state_path}, now {settings.get(k)!r}; "
+                               f"only {', '.join(sorted(RESUMABLE - {'out_dir'}))} may change")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        rows = read_losses(loss_path, start)
+    elif state_path.exists():
+        raise OptionsError(f"-o {out_dir}: already holds a training run ({STATE_FILE}); pass --resume or choose another folder")
+    if start >= steps:
+        raise OptionsError(f"--steps {steps}: the run in {out_dir} is already at step {start}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(step: int, periodic: bool) -> None:
+        weights = cpu_state_dict(model)
+        save_tensors(weights, weights_path)
+        if periodic:
+            save_tensors(weights, out_dir / "checkpoints" / f"{prefix}_step{step:07d}.pth")
+        save_tensors({"step": step, "model": weights, "optimizer": optimizer.state_dict(),
+                      "torch_rng": torch.get_rng_state(), "settings": settings}, state_path)
+        write_losses(loss_path, rows)
+
+    model.train()
+    acc: dict[str, float] = {}
+    n_acc, t0, last = 0, time.perf_counter(), start
+    for step in range(start, steps):
+        lr = lr_fn(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        losses = step_fn(step)
+        total = losses["total"]
+        if not torch.isfinite(total):
+            raise OptionsError(f"training diverged at step {step + 1} (loss {total.item()}); lower --lr or the loss weights")
+        total.backward()
+        optimizer.step()
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
+        n_acc += 1
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            row = {"step": done, "lr": f"{lr:.6g}"}
+            row.update({k: f"{v / n_acc:.6g}" for k, v in acc.items()})
+            row["seconds"] = f"{time.perf_counter() - t0:.3f}"
+            rows.append(row)
+            if on_log:
+                on_log(row)
+            acc, n_acc = {}, 0
+        if done % checkpoint_every == 0 or done == steps:
+            checkpoint(done, periodic=done % checkpoint_every == 0)
+            last = done
+    model.eval()
+    return TrainResult(weights_path, state_path, loss_path, last, start, rows)
+
+
+def print_progress(row: dict) -> None:
+    """Default ``on_log``: one line per logged step on stderr."""
+    parts = [f"{k}={v}" for k, v in row.items() if k != "step"]
+    print(f"step {row['step']}: " + " ".join(parts), file=sys.stderr, flush=True)

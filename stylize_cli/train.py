@@ -1,0 +1,100 @@
+"""``stylize train adain|johnson``: train feed-forward networks (AdaIN decoders, Johnson TransformerNets)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw: float, sw: float, every: int) -> None:
+    p.add_argument("--content", required=True, metavar="DIR", help="folder of content images (searched recursively)")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: weights, train_state.pth, losses.csv")
+    p.add_argument("--steps", type=_positive, default=steps, help="total optimisation steps")
+    p.add_argument("--batch-size", type=_positive, default=batch)
+    p.add_argument("--crop", type=_positive, default=256, help="random crop size in pixels")
+    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    p.add_argument("--content-weight", type=float, default=cw)
+    p.add_argument("--style-weight", type=float, default=sw)
+    p.add_argument("--seed", type=int, default=0, help="initialisation and crop seed (deterministic runs)")
+    p.add_argument("--checkpoint-every", type=_positive, default=every, metavar="N", help="write a checkpoint every N steps")
+    p.add_argument("--log-every", type=_positive, default=10, metavar="N", help="average and log the losses every N steps")
+    p.add_argument("--workers", type=_positive, default=2, help="image decoding threads")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR from its training state")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-step progress lines")
+
+
+def register(subparsers) -> None:
+    from stylize_cli.main import CLIParser, HelpFormatter
+
+    train = subparsers.add_parser("train", help="train an AdaIN decoder or a Johnson fast-style network",
+                                  description=__doc__, formatter_class=HelpFormatter)
+    which = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True, parser_class=CLIParser)
+
+    a = which.add_parser("adain", help="train an AdaIN decoder (pytorch-AdaIN defaults)", formatter_class=HelpFormatter,
+                         description="Writes OUTDIR/decoder.pth (public decoder.pth layout) for --method adain.")
+    _common(a, steps=160_000, batch=8, lr=1e-4, cw=1.0, sw=10.0, every=10_000)
+    a.add_argument("--style", required=True, metavar="DIR", help="folder of style images (searched recursively)")
+    a.add_argument("--encoder", default="imagenet", metavar="SPEC",
+                   help="imagenet, random:SEED, vgg_normalised.pth or a torchvision vgg19 state_dict path/s3 URI")
+    a.add_argument("--load-size", type=_positive, default=512, help="images are resized to this square before cropping")
+    a.add_argument("--lr-decay", type=float, default=5e-5, help="lr at step i is lr / (1 + lr_decay * i)")
+    a.set_defaults(func=_run_adain)
+
+    j = which.add_parser("johnson", help="train a Johnson TransformerNet for one style (fast_neural_style defaults)",
+                         formatter_class=HelpFormatter,
+                         description="Writes OUTDIR/model.pth (TransformerNet state_dict) for --method johnson.")
+    _common(j, steps=40_000, batch=4, lr=1e-3, cw=1e5, sw=1e10, every=2_000)
+    j.add_argument("--style", required=True, metavar="IMAGE", help="the style image")
+    j.add_argument("--style-size", type=int, default=0, help="resize the style's longer side (0 keeps it)")
+    j.add_argument("--loss-network", default="imagenet", metavar="SPEC",
+                   help="imagenet (torchvision VGG16), random:SEED, or a torchvision vgg16 state_dict path/s3 URI")
+    j.add_argument("--load-size", type=int, default=0, help="shorter side before cropping (0: the crop size)")
+    j.add_argument("--normalize-losses", action="store_true",
+                   help="divide each loss term by its target's mean square (for random:SEED loss networks; "
+                        "then use weights near 1)")
+    j.add_argument("--color-weight", type=float, default=0.0,
+                   help="weight of an extra Gram term on the RGB input (colour mean/covariance toward the style)")
+    j.add_argument("--content-luminance", action="store_true",
+                   help="content loss on luminance only (recolouring is not counted as a content change)")
+    j.set_defaults(func=_run_johnson)
+
+
+def _fields(args) -> dict:
+    return dict(content=args.content, style=args.style, out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
+                crop=args.crop, lr=args.lr, content_weight=args.content_weight, style_weight=args.style_weight,
+                seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, workers=args.workers,
+                device=args.device, load_size=args.load_size)
+
+
+def _report(result, args) -> int:
+    last = result.rows[-1] if result.rows else {}
+    print(f"wrote {result.weights} (step {result.step}; final loss {last.get('total', '?')}); "
+          f"losses: {result.losses}; resume state: {result.state}")
+    return 0
+
+
+def _run_adain(args) -> int:
+    from stylecore.training.adain import AdaINTrainConfig, train_adain
+    from stylecore.training.loop import print_progress
+
+    cfg = AdaINTrainConfig(encoder=args.encoder, lr_decay=args.lr_decay, **_fields(args))
+    return _report(train_adain(cfg, resume=args.resume, on_log=None if args.quiet else print_progress), args)
+
+
+def _run_johnson(args) -> int:
+    from stylecore.training.johnson import JohnsonTrainConfig, train_johnson
+    from stylecore.training.loop import print_progress
+
+    cfg = JohnsonTrainConfig(loss_network=args.loss_network, style_size=args.style_size,
+                             normalize_losses=args.normalize_losses, color_weight=args.color_weight,
+                             content_luminance=args.content_luminance, **_fields(args))
+    return _report(train_johnson(cfg, resume=args.resume, on_log=None if args.quiet else print_progress), args)
