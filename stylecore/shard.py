@@ -27,7 +27,7 @@ from .options import StyleOptions, parse_style_weights
 
 # Columns a plan row carries that are not passed through to the metrics unchanged.
 PLAN_COLUMNS = ("row", "id", "content", "style", "style_weights", "method", "options_json", "options_hash",
-                "output", "output_uri", "status")
+                "output", "output_uri", "status", "content_root")
 METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "status", "error", "read_ms",
                   "compute_ms", "write_ms", "total_ms", "width", "height", "method", "options_hash", "worker",
                   "device")
@@ -65,8 +65,8 @@ def one_line(exc: BaseException) -> str:
 
 def row_options(row: dict[str, Any]) -> StyleOptions:
     """The row's effective engine options (``options_json`` from the plan)."""
-    raw = row.get("options_json") or "{}"
-    return StyleOptions.make(**json.loads(raw))
+    doc = json.loads(row.get("options_json") or "{}")
+    return StyleOptions.make(**(doc.get("options", doc) if isinstance(doc, dict) else {}))
 
 
 class StyleCache:
