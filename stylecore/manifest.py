@@ -64,8 +64,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
             table = pq.read_table(pa.BufferReader(data) if data is not None else src)
             return table.to_pandas()
         if fmt == "jsonl":
-            return pd.read_json(io.BytesIO(data) if data is not None else src, lines=True, dtype=False,
-                                convert_dates=False)
+            return pd.read_json(io.BytesIO(data) if data is not None else src, lines=True, dtype=False)
         return _read_csv(src, data)
     except ManifestError:
         raise
