@@ -22,6 +22,8 @@ from .images import load_image, resize_long_side
 from .quality import METRICS
 
 THUMB = 160
+# The page needs nothing but itself: a browser refuses (and logs) any fetch, script or external style.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _CSS = """
 *{box-sizing:border-box}body{margin:0;padding:24px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 color:#1d2433;background:#f5f6f8}h1{margin:0 0 4px;font-size:22px}h2{margin:28px 0 10px;font-size:18px;
@@ -315,6 +317,7 @@ def render_report(metrics: pd.DataFrame, summary: Mapping[str, Any], *, output_r
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{esc(title)}</h1><div class="muted">manifest {esc(summary.get("manifest", "-"))} · generated {esc(now)}</div>'
         f"<h2>Summary</h2>{_cards(summary)}"

@@ -1,0 +1,140 @@
+"""Prefect artifacts for a ``stylize-collection`` run: the summary table, a link to ``report.html``
+(presigned on S3) and a progress artifact that the flow advances as shards complete.
+
+Call these inside a flow or task run so that the artifacts attach to it.
+"""
+from __future__ import annotations
+
+import math
+import re
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+from uuid import UUID
+
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+
+from stylecore.errors import StorageError
+from stylecore.quality import METRICS
+
+DEFAULT_EXPIRES = 7 * 24 * 3600
+
+
+def artifact_key(text: str, prefix: str = "stylize") -> str:
+    """A valid artifact key (lowercase letters, digits and dashes) from free text, e.g. a manifest name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return f"{prefix}-{slug}"[:100].strip("-") if slug else prefix
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "-" if not math.isfinite(value) else f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def summary_table(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The summary as ``[{"field", "value"}]`` rows: counts, speed, latency, devices, methods, evaluator,
+    metric mean/p50/p95 and the failure reasons."""
+    rows = []
+    for k in ("total", "ok", "failed", "skipped", "wall_seconds", "images_per_second", "latency_ms_p50",
+              "latency_ms_p95", "devices", "workers", "methods", "manifest", "output"):
+        if k in summary:
+            rows.append({"field": k, "value": _cell(summary.get(k))})
+    ev = summary.get("evaluator") or {}
+    rows.append({"field": "evaluator", "value": _cell(ev.get("encoder")) if ev else "off"})
+    for m in METRICS:
+        d = (summary.get("metrics") or {}).get(m)
+        if d and d.get("count"):
+            rows.append({"field": m, "value": f"mean {_cell(d.get('mean'))}, p50 {_cell(d.get('p50'))}, p95 {_cell(d.get('p95'))}"})
+    for r in summary.get("failure_reasons") or []:
+        rows.append({"field": f"failed: {r['reason']}", "value": str(r["count"])})
+    return rows
+
+
+def publish_summary(summary: Mapping[str, Any], key: str | None = None, description: str | None = None) -> UUID:
+    """Create the table artifact with the run summary."""
+    desc = description or f"{summary.get('ok', 0)} ok, {summary.get('failed', 0)} failed, {summary.get('skipped', 0)} skipped"
+    return create_table_artifact(summary_table(summary), key=key or "stylize-summary", description=desc)
+
+
+def report_link(report_uri: str, expires: int = DEFAULT_EXPIRES) -> tuple[str, bool]:
+    """``(url, presigned)``: a presigned HTTPS URL for ``s3://`` (when signing works), else a ``file://`` URI."""
+    text = str(report_uri)
+    if text.startswith("s3://"):
+        from stylecore import storage
+
+        try:
+            return storage.presign(text, expires=expires), True
+        except StorageError:
+            return text, False
+    if text.startswith("file://"):
+        return text, False
+    return Path(text).expanduser().resolve().as_uri(), False
+
+
+def _md(text: Any) -> str:
+    """Escape Markdown (and HTML) metacharacters in run-provided text."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~])", r"\\\1", str(text))
+
+
+def report_markdown(report_uri: str, summary: Mapping[str, Any] | None = None, expires: int = DEFAULT_EXPIRES) -> str:
+    """The Markdown linking to the report (see ``publish_report_link``)."""
+    url, signed = report_link(report_uri, expires)
+    safe_url = url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+    s = summary or {}
+    lines = ["# Stylize run report", "", f"[Open report.html]({safe_url})", ""]
+    if signed:
+        lines.append(f"The link is presigned and expires in {expires // 3600} h; the report lives at `{report_uri}`.")
+    else:
+        lines.append(f"Report: `{report_uri}`")
+    if s:
+        lines += ["", f"**{s.get('ok', 0)}** ok, **{s.get('failed', 0)}** failed, **{s.get('skipped', 0)}** skipped "
+                      f"of **{s.get('total', 0)}** rows; latency p50 {_cell(s.get('latency_ms_p50'))} ms, "
+                      f"p95 {_cell(s.get('latency_ms_p95'))} ms."]
+        for r in (s.get("failure_reasons") or [])[:5]:
+            lines.append(f"- {r['count']} × {_md(r['reason'])}")
+    return "\n".join(lines) + "\n"
+
+
+def publish_report_link(report_uri: str, summary: Mapping[str, Any] | None = None, key: str | None = None,
+                        expires: int = DEFAULT_EXPIRES) -> UUID:
+    """Create the markdown artifact linking to ``report.html`` (presigned URL on S3 where possible)."""
+    return create_markdown_artifact(report_markdown(report_uri, summary, expires), key=key or "stylize-report",
+                                    description="HTML report of the run")
+
+
+class Progress:
+    """A progress artifact advanced as shards (or rows) complete: ``p = Progress(total); p.advance(n)``."""
+
+    def __init__(self, total: int, key: str | None = None, description: str | None = None):
+        self.total = max(int(total), 0)
+        self.done = 0
+        self._lock = threading.Lock()
+        self.description = description or "rows processed"
+        self.id = create_progress_artifact(0.0 if self.total else 100.0, key=key, description=self._text())
+
+    def _text(self) -> str:
+        return f"{self.done} of {self.total} {self.description}"
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if not self.total else min(100.0, 100.0 * self.done / self.total)
+
+    def advance(self, n: int = 1) -> float:
+        """Count ``n`` more units done and update the artifact; returns the percentage."""
+        with self._lock:
+            self.done += int(n)
+            update_progress_artifact(self.id, self.percent, description=self._text())
+            return self.percent
+
+    def set(self, done: int) -> float:
+        """Set the absolute number of units done."""
+        with self._lock:
+            self.done = int(done)
+            update_progress_artifact(self.id, self.percent, description=self._text())
+            return self.percent
