@@ -6,16 +6,35 @@ Quick use::
     img = stylecore.stylize("photo.jpg", "style.jpg", encoder="random:0", size=256, steps=100)
 
 For many images, keep one ``Engine`` (or ``get_engine(...)``) and call ``engine.stylize`` repeatedly.
-"""
-from .engine import Engine, EngineConfig, get_engine, stylize
-from .errors import ImageError, ManifestError, OptionsError, StorageError, StyleCoreError, WeightsError
-from .gatys import StepInfo
-from .images import encode_image, load_image, save_image
-from .options import METHODS, StyleOptions
 
-__all__ = [
-    "Engine", "EngineConfig", "get_engine", "stylize", "StepInfo", "StyleOptions", "METHODS",
-    "load_image", "save_image", "encode_image",
-    "StyleCoreError", "ImageError", "WeightsError", "OptionsError", "StorageError", "ManifestError",
-]
+The public names below are imported lazily (PEP 562), so ``import stylecore.options`` or
+``stylize --help`` does not pay for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Engine": "engine", "EngineConfig": "engine", "get_engine": "engine", "stylize": "engine",
+    "StepInfo": "gatys", "StyleOptions": "options", "METHODS": "options",
+    "load_image": "images", "save_image": "images", "encode_image": "images",
+    "StyleCoreError": "errors", "ImageError": "errors", "WeightsError": "errors", "OptionsError": "errors",
+    "StorageError": "errors", "ManifestError": "errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stylecore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -41,27 +41,35 @@ def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
     """
     label = _describe(source, name)
     if isinstance(source, Image.Image):
-        img = source
-    else:
+        return _finish(source, label, max_pixels)
+    if isinstance(source, (str, os.PathLike)):
         try:
-            if isinstance(source, bytes):
-                fh: BinaryIO = io.BytesIO(source)
-            elif isinstance(source, (str, os.PathLike)):
-                fh = open(source, "rb")
-            else:
-                fh = source
+            fh: BinaryIO = open(source, "rb")
         except FileNotFoundError:
             raise ImageError(f"{label}: file not found") from None
+        except IsADirectoryError:
+            raise ImageError(f"{label}: is a directory, not an image file") from None
         except OSError as e:
             raise ImageError(f"{label}: cannot open ({e.strerror or e})") from None
-        try:
-            img = Image.open(fh)
-        except UnidentifiedImageError:
-            raise ImageError(f"{label}: not an image (unrecognised format)") from None
-        except Image.DecompressionBombError as e:
-            raise ImageError(f"{label}: refused by Pillow's decompression-bomb guard ({e})") from None
-        except OSError as e:
-            raise ImageError(f"{label}: cannot decode ({e})") from None
+        with fh:  # our handle: close it once the pixels are decoded
+            return _open_and_finish(fh, label, max_pixels)
+    return _open_and_finish(io.BytesIO(source) if isinstance(source, bytes) else source, label, max_pixels)
+
+
+def _open_and_finish(fh: BinaryIO, label: str, max_pixels: int) -> Image.Image:
+    try:
+        img = Image.open(fh)
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{label}: refused by Pillow's decompression-bomb guard ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{label}: cannot decode ({e or type(e).__name__})") from None
+    return _finish(img, label, max_pixels)
+
+
+def _finish(img: Image.Image, label: str, max_pixels: int) -> Image.Image:
+    """Pixel-limit check (before decoding the pixels), decode, EXIF orientation, RGB."""
     w, h = img.size
     if max_pixels and w * h > max_pixels:
         raise ImageError(f"{label}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the pixel limit of {max_pixels / 1e6:.1f} MP")
@@ -71,7 +79,7 @@ def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
         return to_rgb(img)
     except Image.DecompressionBombError as e:
         raise ImageError(f"{label}: refused by Pillow's decompression-bomb guard ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = str(e) or type(e).__name__
         if "truncated" in reason.lower() or "broken data stream" in reason.lower():
             reason = f"truncated or corrupt file ({reason})"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import vgg19
 
 from .errors import WeightsError
 from .weights import WeightSpec, load_state_dict, parse_spec, torchvision_imagenet_state_dict
@@ -16,11 +15,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+
+
 def _layer_names() -> dict[str, int]:
     """Map names like relu4_2 to indices of torchvision's vgg19().features."""
     names: dict[str, int] = {}
     block, conv, idx = 1, 1, 0
-    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]:
+    for v in _CFG:
         if v == "M":
             names[f"pool{block}"] = idx
             block, conv, idx = block + 1, 1, idx + 1
@@ -37,12 +39,31 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 
 
+def vgg19_features(upto: int = LAST_INDEX) -> nn.Sequential:
+    """Modules 0..``upto`` of torchvision's ``vgg19().features`` (same indices, so the same state_dict keys).
+
+    Built directly rather than through ``torchvision.models.vgg19()``, which would also allocate and
+    initialise the 120M-parameter classifier (seconds of CPU time) only to throw it away.
+    """
+    layers: list[nn.Module] = []
+    cin = 3
+    for v in _CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(cin, v, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
+            cin = v
+        if len(layers) > upto:
+            break
+    return nn.Sequential(*layers[: upto + 1])
+
+
 class VGG19Encoder(nn.Module):
     """VGG19 features (torchvision layout) returning the activations of named layers."""
 
     def __init__(self, features: nn.Sequential | None = None, normalize: bool = True):
         super().__init__()
-        feats = features if features is not None else vgg19(weights=None).features
+        feats = features if features is not None else vgg19_features()
         self.features = nn.Sequential(*list(feats.children())[: LAST_INDEX + 1])
         for m in self.features.modules():
             if isinstance(m, nn.ReLU):
@@ -95,10 +116,17 @@ class VGG19Encoder(nn.Module):
 
 
 def random_vgg19_features(seed: int) -> nn.Sequential:
-    """torchvision's vgg19().features with its own initialisation, drawn deterministically from ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return vgg19(weights=None).features
+    """VGG19 features up to relu5_1 with torchvision's VGG initialisation scheme (Kaiming-normal, fan_out,
+    zero biases), drawn deterministically from ``seed`` without touching the global RNG."""
+    gen = torch.Generator().manual_seed(int(seed))
+    feats = vgg19_features()
+    with torch.no_grad():
+        for m in feats:
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)
+                m.bias.zero_()
+    return feats
 
 
 def load_vgg19_encoder(spec: str | WeightSpec, *, progress: bool = True) -> VGG19Encoder:

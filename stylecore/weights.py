@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -67,20 +68,34 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
     return WeightSpec("path", text, text)
 
 
+def _load_failure(e: Exception) -> str:
+    """A one-line reason from torch.load's (long, multi-line) error messages."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:  # weights_only refused the pickle: say what it refused
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        detail = detail.split(". Please use", 1)[0].split(" Check the documentation", 1)[0].rstrip(".")
+        return f"refused by weights_only loading: {detail[:160]}"
+    if "central directory" in text or "zip archive" in text:
+        return "truncated or corrupt checkpoint (not a complete torch zip archive)"
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first[:200]
+
+
 def _torch_load(data: bytes | str, label: str) -> dict:
     try:
         src = io.BytesIO(data) if isinstance(data, bytes) else data
-        obj = torch.load(src, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says enough
+            obj = torch.load(src, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{label}: file not found") from None
     except IsADirectoryError:
         raise WeightsError(f"{label}: is a directory, expected a .pth state_dict file") from None
     except Exception as e:  # torch raises many types for bad pickles / non-weights content
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{label}: not a readable weights_only state_dict ({first[:200]})") from None
+        raise WeightsError(f"{label}: not a readable state_dict ({_load_failure(e)})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{label}: does not contain a state_dict of tensors")
     return obj
 
@@ -113,13 +128,26 @@ def torchvision_imagenet_state_dict(progress: bool = True) -> dict[str, torch.Te
     from torchvision.models import VGG19_Weights
 
     weights = VGG19_Weights.IMAGENET1K_V1
+    cache = imagenet_cache_path()
+    if cache.is_file():  # torchvision reads the cache without the network; report a bad file as such
+        try:
+            return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+        except Exception as e:
+            raise WeightsError(f"encoder imagenet: cached file {cache} is not a readable state_dict "
+                               f"({_load_failure(e)}); delete it to download again, or pass another --encoder") from None
     try:
         return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as e:  # URLError, socket errors, hash mismatch...
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(
             f"encoder imagenet: VGG19_Weights.IMAGENET1K_V1 is not cached at {cache} and could not be downloaded "
             f"({reason[:160]}); alternatives: copy vgg19-dcbb9e9d.pth there, pass a local path or s3:// URI "
             f"with --encoder, or use --encoder random:SEED (lower-fidelity offline fallback)"
         ) from None
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision keeps (or would download) the ImageNet VGG19 weights: ``$TORCH_HOME/hub/checkpoints``."""
+    from torchvision.models import VGG19_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)

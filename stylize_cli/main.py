@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["image"]
+SUBCOMMANDS = ["image", "manifest", "run"]
 
 
 class CLIParser(argparse.ArgumentParser):

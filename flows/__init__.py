@@ -1,0 +1,1 @@
+"""Prefect flows: ``stylize-collection``, ``stylize-shard`` and ``augment-dataset``."""

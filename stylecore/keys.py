@@ -1,0 +1,83 @@
+"""Deterministic output keys: ``{content rel path without ext}__{style stem}[+...]__{hash8}.{ext}``.
+
+The 8-hex hash covers the content URI, the style URIs and their normalised weights, the engine
+method, its effective options (``StyleOptions.effective(method)``) and the weight specs that method
+uses. Same inputs → same key; any change → a new key, so stale outputs are never reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+
+from .options import StyleOptions
+
+FORMATS = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+# Which weight specs each method's output depends on.
+METHOD_SPECS = {"gatys": ("encoder",), "adain": ("encoder", "decoder"), "johnson": ("model",)}
+
+
+def extension(fmt: str) -> str:
+    """``jpg|png|webp`` → ``.jpg|.png|.webp``."""
+    from .errors import OptionsError
+
+    ext = FORMATS.get(str(fmt).lower().lstrip("."))
+    if ext is None:
+        raise OptionsError(f"output format {fmt!r}: expected one of jpg, png, webp")
+    return ext
+
+
+def options_json(method: str, options: StyleOptions, specs: dict[str, str | None]) -> str:
+    """Canonical JSON of what, besides the images, determines an output: method, effective options, specs."""
+    used = {k: (None if specs.get(k) is None else str(specs.get(k))) for k in METHOD_SPECS.get(method, ())}
+    return json.dumps({"method": method, "options": options.effective(method), "weights": used},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def canonical_weights(weights: list[float] | None) -> str:
+    """Normalised weights as ``|``-joined text ("" when not given): 7|3 and 0.7|0.3 are the same blend."""
+    if not weights:
+        return ""
+    total = float(sum(weights))
+    return "|".join(format(w / total, ".6g") for w in weights)
+
+
+def row_hash(content: str, styles: str, weights: str, opts_json: str) -> str:
+    """The 8-hex hash of one row (``styles`` are ``|``-joined resolved URIs, ``weights`` canonical)."""
+    text = "\x1f".join((content, styles, weights, opts_json))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def stem(uri: str) -> str:
+    """File name without extension."""
+    return os.path.splitext(posixpath.basename(str(uri).replace("\\", "/")))[0]
+
+
+_MULTI_US = re.compile(r"_{2,}")
+
+
+def style_part(styles: str) -> str:
+    """``a/x.jpg|b/y.png`` → ``x+y`` (double underscores collapsed so ``__`` stays a separator)."""
+    return "+".join(_MULTI_US.sub("_", stem(s)) or "style" for s in styles.split("|"))
+
+
+def content_part(content: str, content_root: str | None) -> str:
+    """Content path relative to its root (or its bare file name), without extension."""
+    if content_root:
+        root = content_root.rstrip("/") + "/"
+        if content.startswith(root):
+            rel = content[len(root):]
+            return posixpath.splitext(rel.replace(os.sep, "/"))[0]
+    return stem(content)
+
+
+def output_key(content: str, styles: str, weights: str, opts_json: str, ext: str, content_root: str | None = None) -> str:
+    """The default output key of one row."""
+    return f"{content_part(content, content_root)}__{style_part(styles)}__{row_hash(content, styles, weights, opts_json)}{ext}"
+
+
+def content_rel_from_key(key: str) -> str:
+    """Inverse of the key layout: the content's relative path (without extension) a default key came from."""
+    return key.rsplit("__", 2)[0]

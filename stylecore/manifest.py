@@ -1,0 +1,491 @@
+"""Manifests: reading (CSV / Parquet / JSON Lines, local or S3), validation and planning.
+
+Columns: ``content`` and ``style`` (required; several styles separated by ``|``), ``style_weights``
+(``0.7|0.3``), ``output`` (key under the output root), ``id``, ``content_root`` (the prefix the content
+was listed from; its sub-path is kept in default keys), per-row option overrides (``method`` and every
+``stylecore.options.SPECS`` name); any other column passes through untouched.
+
+Rows are numbered from 0 (the ``row`` column of metrics); in a CSV file, row N is on line N + 2.
+Validation is vectorised (pandas): per-row Python work runs on distinct values only, except the
+output-key hash.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import keys, storage, uris
+from .errors import ManifestError, OptionsError, StorageError
+from .options import SPECS, StyleOptions, check_method, coerce, parse_style_weights
+
+REQUIRED = ("content", "style")
+OPTION_COLUMNS = ("method", *SPECS)
+KNOWN = frozenset({"content", "style", "style_weights", "output", "id", "content_root", *OPTION_COLUMNS})
+PLAN_COLUMNS = ["row", "id", "content", "style", "style_weights", "method", "options_json", "options_hash",
+                "output", "output_uri", "status"]
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def manifest_format(uri: str) -> str:
+    """``csv``, ``parquet`` or ``jsonl`` from the file extension."""
+    ext = os.path.splitext(str(uri).lower())[1]
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        raise ManifestError(f"{uri}: unknown manifest format {ext or '(no extension)'!r}; use .csv, .parquet or .jsonl")
+    return fmt
+
+
+def read_manifest(uri: str) -> pd.DataFrame:
+    """Read a manifest into a DataFrame (CSV cells as text; Parquet/JSONL types kept)."""
+    import pyarrow as pa
+
+    fmt = manifest_format(uri)
+    src = uris.resolve(uri)
+    try:
+        data: Any = storage.read_bytes(src) if uris.is_s3(src) else None
+    except StorageError as e:
+        raise ManifestError(f"manifest {e}") from None
+    if data is None and not os.path.isfile(src):
+        raise ManifestError(f"manifest {src}: not found")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(pa.BufferReader(data) if data is not None else src)
+            return table.to_pandas()
+        if fmt == "jsonl":
+            return pd.read_json(io.BytesIO(data) if data is not None else src, lines=True, dtype=False,
+                                convert_dates=False)
+        return _read_csv(src, data)
+    except ManifestError:
+        raise
+    except Exception as e:  # pyarrow / pandas parse errors
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ManifestError(f"manifest {src}: cannot parse as {fmt}: {reason[:200]}") from None
+
+
+def _read_csv(src: str, data: bytes | None) -> pd.DataFrame:
+    import pyarrow as pa
+    from pyarrow import csv as pcsv
+
+    if data is not None:
+        first = data[: (data.find(b"\n") + 1) or len(data)]
+    else:
+        with open(src, "rb") as f:
+            first = f.readline()
+    header = next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")]), [])
+    if not header:
+        raise ManifestError(f"manifest {src}: empty file (no header row)")
+    # Every CSV cell is text; empty cells stay "" (never NaN), so validation sees exactly what was written.
+    convert = pcsv.ConvertOptions(column_types={h: pa.string() for h in header}, strings_can_be_null=False,
+                                  quoted_strings_can_be_null=False)
+    table = pcsv.read_csv(pa.BufferReader(data) if data is not None else src, convert_options=convert)
+    return table.to_pandas()
+
+
+def write_manifest(df: pd.DataFrame, uri: str) -> str:
+    """Write ``df`` as CSV / Parquet / JSONL (by extension) to a local path or S3, atomically."""
+    fmt = manifest_format(uri)
+    dest = uris.resolve(uri)
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        df.to_parquet(buf, index=False)
+    elif fmt == "jsonl":
+        df.to_json(buf, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_csv(buf, index=False)
+    storage.write_bytes(dest, buf.getvalue())
+    return dest
+
+
+# --- validation helpers ---------------------------------------------------------------------------
+
+class _Problems:
+    def __init__(self):
+        self.items: list[tuple[int, int, str]] = []
+
+    def column(self, col: str, msg: str):
+        self.items.append((-1, 0, f"column {col}: {msg}"))
+
+    def rows(self, rows, col: str, msg, order: int = 0):
+        """``msg`` is a string or a per-row sequence of strings."""
+        rows = np.asarray(rows)
+        if isinstance(msg, str):
+            self.items.extend((int(r), order, f"row {int(r)}, column {col}: {msg}") for r in rows)
+        else:
+            self.items.extend((int(r), order, f"row {int(r)}, column {col}: {m}") for r, m in zip(rows, msg))
+
+    def sorted(self) -> list[str]:
+        return [m for _, _, m in sorted(self.items, key=lambda t: (t[0], t[1]))]
+
+
+def _text(s: pd.Series) -> pd.Series:
+    """Cells as stripped text ("" for missing)."""
+    if pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype):
+        return s.fillna("").str.strip()
+    return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()).astype("str")
+
+
+def _resolve_unique(values: np.ndarray, base: str | None) -> tuple[list[str], list[str | None]]:
+    out, errs = [], []
+    for v in values:
+        try:
+            out.append(uris.resolve(v, base))
+            errs.append(None)
+        except StorageError as e:
+            out.append("")
+            errs.append(str(e).split(": ", 1)[-1])
+    return out, errs
+
+
+def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) -> pd.Series:
+    """Resolve URIs of a text column (distinct values only); bad schemes become problems."""
+    codes, uniq = pd.factorize(s, sort=False)
+    resolved, errs = _resolve_unique(np.asarray(uniq, dtype=object), base)
+    bad_u = np.array([e is not None for e in errs], dtype=bool)
+    if bad_u.any():
+        bad_rows = np.nonzero(bad_u[codes] & (codes >= 0))[0]
+        probs.rows(bad_rows, col, [errs[c] for c in codes[bad_rows]])
+    arr = np.asarray(resolved, dtype=object)
+    return pd.Series(arr[codes] if len(codes) else arr[:0], index=s.index, dtype="str")
+
+
+_KEY_SUSPECT = r"(?:^|/)\.{1,2}(?:/|$)|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|^\s*$"
+
+
+def _check_keys(k: pd.Series, rows_mask: np.ndarray, col: str, probs: _Problems) -> None:
+    """Key problems (escape, absolute, URIs, empty segments), vectorised with a Python pass on suspects."""
+    suspect = k.str.contains(_KEY_SUSPECT, regex=True).to_numpy(dtype=bool) & rows_mask
+    rows = np.nonzero(suspect)[0]
+    msgs, bad = [], []
+    for r in rows:
+        p = uris.key_problem(k.iat[r])
+        if p:
+            bad.append(r)
+            msgs.append(f"output key {k.iat[r]!r}: {p}")
+    probs.rows(bad, col, msgs, order=1)
+
+
+@dataclass
+class Prepared:
+    """A validated manifest: plan columns except ``output_uri``/``status``, plus passthrough columns."""
+
+    rows: pd.DataFrame
+    passthrough: list[str]
+    problems: list[str]
+
+
+def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", options: StyleOptions | None = None,
+            encoder: str | None = "imagenet", decoder: str | None = None, model: str | None = None,
+            fmt: str = "jpg", check_inputs: bool = False) -> Prepared:
+    """Validate ``df`` and compute effective options and output keys for every row. Never raises for row
+    problems: they are collected in ``Prepared.problems`` (every problem, row and column named)."""
+    method = check_method(method)
+    options = options or StyleOptions.make()
+    ext = keys.extension(fmt)
+    specs = {"encoder": encoder, "decoder": decoder, "model": model}
+    probs = _Problems()
+    n = len(df)
+    df = df.reset_index(drop=True)
+    for col in REQUIRED:
+        if col not in df.columns:
+            probs.column(col, "missing (required)")
+    empty_series = pd.Series([""] * n, dtype="str")
+    out = pd.DataFrame({"row": np.arange(n, dtype=np.int64)})
+
+    # id
+    ids = _text(df["id"]) if "id" in df.columns else empty_series
+    out["id"] = ids.where(ids != "", out["row"].astype("str"))
+
+    # content (+ content_root)
+    content = _text(df["content"]) if "content" in df.columns else None
+    if content is not None:
+        empty = (content == "").to_numpy()
+        probs.rows(np.nonzero(empty)[0], "content", "empty cell")
+        out["content"] = _resolve_column(content, base, "content", probs)
+    else:
+        out["content"] = empty_series
+    root = None
+    if "content_root" in df.columns:
+        root_txt = _text(df["content_root"])
+        root = _resolve_column(root_txt, base, "content_root", probs).where(root_txt != "", "")
+        out["content_root"] = root
+
+    # style: distinct values only
+    n_styles = np.zeros(n, dtype=np.int64)
+    if "style" in df.columns:
+        style = _text(df["style"])
+        codes, uniq = pd.factorize(style, sort=False)
+        res_u, n_u, err_u = [], [], []
+        for v in uniq:
+            parts = [p.strip() for p in str(v).split("|")]
+            if not v or any(p == "" for p in parts):
+                res_u.append(""), n_u.append(0), err_u.append("empty cell" if not v else f"empty style in {v!r}")
+                continue
+            r, errs = _resolve_unique(parts, base)
+            bad = [e for e in errs if e]
+            res_u.append("|".join(r)), n_u.append(len(parts)), err_u.append(bad[0] if bad else None)
+        res_arr, n_arr = np.asarray(res_u + [""], dtype=object), np.asarray(n_u + [0], dtype=np.int64)
+        out["style"] = pd.Series(res_arr[codes], dtype="str")
+        n_styles = n_arr[codes]
+        bad_u = np.array([e is not None for e in err_u] + [True], dtype=bool)
+        bad_rows = np.nonzero(bad_u[codes])[0]
+        probs.rows(bad_rows, "style", [(err_u[c] if c >= 0 else "empty cell") for c in codes[bad_rows]])
+    else:
+        out["style"] = empty_series
+
+    # style_weights
+    weights = pd.Series([""] * n, dtype="str")
+    if "style_weights" in df.columns:
+        wtxt = _text(df["style_weights"])
+        codes, uniq = pd.factorize(wtxt, sort=False)
+        canon_u, len_u, err_u = [], [], []
+        for v in uniq:
+            try:
+                w = parse_style_weights(v, sep="|")
+                canon_u.append(keys.canonical_weights(w)), len_u.append(len(w) if w else 0), err_u.append(None)
+            except OptionsError as e:
+                canon_u.append(""), len_u.append(0), err_u.append(str(e))
+        canon = np.asarray(canon_u + [""], dtype=object)[codes]
+        lens = np.asarray(len_u + [0], dtype=np.int64)[codes]
+        errs = np.asarray(err_u + [None], dtype=object)[codes]
+        bad = np.array([e is not None for e in err_u] + [False], dtype=bool)[codes]
+        rows = np.nonzero(bad)[0]
+        probs.rows(rows, "style_weights", [f"malformed: {e}" for e in errs[rows]])
+        mismatch = (~bad) & (lens > 0) & (n_styles > 0) & (lens != n_styles)
+        rows = np.nonzero(mismatch)[0]
+        probs.rows(rows, "style_weights", [f"{lens[r]} weights for {n_styles[r]} styles" for r in rows])
+        weights = pd.Series(canon, dtype="str")
+    out["style_weights"] = weights
+
+    # per-row option overrides: distinct values, then distinct combinations
+    present = [c for c in OPTION_COLUMNS if c in df.columns]
+    combo_codes = np.zeros((n, len(present)), dtype=np.int64)
+    values_per_col: list[list] = []
+    for j, col in enumerate(present):
+        codes, uniq = pd.factorize(df[col], sort=False)  # NaN/None → -1
+        vals, errs = [], []
+        for v in uniq:
+            if isinstance(v, str) and v.strip() == "":
+                vals.append(None), errs.append(None)
+                continue
+            try:
+                vals.append(check_method(v) if col == "method" else coerce(col, v)), errs.append(None)
+            except OptionsError as e:
+                vals.append(None), errs.append(str(e))
+        bad = np.array([e is not None for e in errs] + [False], dtype=bool)[codes]
+        rows = np.nonzero(bad)[0]
+        probs.rows(rows, col, [errs[c] for c in codes[rows]])
+        vals.append(None)  # code -1
+        values_per_col.append(vals)
+        combo_codes[:, j] = np.where(codes < 0, len(vals) - 1, codes)
+    if present:
+        uniq_combos, inverse = np.unique(combo_codes, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    else:
+        uniq_combos, inverse = np.zeros((1, 0), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    meth_u, json_u, hash_u, full_u = [], [], [], []
+    for combo in uniq_combos:
+        over = {col: values_per_col[j][c] for j, (col, c) in enumerate(zip(present, combo))}
+        m = over.pop("method", None) or method
+        opts = StyleOptions.make(options, **over)
+        meth_u.append(m)
+        json_u.append(json.dumps(opts.effective(m), sort_keys=True, separators=(",", ":")))
+        full = keys.options_json(m, opts, specs)
+        full_u.append(full)
+        hash_u.append(keys.row_hash("", "", "", full))
+    out["method"] = pd.Series(np.asarray(meth_u, dtype=object)[inverse], dtype="str")
+    out["options_json"] = pd.Series(np.asarray(json_u, dtype=object)[inverse], dtype="str")
+    out["options_hash"] = pd.Series(np.asarray(hash_u, dtype=object)[inverse], dtype="str")
+    full_json = np.asarray(full_u, dtype=object)[inverse]
+
+    # output keys: explicit cells, else the default deterministic key
+    explicit = _text(df["output"]) if "output" in df.columns else empty_series
+    has_explicit = (explicit != "").to_numpy()
+    _check_keys(explicit, has_explicit, "output", probs)
+    need = ~has_explicit
+    if need.any():
+        c, s = out["content"], out["style"]
+        if root is not None:
+            rel = _relative(c, root)
+        else:
+            rel = c.str.rsplit("/", n=1).str[-1]
+        rel = rel.str.replace(r"\.[^./]*$", "", regex=True)
+        s_codes, s_uniq = pd.factorize(s, sort=False)
+        s_part = np.asarray([keys.style_part(v) for v in s_uniq] + [""], dtype=object)[s_codes]
+        w = weights.to_numpy(dtype=object)
+        cv, sv = c.to_numpy(dtype=object), s.to_numpy(dtype=object)
+        idx = np.nonzero(need)[0]
+        hashes = [keys.row_hash(cv[i], sv[i], w[i], full_json[i]) for i in idx]
+        default = rel.iloc[idx] + "__" + pd.Series(s_part[idx], index=idx, dtype="str") + "__" + \
+            pd.Series(hashes, index=idx, dtype="str") + ext
+        out["output"] = explicit.copy()
+        out.loc[idx, "output"] = default
+        _check_keys(out["output"], need, "output", probs)
+    else:
+        out["output"] = explicit
+    dup = out["output"].duplicated(keep=False).to_numpy() & (out["output"] != "").to_numpy()
+    if dup.any():
+        first = out.loc[dup].groupby("output", sort=False)["row"].transform("min").to_numpy()
+        rows = np.nonzero(dup)[0]
+        probs.rows(rows, "output", [f"duplicate output key {out['output'].iat[r]!r} (also row {f})"
+                                    if f != r else f"duplicate output key {out['output'].iat[r]!r}"
+                                    for r, f in zip(rows, first)], order=2)
+    if check_inputs and not probs.items:
+        _check_inputs(out, probs)
+
+    passthrough = [c for c in df.columns if c not in KNOWN]
+    for col in passthrough:
+        out[col] = df[col].to_numpy()
+    return Prepared(out, passthrough, probs.sorted())
+
+
+def _relative(content: pd.Series, root: pd.Series) -> pd.Series:
+    """Content path relative to its root where it lies under it, else the bare file name."""
+    rel = content.str.rsplit("/", n=1).str[-1]
+    r_codes, r_uniq = pd.factorize(root, sort=False)
+    for j, r in enumerate(r_uniq):
+        if not r:
+            continue
+        prefix = r.rstrip("/") + "/"
+        mask = (r_codes == j) & content.str.startswith(prefix).to_numpy(dtype=bool)
+        rel = rel.where(~mask, content.str.slice(len(prefix)))
+    return rel
+
+
+def _check_inputs(out: pd.DataFrame, probs: _Problems, workers: int = 32) -> None:
+    """Parallel stat of every distinct input; missing ones become problems of the rows using them."""
+    styles = out["style"].str.split("|").explode()
+    distinct = pd.unique(pd.concat([out["content"], styles], ignore_index=True))
+    distinct = [u for u in distinct if u]
+
+    def check(u):
+        try:
+            return u, (None if storage.exists(u) else "input not found")
+        except StorageError as e:
+            return u, str(e).split(": ", 1)[-1]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        missing = {u: why for u, why in pool.map(check, distinct) if why}
+    if not missing:
+        return
+    bad = out["content"].isin(list(missing)).to_numpy()
+    rows = np.nonzero(bad)[0]
+    probs.rows(rows, "content", [f"{missing[out['content'].iat[r]]}: {out['content'].iat[r]}" for r in rows], order=3)
+    sbad = styles[styles.isin(list(missing))]
+    for r, u in zip(sbad.index, sbad):
+        probs.rows([r], "style", f"{missing[u]}: {u}", order=3)
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """One row per manifest row (see docs/ARCHITECTURE.md, "Manifest plan contract")."""
+
+    rows: pd.DataFrame
+    passthrough: list[str]
+    manifest: str
+    output_root: str
+    method: str
+    options: StyleOptions
+    fmt: str
+    specs: dict = field(default_factory=dict)
+
+    def row_request(self, row) -> tuple[str, StyleOptions, list[float] | None]:
+        """``(method, StyleOptions, style_weights or None)`` for one plan row (Series, dict or namedtuple)."""
+        get = (lambda k: row[k]) if isinstance(row, (dict, pd.Series)) else (lambda k: getattr(row, k))
+        opts = _options_from_json(self.options, get("options_json"))
+        w = get("style_weights")
+        weights = [float(x) for x in str(w).split("|")] if isinstance(w, str) and w else None
+        return str(get("method")), opts, weights
+
+    @property
+    def pending(self) -> pd.DataFrame:
+        return self.rows[self.rows["status"] == "pending"]
+
+    def counts(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.rows["status"].value_counts().items()}
+
+
+_opts_cache: dict = {}
+
+
+def _options_from_json(base: StyleOptions, text: str) -> StyleOptions:
+    key = (id(base), text)
+    opts = _opts_cache.get(key)
+    if opts is None:
+        opts = StyleOptions.make(base, **json.loads(text))
+        if len(_opts_cache) > 4096:
+            _opts_cache.clear()
+        _opts_cache[key] = opts
+    return opts
+
+
+def load(manifest: str | pd.DataFrame, *, base: str | None = None, method: str = "gatys",
+         options: StyleOptions | None = None, encoder: str | None = "imagenet", decoder: str | None = None,
+         model: str | None = None, fmt: str = "jpg", check_inputs: bool = False) -> Prepared:
+    """Read (when given a URI) and validate a manifest; raises ManifestError listing every problem.
+    Relative paths resolve against ``base`` (default: the manifest's folder, or the current directory)."""
+    if isinstance(manifest, pd.DataFrame):
+        df, label = manifest, "manifest"
+    else:
+        label = uris.resolve(str(manifest))
+        df = read_manifest(label)
+        base = base if base is not None else uris.parent(label)
+    prep = prepare(df, base=base, method=method, options=options, encoder=encoder, decoder=decoder,
+                   model=model, fmt=fmt, check_inputs=check_inputs)
+    if prep.problems:
+        n = len(prep.problems)
+        raise ManifestError(f"{label}: {n} problem{'s' if n != 1 else ''}; first: {prep.problems[0]}",
+                            problems=prep.problems)
+    if not len(prep.rows):
+        raise ManifestError(f"{label}: no rows", problems=[f"{label}: no rows"])
+    return prep
+
+
+def plan(manifest: str | pd.DataFrame, output_root: str, *, method: str = "gatys", options: StyleOptions | None = None,
+         encoder: str | None = "imagenet", decoder: str | None = None, model: str | None = None, fmt: str = "jpg",
+         overwrite: bool = False, check_inputs: bool = False, base: str | None = None) -> Plan:
+    """Validate the manifest and plan every row: output keys and URIs under ``output_root`` and the
+    resume status (``skipped`` when the output exists, unless ``overwrite``), found by listing
+    ``output_root`` once."""
+    prep = load(manifest, base=base, method=method, options=options, encoder=encoder, decoder=decoder,
+                model=model, fmt=fmt, check_inputs=check_inputs)
+    root = uris.resolve(str(output_root))
+    rows = prep.rows
+    sep = "/" if uris.is_s3(root) else os.sep
+    rows["output_uri"] = root.rstrip("/") + sep + rows["output"]
+    if overwrite:
+        rows["status"] = "pending"
+    else:
+        existing = list(storage.list_prefix(root, extensions=None, relative=True))
+        done = rows["output"].isin(existing).to_numpy() if existing else np.zeros(len(rows), dtype=bool)
+        rows["status"] = pd.Series(np.where(done, "skipped", "pending"), dtype="str")
+    front = [c for c in PLAN_COLUMNS if c in rows.columns] + (["content_root"] if "content_root" in rows.columns else [])
+    rows = rows[front + prep.passthrough]
+    return Plan(rows, prep.passthrough, manifest if isinstance(manifest, str) else "manifest", root, check_method(method),
+                options or StyleOptions.make(), fmt, {"encoder": encoder, "decoder": decoder, "model": model})
+
+
+def summary(prep: Prepared) -> dict[str, Any]:
+    """Rows, distinct contents, distinct styles and rows per method."""
+    r = prep.rows
+    styles = r["style"].str.split("|").explode()
+    return {"rows": int(len(r)), "distinct_contents": int(r["content"].nunique()),
+            "distinct_styles": int(styles.nunique()),
+            "methods": {k: int(v) for k, v in r["method"].value_counts().sort_index().items()}}
+
+
+__all__ = ["read_manifest", "write_manifest", "prepare", "load", "plan", "Plan", "Prepared", "summary",
+           "manifest_format", "REQUIRED", "OPTION_COLUMNS"]

@@ -1,0 +1,119 @@
+"""Manifest builders: pair content and style images found under URIs or prefixes.
+
+``cross`` pairs every content with every style; ``zip`` pairs the i-th content with the i-th style
+(both sorted); ``sample:K`` gives each content K distinct styles, drawn from a hash of (seed, content
+path relative to its prefix, style URI): the draw for one image does not depend on the other images,
+so a dataset can be augmented incrementally (``skip_done_under``) and rebuilt identically.
+Rows record ``content_root`` so default output keys keep the sub-folder layout (``train/cat/x``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from . import keys, storage, uris
+from .errors import ManifestError, StorageError
+from .images import is_image_name
+
+_SAMPLE = re.compile(r"^sample:(\d+)$")
+
+
+def parse_pairing(text: str) -> tuple[str, int]:
+    """``cross`` | ``zip`` | ``sample:K`` → (kind, K)."""
+    t = str(text).strip().lower()
+    if t in ("cross", "zip"):
+        return t, 0
+    m = _SAMPLE.match(t)
+    if m and int(m.group(1)) > 0:
+        return "sample", int(m.group(1))
+    raise ManifestError(f"pairing {text!r}: expected cross, zip or sample:K with K >= 1")
+
+
+def expand(sources: list[str], *, base: str | None = None, what: str = "content") -> list[tuple[str, str]]:
+    """``(image URI, root)`` for every image named by ``sources`` (files or prefixes, recursive, sorted
+    within each source, first occurrence kept). A single file's root is its folder."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for src in sources:
+        uri = uris.resolve(src, base)
+        is_file = is_image_name(uri) and storage.exists(uri)
+        if is_file:
+            found = [(uri, uris.parent(uri))]
+        else:
+            root = uri.rstrip("/") if uris.is_s3(uri) else uri
+            found = [(u, root) for u in storage.list_prefix(root)]
+            if not found:
+                raise StorageError(f"{uri}: no {what} images found (not an image file or a folder/prefix with images)")
+        for u, r in found:
+            if u not in seen:
+                seen.add(u)
+                out.append((u, r))
+    return out
+
+
+def _u64(texts) -> np.ndarray:
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+                     for t in texts], dtype=np.uint64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (vectorised, wrapping uint64 arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _rel(uri: str, root: str) -> str:
+    return keys.content_part(uri, root)
+
+
+def build_manifest(content: list[str], style: list[str], *, pairing: str = "cross", seed: int = 0,
+                   label_from_parent: bool = False, skip_done_under: str | None = None,
+                   base: str | None = None) -> pd.DataFrame:
+    """A manifest DataFrame (``content``, ``style``, ``content_root`` [, ``label``]) pairing the images
+    under ``content`` with those under ``style``. ``skip_done_under``: an output root; contents that
+    already have an output there (any key starting with their relative path) are left out."""
+    kind, k = parse_pairing(pairing)
+    contents = expand(content, base=base, what="content")
+    styles = [u for u, _ in expand(style, base=base, what="style")]
+    if skip_done_under:
+        done = {keys.content_rel_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True)}
+        contents = [(u, r) for u, r in contents if _rel(u, r) not in done]
+    c_uri = np.array([u for u, _ in contents], dtype=object)
+    c_root = np.array([r for _, r in contents], dtype=object)
+    s_uri = np.array(styles, dtype=object)
+    nc, ns = len(c_uri), len(s_uri)
+    if kind == "cross":
+        ci, si = np.repeat(np.arange(nc), ns), np.tile(np.arange(ns), nc)
+    elif kind == "zip":
+        if nc != ns:
+            raise ManifestError(f"pairing zip: {nc} content images but {ns} style images; they must be equal")
+        order_c = np.argsort(c_uri.astype(str), kind="stable")
+        ci, si = order_c, np.argsort(s_uri.astype(str), kind="stable")
+    else:
+        if k > ns:
+            raise ManifestError(f"pairing sample:{k}: only {ns} style images to draw from")
+        hc = _u64(f"{seed}\x1f{_rel(u, r)}" for u, r in contents)
+        hs = _u64(s_uri)
+        picks = np.empty((nc, k), dtype=np.int64)
+        step = max(1, 4_000_000 // max(ns, 1))
+        for start in range(0, nc, step):  # bounded memory: chunks of contents × all styles
+            scores = _mix(hc[start:start + step, None] ^ _mix(hs[None, :]))
+            part = np.argpartition(scores, k - 1, axis=1)[:, :k] if k < ns else np.tile(np.arange(ns), (len(scores), 1))
+            order = np.argsort(np.take_along_axis(scores, part, axis=1), axis=1)
+            picks[start:start + step] = np.take_along_axis(part, order, axis=1)
+        ci, si = np.repeat(np.arange(nc), k), picks.reshape(-1)
+    df = pd.DataFrame({"content": c_uri[ci], "style": s_uri[si], "content_root": c_root[ci]})
+    if label_from_parent:
+        df["label"] = [os.path.basename(os.path.dirname(u.replace("\\", "/"))) if not uris.is_s3(u)
+                       else u.rsplit("/", 2)[-2] for u in df["content"]]
+    return df
+
+
+__all__ = ["build_manifest", "expand", "parse_pairing"]

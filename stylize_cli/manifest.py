@@ -1,0 +1,79 @@
+"""``stylize manifest build|validate``: build manifests from folders/prefixes, validate them."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    from .main import HelpFormatter
+
+    p = subparsers.add_parser("manifest", help="build and validate manifests of content/style pairs",
+                              formatter_class=HelpFormatter,
+                              description="Build a manifest from images on local disk or S3, or validate one.")
+    sub = p.add_subparsers(dest="manifest_command", metavar="ACTION", required=True)
+
+    b = sub.add_parser("build", help="pair content and style images into a manifest", formatter_class=HelpFormatter,
+                       description="Pair content images with style images (files or folders/prefixes, local or "
+                                   "s3://) and write a CSV, Parquet or JSON Lines manifest.")
+    b.add_argument("--content", nargs="+", action="extend", required=True, metavar="URI_OR_PREFIX",
+                   help="content images or folders/prefixes (recursive)")
+    b.add_argument("--style", nargs="+", action="extend", required=True, metavar="URI_OR_PREFIX",
+                   help="style images or folders/prefixes (recursive)")
+    b.add_argument("--pairing", default="cross", help="cross | zip | sample:K")
+    b.add_argument("--seed", type=int, default=0, help="seed for sample:K")
+    b.add_argument("--label-from-parent", action="store_true", help="add a label column from each content's folder name")
+    b.add_argument("--skip-done-under", metavar="OUTPUT_ROOT", default=None,
+                   help="leave out contents that already have outputs under this root (incremental augmentation)")
+    b.add_argument("-o", "--output", required=True, metavar="MANIFEST", help="manifest to write (.csv, .parquet, .jsonl)")
+    b.set_defaults(func=_build)
+
+    v = sub.add_parser("validate", help="check a manifest and print a summary", formatter_class=HelpFormatter,
+                       description="Validate a manifest: prints every problem (row and column) and exits 2, "
+                                   "or prints a summary and exits 0.")
+    v.add_argument("manifest", metavar="MANIFEST")
+    v.add_argument("--check-inputs", action="store_true", help="also check that every input exists (parallel stat/HEAD)")
+    v.add_argument("--method", default="gatys", help="default method for rows without a method column")
+    v.add_argument("--format", dest="fmt", default="jpg", choices=("jpg", "png", "webp"), help="output format (keys)")
+    v.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (0: all)")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    v.set_defaults(func=_validate)
+
+
+def _build(args) -> int:
+    from stylecore.manifest import manifest_format, write_manifest
+    from stylecore.manifest_build import build_manifest
+
+    manifest_format(args.output)  # fail on a bad extension before listing anything
+    df = build_manifest(args.content, args.style, pairing=args.pairing, seed=args.seed,
+                        label_from_parent=args.label_from_parent, skip_done_under=args.skip_done_under)
+    dest = write_manifest(df, args.output)
+    print(f"wrote {len(df)} rows ({df['content'].nunique()} contents x {df['style'].nunique()} styles, "
+          f"pairing {args.pairing}) to {dest}")
+    return 0
+
+
+def _validate(args) -> int:
+    from stylecore.errors import ManifestError
+    from stylecore.manifest import load, summary
+
+    try:
+        prep = load(args.manifest, method=args.method, fmt=args.fmt, check_inputs=args.check_inputs)
+    except ManifestError as e:
+        problems = e.problems or [str(e)]
+        shown = problems if args.max_problems <= 0 else problems[: args.max_problems]
+        for line in shown:
+            print(line, file=sys.stderr)
+        if len(shown) < len(problems):
+            print(f"... and {len(problems) - len(shown)} more problems", file=sys.stderr)
+        print(f"error: {args.manifest}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
+        return 2
+    s = summary(prep)
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(f"rows: {s['rows']}")
+        print(f"distinct contents: {s['distinct_contents']}")
+        print(f"distinct styles: {s['distinct_styles']}")
+        print("methods: " + ", ".join(f"{m} {n}" for m, n in s["methods"].items()))
+    return 0

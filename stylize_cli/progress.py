@@ -1,0 +1,78 @@
+"""A small dependency-free progress bar for the CLI (optimisation steps, images of a run).
+
+It draws only when its stream is a terminal; otherwise every call is a no-op, so logs and pipes
+stay clean. Redraws are throttled to ~10 per second.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class ProgressBar:
+    """``bar = ProgressBar(300, "gatys"); bar.update(12, "loss 3.1"); bar.close()``."""
+
+    def __init__(self, total: int, label: str = "", *, stream: TextIO | None = None, width: int = 28,
+                 enabled: bool | None = None, min_interval: float = 0.1):
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self.total = max(0, int(total))
+        self.label = label
+        self.width = width
+        self.min_interval = min_interval
+        self.count = 0
+        self.text = ""
+        self._start = time.monotonic()
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, count: int, text: str = "", *, total: int | None = None) -> None:
+        """Set the absolute count (and optionally the total and a short status text), redraw if due."""
+        if total is not None:
+            self.total = max(0, int(total))
+        self.count, self.text = int(count), text
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last_draw >= self.min_interval or self.count >= self.total:
+            self._draw(now)
+
+    def advance(self, n: int = 1, text: str = "") -> None:
+        """Add ``n`` to the count."""
+        self.update(self.count + n, text or self.text)
+
+    def render(self, now: float | None = None) -> str:
+        """The bar as one line of text (without the carriage return)."""
+        now = time.monotonic() if now is None else now
+        frac = min(1.0, self.count / self.total) if self.total else 0.0
+        filled = int(round(frac * self.width))
+        elapsed = now - self._start
+        rate = self.count / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.count) / rate if rate > 0 and self.total else 0.0
+        parts = [p for p in (self.label, f"[{'#' * filled}{'.' * (self.width - filled)}]",
+                             f"{self.count}/{self.total}", f"{elapsed:.0f}s<{eta:.0f}s", self.text) if p]
+        return " ".join(parts)
+
+    def _draw(self, now: float) -> None:
+        self._last_draw = now
+        self.stream.write("\r" + self.render(now) + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """Draw the final state and end the line (nothing when disabled or never drawn)."""
+        if self.enabled and self._drawn:
+            self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False

@@ -1,0 +1,165 @@
+"""Weight specs and VGG19 loading from real file layouts, with no network."""
+from __future__ import annotations
+
+import pickle
+import socket
+
+import pytest
+import torch
+
+from stylecore.errors import WeightsError
+from stylecore.vgg import VGG19Encoder, load_vgg19_encoder
+from stylecore.weights import imagenet_cache_path, parse_spec
+
+CACHE_NAME = "vgg19-dcbb9e9d.pth"  # the file name torchvision's VGG19_Weights.IMAGENET1K_V1 uses
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty $TORCH_HOME, and every HTTP(S) request sent to a closed local port (no network)."""
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, proxy)
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def _assert_loaded(enc: VGG19Encoder, sd: dict, prefix: str = "") -> None:
+    for idx in (0, 2, 28):  # conv1_1, conv1_2, conv5_1
+        assert torch.equal(enc.features[idx].weight, sd[f"{prefix}{idx}.weight"])
+        assert torch.equal(enc.features[idx].bias, sd[f"{prefix}{idx}.bias"])
+
+
+def test_parse_spec_grammar():
+    assert parse_spec("imagenet").kind == "imagenet"
+    assert parse_spec(" ImageNet ").kind == "imagenet"
+    r = parse_spec("random:42")
+    assert (r.kind, r.value, str(r)) == ("random", 42, "random:42")
+    assert parse_spec("random").value == 0
+    assert (parse_spec("/a/b.pth").kind, parse_spec("/a/b.pth").value) == ("path", "/a/b.pth")
+    f = parse_spec("file:///tmp/my%20weights.pth")
+    assert (f.kind, f.value) == ("path", "/tmp/my weights.pth")
+    s = parse_spec("s3://bucket/models/vgg.pth")
+    assert (s.kind, s.value) == ("s3", "s3://bucket/models/vgg.pth")
+    for bad, words in [("", "empty"), ("random:x", "random:SEED"), ("s3://bucket", "s3://bucket/key"),
+                       ("http://host/vgg.pth", "unsupported URI scheme 'http'")]:
+        with pytest.raises(WeightsError) as ei:
+            parse_spec(bad)
+        assert words in str(ei.value)
+    with pytest.raises(WeightsError, match="encoder weights only"):
+        parse_spec("imagenet", allow_imagenet=False, what="decoder")
+
+
+def test_random_spec_is_deterministic_per_seed():
+    a, b, c = (load_vgg19_encoder(s) for s in ("random:7", "random:7", "random:8"))
+    assert torch.equal(a.features[28].weight, b.features[28].weight)
+    assert not torch.equal(a.features[28].weight, c.features[28].weight)
+    # He-normal with fan_out, as torchvision initialises VGG: std sqrt(2 / (512*9)) for conv5_1
+    assert a.features[28].weight.std().item() == pytest.approx((2 / (512 * 9)) ** 0.5, rel=0.02)
+
+
+@pytest.mark.parametrize("layout", ["features", "full"])
+def test_imagenet_spec_reads_torchvision_cache_without_network(offline, layout, features_state_dict, full_state_dict):
+    sd = features_state_dict if layout == "features" else full_state_dict
+    cache = offline / "hub" / "checkpoints" / CACHE_NAME
+    cache.parent.mkdir(parents=True)
+    torch.save(sd, cache)
+    assert imagenet_cache_path() == cache
+    enc = load_vgg19_encoder("imagenet", progress=False)
+    _assert_loaded(enc, sd, "" if layout == "features" else "features.")
+
+
+def test_imagenet_offline_without_cache_names_the_alternatives(offline):
+    with pytest.raises(WeightsError) as ei:
+        load_vgg19_encoder("imagenet", progress=False)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert str(offline / "hub" / "checkpoints" / CACHE_NAME) in msg
+    assert "random:SEED" in msg and "--encoder" in msg and "s3://" in msg
+    assert not (offline / "hub" / "checkpoints" / CACHE_NAME).exists()
+
+
+def test_imagenet_corrupt_cache_file_is_reported(offline):
+    cache = offline / "hub" / "checkpoints" / CACHE_NAME
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(WeightsError, match=r"cached file .*vgg19-dcbb9e9d\.pth is not a readable state_dict"):
+        load_vgg19_encoder("imagenet", progress=False)
+
+
+def test_path_and_file_uri_specs(tmp_path, features_state_dict, full_state_dict):
+    p1, p2 = tmp_path / "features.pth", tmp_path / "dir with space" / "full.pth"
+    p2.parent.mkdir()
+    torch.save(features_state_dict, p1)
+    torch.save(full_state_dict, p2)
+    _assert_loaded(load_vgg19_encoder(str(p1)), features_state_dict)
+    _assert_loaded(load_vgg19_encoder(p2.as_uri()), full_state_dict, "features.")
+    # a {"state_dict": ...} wrapper is accepted too
+    p3 = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": features_state_dict}, p3)
+    _assert_loaded(load_vgg19_encoder(str(p3)), features_state_dict)
+
+
+class _Evil:
+    """Unpickling this with full pickle would create a file: weights_only loading must refuse it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_loading_uses_weights_only(tmp_path, features_state_dict):
+    marker = tmp_path / "created-by-unpickling"
+    bad = tmp_path / "evil.pth"
+    torch.save({**features_state_dict, "extra": _Evil(str(marker))}, bad)
+    with pytest.raises(WeightsError, match="refused by weights_only loading"):
+        load_vgg19_encoder(str(bad))
+    assert not marker.exists()
+    plain = tmp_path / "plain.pkl"  # a bare pickle (not torch's zip format) of a non-tensor object
+    plain.write_bytes(pickle.dumps(_Evil(str(marker))))
+    with pytest.raises(WeightsError, match="not a readable state_dict"):
+        load_vgg19_encoder(str(plain))
+    assert not marker.exists()
+
+
+def test_bad_weight_files_give_clear_errors(tmp_path, features_state_dict):
+    cases = {}
+    text = tmp_path / "notes.pth"
+    text.write_text("hello, I am not a checkpoint\n")
+    cases[text] = "not a readable state_dict"
+    good = tmp_path / "good.pth"
+    torch.save(features_state_dict, good)
+    trunc = tmp_path / "truncated.pth"
+    trunc.write_bytes(good.read_bytes()[:4096])
+    cases[trunc] = "truncated or corrupt"
+    wrong = tmp_path / "wrong-shape.pth"
+    torch.save({**features_state_dict, "0.weight": torch.zeros(32, 3, 3, 3)}, wrong)
+    cases[wrong] = "shapes do not match VGG19"
+    missing = tmp_path / "missing.pth"
+    torch.save({k: v for k, v in features_state_dict.items() if not k.startswith("28.")}, missing)
+    cases[missing] = "missing VGG19 keys 28.bias, 28.weight"
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"encoder.conv.weight": torch.zeros(3)}, foreign)
+    cases[foreign] = "unexpected key 'encoder.conv.weight'"
+    numbers = tmp_path / "numbers.pth"
+    torch.save({"0.weight": 1.5}, numbers)
+    cases[numbers] = "does not contain a state_dict of tensors"
+    cases[tmp_path / "absent.pth"] = "file not found"
+    cases[tmp_path] = "is a directory"
+    for path, words in cases.items():
+        with pytest.raises(WeightsError) as ei:
+            load_vgg19_encoder(str(path))
+        msg = str(ei.value)
+        assert words in msg, (path, msg)
+        assert str(path) in msg and "\n" not in msg
