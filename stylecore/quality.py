@@ -1,7 +1,8 @@
 """Per-row quality metrics of a stylized output, computed cheaply (downscaled, batched) with one fixed
 evaluator network so that numbers compare across methods, weight specs and runs.
 
-Metrics (one dict per row, keys in ``METRICS``):
+Metrics (one dict per row: the keys in ``METRICS`` plus ``evaluator`` (the network's weight spec) and
+``evaluator_size``, so that every metrics row says what measured it):
 
 - ``content_loss``: the engine's ``ContentLoss`` (L2 at relu4_2, normalised by the target's mean square)
   between the output and the content;
@@ -227,12 +228,12 @@ class QualityEvaluator:
         return t, feats
 
     def evaluate(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
-                 style_weights: Sequence[float] | None = None, style_keys: Sequence[str] = ()) -> dict[str, float]:
+                 style_weights: Sequence[float] | None = None, style_keys: Sequence[str] = ()) -> dict:
         """Metrics of one output (see the module docstring)."""
         return self.evaluate_batch([QualityItem(content_img, list(style_imgs), output_img,
                                                 list(style_weights) if style_weights else None, list(style_keys))])[0]
 
-    def evaluate_batch(self, items: Sequence[QualityItem]) -> list[dict[str, float]]:
+    def evaluate_batch(self, items: Sequence[QualityItem]) -> list[dict]:
         """Metrics for many rows; rows whose evaluation size matches run through the network together."""
         t0 = time.perf_counter()
         with self._lock:
@@ -266,7 +267,7 @@ class QualityEvaluator:
         loss = StyleLoss.from_features([p[1] for p in pairs], blend, STYLE_LAYERS, normalize=True)
         return loss, [p[0] for p in pairs]
 
-    def _metrics(self, it: QualityItem, c: torch.Tensor, o: torch.Tensor, cf: dict, of: dict) -> dict[str, float]:
+    def _metrics(self, it: QualityItem, c: torch.Tensor, o: torch.Tensor, cf: dict, of: dict) -> dict:
         content = ContentLoss(CONTENT_LAYER, cf[CONTENT_LAYER], normalize=True)
         out = {"content_loss": float(content(of)), "ssim": float(ssim(luminance(o), luminance(c))[0])}
         if it.styles:
@@ -276,7 +277,9 @@ class QualityEvaluator:
                                                            projections=self.projections, seed=self.seed)
         else:
             out["style_loss"] = out["color_distance"] = math.nan
-        return {k: out[k] for k in METRICS}
+        res: dict = {k: out[k] for k in METRICS}
+        res["evaluator"], res["evaluator_size"] = self.spec, self.size
+        return res
 
     def breakdown(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
                   style_weights: Sequence[float] | None = None, *, maps: int = 4) -> dict:

@@ -1,7 +1,7 @@
 """Run report: summary extras from per-row metrics, ``metrics.csv`` and ``report.html`` under a report prefix.
 
 The pipeline writes ``metrics.parquet`` and ``summary.json`` to ``{output}/_reports/{run_id}/``;
-``write_report(report_dir)`` (also ``stylize report``) adds to them. Every read and write goes through
+``build_report(report_dir)`` (also ``stylize report``) adds to them. Every read and write goes through
 ``stylecore.storage``, so report prefixes may be local directories, ``file://`` or ``s3://`` URIs.
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ from .quality import METRICS
 PERCENTILES = (5, 25, 50, 75, 95)
 HIGHER_IS_BETTER = {"ssim": True, "content_loss": False, "style_loss": False, "color_distance": False, "total_ms": False}
 WEIGHT_COLUMNS = ("encoder", "decoder", "model")
-_PATHLIKE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://\S+|(?:\.{0,2}/)?(?:[\w.~-]+/)+[\w.~-]+)")
+_PATHLIKE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://\S+?(?=[:,;)]?(?:\s|$))|(?:\.{0,2}/)?(?:[\w.~-]+/)+[\w.~-]+)")
 
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where ``write_report`` put its files (URIs or local paths)."""
+    """Where ``build_report`` puts its files (URIs or local paths)."""
 
     html: str
     csv: str
@@ -93,13 +93,15 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
     lat = ok["total_ms"] if "total_ms" in ok else pd.Series(dtype=float)
     desc = describe_values(lat)
     out["latency_ms_p50"], out["latency_ms_p95"], out["latency_ms_mean"] = desc["p50"], desc["p95"], desc["mean"]
+    out["latency_ms_max"] = desc["max"]
     out["timings_ms"] = {c: describe_values(ok[c]) for c in ("read_ms", "compute_ms", "write_ms", "total_ms") if c in ok}
-    out["devices"] = _counts(df["device"]) if "device" in df else {}
-    out["workers"] = _counts(df["worker"]) if "worker" in df else {}
-    out["methods"] = _counts(df["method"]) if "method" in df else {}
-    out["weight_specs"] = _weight_specs(df)
-    ev = evaluator if evaluator is not None else out.get("evaluator")
-    out["evaluator"] = dict(ev) if ev else None
+    done = df[status != "skipped"]
+    for col, key in (("device", "devices"), ("worker", "workers"), ("method", "methods")):
+        counts = _counts(done[col]) if col in done else {}
+        out[key] = sorted(counts)  # the pipeline's list-valued keys, kept as lists
+        out[f"rows_by_{col}"] = counts
+    out["weight_specs"] = _weight_specs(done)
+    out["evaluator"] = _evaluator(df, evaluator if evaluator is not None else out.get("evaluator"))
     out["metrics"] = {m: describe_values(ok[m]) for m in METRICS if m in ok}
     out["failure_reasons"] = _failure_reasons(df[status == "failed"])
     params = dict(out.get("parameters") or {})
@@ -108,13 +110,27 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
     return out
 
 
+def _evaluator(df: pd.DataFrame, given: Mapping | None) -> dict[str, Any] | None:
+    """The evaluator entry: ``given`` (e.g. ``QualityEvaluator.describe()``) completed from the rows'
+    ``evaluator``/``evaluator_size`` columns; None when no row was measured."""
+    out = dict(given or {})
+    if "evaluator" in df and df["evaluator"].notna().any():
+        specs = sorted({str(v) for v in df["evaluator"].dropna()})
+        out.setdefault("network", "vgg19")
+        out["encoder"] = specs[0] if len(specs) == 1 else specs
+        if "evaluator_size" in df and df["evaluator_size"].notna().any():
+            sizes = sorted({int(v) for v in df["evaluator_size"].dropna()})
+            out["size"] = sizes[0] if len(sizes) == 1 else sizes
+    return out or None
+
+
 def _weight_specs(df: pd.DataFrame) -> list[dict[str, Any]]:
     cols = [c for c in ("method", *WEIGHT_COLUMNS) if c in df]
     if not cols or df.empty:
         return []
-    g = df[cols].astype("object").where(df[cols].notna(), None).astype(str).replace({"None": "", "nan": ""})
+    g = df[cols].astype("object").fillna("").astype(str)
     rows = []
-    for key, n in g.value_counts(sort=False).sort_index().items():
+    for key, n in g.value_counts(sort=False, dropna=False).sort_index().items():
         key = key if isinstance(key, tuple) else (key,)
         entry = {c: (v or None) for c, v in zip(cols, key)}
         entry["rows"] = int(n)
@@ -189,10 +205,11 @@ def output_root_for(report_dir: str, summary: Mapping[str, Any]) -> str | None:
     return m.group(1) if m and m.group(1) else None
 
 
-def write_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_summary: Mapping | None = None,
+def build_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_summary: Mapping | None = None,
                  evaluator: Mapping | None = None, parameters: Mapping | None = None, metric: str | None = None,
-                 samples: int = 4, breakdown_rows: int = 2, evaluator_obj=None, seed: int = 0) -> ReportPaths:
-    """Write ``summary.json`` (with extras), ``metrics.csv`` and ``report.html`` under ``report_dir``.
+                 samples: int = 4, breakdown_rows: int = 2, evaluator_obj=None, seed: int = 0) -> dict[str, Any]:
+    """Write ``summary.json`` (with extras), ``metrics.csv`` and ``report.html`` under ``report_dir``;
+    returns the summary as written (its ``report`` entry names the files).
 
     ``metrics``/``base_summary`` default to the files already there. ``metric`` chooses the contact
     sheet's best/worst rows (default ``style_loss`` when measured, else ``total_ms``); ``samples`` rows
@@ -216,16 +233,17 @@ def write_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_s
     if metric not in metrics:
         raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; choose one of "
                              f"{', '.join(c for c in (*METRICS, 'total_ms') if c in metrics) or 'none'}")
-    if breakdown_rows and evaluator_obj is None and summary.get("evaluator"):
-        from .quality import get_evaluator
+    ev = summary.get("evaluator") or {}
+    if breakdown_rows and evaluator_obj is None and isinstance(ev.get("encoder"), str):
+        from .quality import DEFAULT_SIZE, get_evaluator
 
-        ev = summary["evaluator"]
-        evaluator_obj = get_evaluator(ev.get("encoder", "auto"), size=int(ev.get("size") or 128), device="cpu")
+        size = ev.get("size") if isinstance(ev.get("size"), int) else DEFAULT_SIZE
+        evaluator_obj = get_evaluator(ev["encoder"], size=size, device="cpu")
     html = render_report(metrics, summary, output_root=output_root_for(report_dir, summary), metric=metric,
                          samples=samples, breakdown_rows=breakdown_rows, evaluator=evaluator_obj, seed=seed)
     storage.write_bytes(paths.html, html.encode("utf-8"), content_type="text/html; charset=utf-8")
     storage.write_bytes(paths.summary, summary_json(summary), content_type="application/json")
-    return paths
+    return summary
 
 
 # -- comparison ------------------------------------------------------------------------------------
@@ -236,6 +254,8 @@ def _fmt(v) -> str:
         return f"{v:.4g}"
     if isinstance(v, dict):
         return ", ".join(f"{k}={n}" for k, n in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) or "-"
     return str(v)
 
 

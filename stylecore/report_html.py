@@ -301,7 +301,7 @@ def _breakdowns(df: pd.DataFrame, metric: str, n: int, images: _Images, evaluato
 def render_report(metrics: pd.DataFrame, summary: Mapping[str, Any], *, output_root: str | None = None,
                   metric: str = "style_loss", samples: int = 4, breakdown_rows: int = 2, evaluator=None,
                   seed: int = 0) -> str:
-    """The complete HTML page for a run (see ``stylecore.report.write_report``)."""
+    """The complete HTML page for a run (see ``stylecore.report.build_report``)."""
     df = metrics.reset_index(drop=True)
     images = _Images(output_root)
     title = f"Stylize run {summary.get('flow_run_id') or summary.get('run_id') or ''}".strip()

@@ -34,6 +34,8 @@ def _cell(value: Any) -> str:
         return "-" if not math.isfinite(value) else f"{value:.4g}"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
     return str(value)
 
 

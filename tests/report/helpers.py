@@ -48,3 +48,20 @@ def sample_summary() -> dict:
 
     return summarize(sample_metrics(), {"wall_seconds": 2.0, "images_per_second": 1.5, "manifest": "m.csv"},
                      evaluator={"encoder": "random:0", "size": 128}, parameters={"shard_size": 100})
+
+
+def build_sample_report(root: Path, evaluator, *, samples: int = 1, breakdown_rows: int = 2) -> tuple[Path, dict]:
+    """Write the sample run (images, metrics) under ``root`` and build its report; returns (report dir, summary)."""
+    from stylecore.report import build_report
+
+    m = sample_metrics(root)
+    m.loc[m.status == "ok", "evaluator"] = evaluator.spec
+    m.loc[m.status == "ok", "evaluator_size"] = evaluator.size
+    report_dir = root / "_reports" / "run-1"
+    from stylecore import tables
+
+    tables.write_parquet(m, str(report_dir / "metrics.parquet"))
+    summary = build_report(str(report_dir), metrics=m, base_summary={"output": str(root), "manifest": "m.csv",
+                                                                     "wall_seconds": 1.0},
+                           metric="ssim", samples=samples, breakdown_rows=breakdown_rows, evaluator_obj=evaluator)
+    return report_dir, summary

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylecore.quality import gaussian_window, rgb_to_lab, sliced_wasserstein_lab, ssim, _projections
+from stylecore.quality import METRICS, gaussian_window, rgb_to_lab, sliced_wasserstein_lab, ssim, _projections
 from tests.conftest import make_photo, make_texture
 
 
@@ -107,7 +107,9 @@ def test_batch_matches_single_and_breakdown_adds_up(evaluator):
     batch = evaluator.evaluate_batch(items)
     for it, got in zip(items, batch):
         single = evaluator.evaluate(it.content, it.styles, it.output, it.style_weights)
-        for k, v in single.items():
+        assert got["evaluator"] == "random:0" and got["evaluator_size"] == 128
+        for k in METRICS:
+            v = single[k]
             assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
     b = evaluator.breakdown(photo, [tex], photo)
     total = sum(b["layer_weights"][l] * v for l, v in b["per_layer"].items())
