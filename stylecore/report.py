@@ -102,6 +102,7 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
         out[f"rows_by_{col}"] = counts
     out["weight_specs"] = _weight_specs(done)
     out["evaluator"] = _evaluator(df, evaluator if evaluator is not None else out.get("evaluator"))
+    out["quality_cost"] = _quality_cost(df, out.get("wall_seconds"))
     out["metrics"] = {m: describe_values(ok[m]) for m in METRICS if m in ok}
     out["failure_reasons"] = _failure_reasons(df[status == "failed"])
     params = dict(out.get("parameters") or {})
@@ -122,6 +123,21 @@ def _evaluator(df: pd.DataFrame, given: Mapping | None) -> dict[str, Any] | None
             sizes = sorted({int(v) for v in df["evaluator_size"].dropna()})
             out["size"] = sizes[0] if len(sizes) == 1 else sizes
     return out or None
+
+
+def _quality_cost(df: pd.DataFrame, wall_seconds) -> dict[str, Any] | None:
+    """Time spent on quality metrics (the shard runner's ``quality_ms`` per row) against stylization
+    (``compute_ms``), the rows' total time and the run's wall time."""
+    if "quality_ms" not in df or not df["quality_ms"].notna().any():
+        return None
+    q = float(pd.to_numeric(df["quality_ms"], errors="coerce").sum())
+    out: dict[str, Any] = {"quality_ms_total": q}
+    for col, key in (("compute_ms", "fraction_of_compute"), ("total_ms", "fraction_of_row_time")):
+        total = float(pd.to_numeric(df[col], errors="coerce").sum()) if col in df else 0.0
+        out[key] = q / total if total > 0 else None
+    wall = float(wall_seconds) if isinstance(wall_seconds, (int, float)) and wall_seconds else 0.0
+    out["fraction_of_wall"] = q / 1000 / wall if wall > 0 else None
+    return out
 
 
 def _weight_specs(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -194,6 +194,9 @@ def _cards(summary: Mapping[str, Any]) -> str:
             cards.append(card(f"mean {name}", fmt(m[name]["mean"])))
     ev = summary.get("evaluator") or {}
     cards.append(card("evaluator", ev.get("encoder", "off")))
+    cost = summary.get("quality_cost") or {}
+    if cost.get("fraction_of_wall") is not None:
+        cards.append(card("quality metrics / wall time", f"{100 * cost['fraction_of_wall']:.1f}%"))
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 

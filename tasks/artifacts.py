@@ -1,5 +1,6 @@
-"""Prefect artifacts for a ``stylize-collection`` run: the summary table, a link to ``report.html``
-(presigned on S3) and a progress artifact that the flow advances as shards complete.
+"""Prefect artifacts for a ``stylize-collection`` run: the summary table and a link to ``report.html``
+(presigned on S3). The progress artifact that the flow advances as shards complete is
+``tasks.progress.ProgressArtifact``.
 
 Call these inside a flow or task run so that the artifacts attach to it.
 """
@@ -7,13 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from pathlib import Path
 from typing import Any, Mapping
 from uuid import UUID
 
-from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from stylecore.errors import StorageError
 from stylecore.quality import METRICS
@@ -110,33 +109,17 @@ def publish_report_link(report_uri: str, summary: Mapping[str, Any] | None = Non
                                     description="HTML report of the run")
 
 
-class Progress:
-    """A progress artifact advanced as shards (or rows) complete: ``p = Progress(total); p.advance(n)``."""
+def publish_run_artifacts(summary: Mapping[str, Any], name: str) -> None:
+    """The flow's artifacts for a finished run: the summary table and the report link, keyed by the
+    manifest ``name`` so that the Prefect UI keeps one versioned collection per manifest. Never raises
+    (observability does not fail a run); problems are logged."""
+    from prefect import get_run_logger
 
-    def __init__(self, total: int, key: str | None = None, description: str | None = None):
-        self.total = max(int(total), 0)
-        self.done = 0
-        self._lock = threading.Lock()
-        self.description = description or "rows processed"
-        self.id = create_progress_artifact(0.0 if self.total else 100.0, key=key, description=self._text())
-
-    def _text(self) -> str:
-        return f"{self.done} of {self.total} {self.description}"
-
-    @property
-    def percent(self) -> float:
-        return 100.0 if not self.total else min(100.0, 100.0 * self.done / self.total)
-
-    def advance(self, n: int = 1) -> float:
-        """Count ``n`` more units done and update the artifact; returns the percentage."""
-        with self._lock:
-            self.done += int(n)
-            update_progress_artifact(self.id, self.percent, description=self._text())
-            return self.percent
-
-    def set(self, done: int) -> float:
-        """Set the absolute number of units done."""
-        with self._lock:
-            self.done = int(done)
-            update_progress_artifact(self.id, self.percent, description=self._text())
-            return self.percent
+    logger = get_run_logger()
+    try:
+        publish_summary(summary, key=artifact_key(name, "stylize-summary"))
+        html = (summary.get("report") or {}).get("html")
+        if html:
+            publish_report_link(html, summary, key=artifact_key(name, "stylize-report"))
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not create the run's artifacts: %s", " ".join(str(e).split())[:300])

@@ -99,20 +99,17 @@ def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, An
 
 @task(name="write-reports", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def write_reports(metrics: pd.DataFrame, summary: dict[str, Any], report_dir: str, html: bool = True) -> dict[str, Any]:
-    """Write ``metrics.parquet`` and ``summary.json`` under ``report_dir`` (and the HTML report when the
-    report module is available); returns the summary as written."""
+    """Write ``metrics.parquet`` and ``summary.json`` under ``report_dir``, then the report
+    (``stylecore.report.build_report``: summary extras, ``metrics.csv``, ``report.html``); returns the summary as written."""
     logger = get_run_logger()
     tables.write_parquet(metrics, storage.join(report_dir, "metrics.parquet"))
     tables.write_json(summary, storage.join(report_dir, "summary.json"))
     if html:
-        try:
-            from stylecore import report
-        except ImportError:
-            report = None
-        if report is not None and hasattr(report, "build_report"):
-            try:
-                report.build_report(report_dir)
-            except Exception as e:  # noqa: BLE001 - the metrics and summary are already written
-                logger.warning("HTML report failed: %s", e)
+        from stylecore import report
+
+        try:  # adds the summary extras, metrics.csv and report.html
+            summary = report.build_report(report_dir, metrics=metrics, base_summary=summary)
+        except Exception as e:  # noqa: BLE001 - the metrics and summary are already written
+            logger.warning("HTML report failed: %s", " ".join(str(e).split())[:300])
     logger.info("report written to %s", report_dir)
     return summary
