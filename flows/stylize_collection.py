@@ -62,11 +62,12 @@ def _run_local(shards, engine, *, overwrite, batch_size, quality, concurrency, r
             running[runner.submit(shard, engine, overwrite, batch_size, quality)] = shard
         fut = next(iter(as_completed(list(running))))
         shard = running.pop(fut)
-        state = fut.state
-        if state.is_completed():
-            outcomes[shard["index"]] = {"status": "ok", **fut.result()}
+        result = fut.result(raise_on_failure=False)
+        if isinstance(result, dict):
+            outcomes[shard["index"]] = {**result, "status": "ok"}
         else:
-            outcomes[shard["index"]] = {"status": "failed", "error": " ".join(str(state.message or state.name).split())}
+            reason = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else str(fut.state.message)
+            outcomes[shard["index"]] = {"status": "failed", "error": " ".join(reason.split())}
         on_done(shard, outcomes[shard["index"]])
     return outcomes
 

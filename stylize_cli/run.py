@@ -139,8 +139,10 @@ def run_command(args: argparse.Namespace) -> int:
     """Handler of ``stylize run``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Run logs go to the Prefect server (and the UI); the terminal shows the progress bar and the summary.
     if not args.verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
     from stylecore.errors import StyleCoreError
     from stylecore.options import StyleOptions
 

@@ -70,6 +70,15 @@ def allowed_failures(max_failed: Any, total: int) -> int:
     return int(value)
 
 
+def failure_reason(error: str) -> str:
+    """An error without the file it names, so that rows failing for the same reason group together."""
+    text = str(error or "")
+    head, sep, rest = text.partition(": ")
+    if sep and ("/" in head or "\\" in head or "." in head) and " " not in head:
+        return rest
+    return text
+
+
 def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
     """The run's ``summary.json`` (counts, throughput, methods, devices, workers) plus ``extra`` keys."""
     counts = metrics["status"].value_counts() if len(metrics) else pd.Series(dtype=int)
@@ -83,6 +92,8 @@ def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, An
 
     methods = distinct("method") or sorted({str(v) for v in metrics.get("method", pd.Series(dtype=str)).dropna()})
     devices = distinct("device")
+    failed_errors = metrics.loc[metrics["status"] == "failed", "error"] if len(metrics) else pd.Series(dtype=str)
+    reasons = failed_errors.map(failure_reason).value_counts().head(20)
     summary = {
         "total": int(len(metrics)), "ok": ok, "failed": failed, "skipped": skipped,
         "wall_seconds": round(float(wall_seconds), 3),
@@ -92,6 +103,7 @@ def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, An
         "device": devices[0] if len(devices) == 1 else ",".join(devices),
         "devices": devices,
         "workers": distinct("worker"),
+        "failure_reasons": {str(k): int(v) for k, v in reasons.items()},
     }
     summary.update(extra)
     return summary

@@ -10,7 +10,7 @@ from stylecore import manifest
 from stylecore.options import StyleOptions
 
 
-@task(name="plan", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="plan", cache_policy=NO_CACHE)
 def plan_task(manifest_uri: str, output: str, *, method: str, options: dict[str, Any], engine: dict[str, Any],
               fmt: str = "jpg", overwrite: bool = False, check_inputs: bool = False):
     """Validate and plan ``manifest_uri`` against ``output``; returns the ``manifest.Plan``.
