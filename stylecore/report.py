@@ -22,6 +22,8 @@ from .quality import METRICS
 PERCENTILES = (5, 25, 50, 75, 95)
 HIGHER_IS_BETTER = {"ssim": True, "content_loss": False, "style_loss": False, "color_distance": False, "total_ms": False}
 WEIGHT_COLUMNS = ("encoder", "decoder", "model")
+MAX_REASONS = 50
+OTHER_REASONS = "(other reasons)"
 _PATHLIKE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://\S+?(?=[:,;)]?(?:\s|$))|(?:\.{0,2}/)?(?:[\w.~-]+/)+[\w.~-]+)")
 
 
@@ -58,8 +60,9 @@ def describe_values(values: Iterable) -> dict[str, float | int | None]:
 
 
 def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
-    """The row-independent part of an error message: the row's files and other paths become ``<file>``."""
-    text = str(error or "").strip() or "unknown error"
+    """The row-independent part of an error message, so that rows failing for the same reason group:
+    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``."""
+    text = " ".join(str(error or "").split()) or "unknown error"
     for col in ("content", "style", "output", "output_uri", "id"):
         val = (row or {}).get(col)
         if isinstance(val, str) and val:
@@ -67,7 +70,10 @@ def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
                 if len(part) > 2:
                     text = text.replace(part, "<file>")
     text = _PATHLIKE.sub("<file>", text)
-    return re.sub(r"\s+", " ", text)[:300]
+    head, sep, rest = text.partition(": ")
+    if sep and (head == "<file>" or (" " not in head and ("/" in head or "\\" in head or "." in head))):
+        text = rest or text
+    return text[:300]
 
 
 def _counts(series: pd.Series) -> dict[str, int]:
@@ -81,7 +87,8 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
     """Summary of a run: ``base`` (the pipeline's summary.json keys) plus extras computed from ``metrics``.
 
     Counts (total/ok/failed/skipped) are recomputed from the rows, so a report rebuilt after merging runs
-    stays consistent. ``failure_reasons`` counts add up to ``failed``.
+    stays consistent. ``failure_reasons`` ({reason: rows}) adds up to ``failed``; ``failure_examples``
+    names up to five row ids per reason.
     """
     df = metrics
     out: dict[str, Any] = dict(base or {})
@@ -104,7 +111,7 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
     out["evaluator"] = _evaluator(df, evaluator if evaluator is not None else out.get("evaluator"))
     out["quality_cost"] = _quality_cost(df, out.get("wall_seconds"))
     out["metrics"] = {m: describe_values(ok[m]) for m in METRICS if m in ok}
-    out["failure_reasons"] = _failure_reasons(df[status == "failed"])
+    out["failure_reasons"], out["failure_examples"] = _failure_reasons(df[status == "failed"])
     params = dict(out.get("parameters") or {})
     params.update(parameters or {})
     out["parameters"] = params
@@ -154,13 +161,21 @@ def _weight_specs(df: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _failure_reasons(failed: pd.DataFrame) -> list[dict[str, Any]]:
+def _failure_reasons(failed: pd.DataFrame, limit: int = MAX_REASONS) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """({reason: rows}, {reason: up to 5 example ids}), most frequent first; reasons beyond ``limit``
+    are counted under ``(other reasons)`` so that the counts always add up to the failed rows."""
     groups: dict[str, list[str]] = {}
     for rec in failed.to_dict("records"):
         reason = failure_reason(rec.get("error"), rec)
         groups.setdefault(reason, []).append(str(rec.get("id", rec.get("row", ""))))
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    return [{"reason": r, "count": len(ids), "example_ids": ids[:5]} for r, ids in ordered]
+    counts = {r: len(ids) for r, ids in ordered[:limit]}
+    examples = {r: ids[:5] for r, ids in ordered[:limit]}
+    rest = ordered[limit:]
+    if rest:
+        counts[OTHER_REASONS] = sum(len(ids) for _, ids in rest)
+        examples[OTHER_REASONS] = [i for _, ids in rest for i in ids][:5]
+    return counts, examples
 
 
 # -- storage ---------------------------------------------------------------------------------------
@@ -245,8 +260,9 @@ def build_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_s
     summary["report"] = {"html": paths.html, "csv": paths.csv, "parquet": _join(report_dir, "metrics.parquet")}
     storage.write_bytes(paths.csv, metrics.to_csv(index=False).encode("utf-8"), content_type="text/csv; charset=utf-8")
     if metric is None:
-        metric = "style_loss" if "style_loss" in metrics and metrics["style_loss"].notna().any() else "total_ms"
-    if metric not in metrics:
+        measured = [c for c in ("style_loss", "total_ms") if c in metrics and metrics[c].notna().any()]
+        metric = measured[0] if measured else None
+    if metric is not None and metric not in metrics:
         raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; choose one of "
                              f"{', '.join(c for c in (*METRICS, 'total_ms') if c in metrics) or 'none'}")
     ev = summary.get("evaluator") or {}
@@ -287,7 +303,7 @@ def compare_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, 
         ma, mb = (a.get("metrics") or {}).get(m) or {}, (b.get("metrics") or {}).get(m) or {}
         fields.append((f"{m} mean", ma.get("mean"), mb.get("mean")))
         fields.append((f"{m} p50", ma.get("p50"), mb.get("p50")))
-    fields.append(("failure reasons", len(a.get("failure_reasons") or []), len(b.get("failure_reasons") or [])))
+    fields.append(("failure reasons", len(a.get("failure_reasons") or {}), len(b.get("failure_reasons") or {})))
     rows = []
     for name, va, vb in fields:
         delta = ""

@@ -200,8 +200,10 @@ def _cards(summary: Mapping[str, Any]) -> str:
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
-def _select(df: pd.DataFrame, metric: str, n: int, seed: int) -> list[tuple[str, pd.DataFrame]]:
-    ok = df[(df.get("status", "ok") == "ok")] if "status" in df else df
+def _select(df: pd.DataFrame, metric: str | None, n: int, seed: int) -> list[tuple[str, pd.DataFrame]]:
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    if metric is None or metric not in ok:  # nothing to rank by: a seeded sample
+        return [("sample", ok.sample(n=min(n, len(ok)), random_state=seed) if len(ok) else ok)]
     vals = pd.to_numeric(ok[metric], errors="coerce")
     ranked = ok[np.isfinite(vals.to_numpy(dtype=float))].assign(_v=vals).sort_values("_v", kind="stable")
     higher = {"ssim": True}.get(metric, False)
@@ -216,11 +218,9 @@ def _select(df: pd.DataFrame, metric: str, n: int, seed: int) -> list[tuple[str,
 def _contact_sheet(df: pd.DataFrame, metric: str, n: int, seed: int, images: _Images) -> str:
     if not n:
         return '<p class="muted">contact sheet turned off</p>'
-    if metric not in df:
-        return f'<p class="muted">no {esc(metric)} column</p>'
     out = []
     for label, sel in _select(df, metric, n, seed):
-        out.append(f"<h3>{esc(label.capitalize())} by {esc(metric)}</h3>")
+        out.append(f"<h3>{esc(label.capitalize())}" + (f" by {esc(metric)}" if metric else " (no metric to rank by)") + "</h3>")
         if sel.empty:
             out.append('<p class="muted">no rows</p>')
             continue
@@ -251,11 +251,12 @@ def _charts(df: pd.DataFrame) -> str:
 
 
 def _failures(df: pd.DataFrame, summary: Mapping[str, Any], limit: int = 200) -> str:
-    reasons = summary.get("failure_reasons") or []
+    reasons = summary.get("failure_reasons") or {}
     if not reasons:
         return '<p class="muted">no failed rows</p>'
-    rows = "".join(f'<tr><td class="err">{esc(r["reason"])}</td><td>{r["count"]}</td><td>{esc(", ".join(r["example_ids"]))}</td></tr>'
-                   for r in reasons)
+    examples = summary.get("failure_examples") or {}
+    rows = "".join(f'<tr><td class="err">{esc(r)}</td><td>{esc(n)}</td><td>{esc(", ".join(examples.get(r, [])))}</td></tr>'
+                   for r, n in reasons.items())
     parts = [f"<table><tr><th>reason</th><th>rows</th><th>example ids</th></tr>{rows}</table>"]
     failed = df[df["status"] == "failed"] if "status" in df else df.iloc[:0]
     body = "".join(f'<tr><td>{esc(r.get("id"))}</td><td>{esc(r.get("row"))}</td><td>{esc(r.get("content"))}</td>'
@@ -274,7 +275,7 @@ def _breakdowns(df: pd.DataFrame, metric: str, n: int, images: _Images, evaluato
         return '<p class="muted">no quality evaluator was used in this run</p>'
     ok = df[df["status"] == "ok"] if "status" in df else df
     picks = [sel.head(1) for _, sel in _select(ok, metric, 1, 0)] if metric in ok else [ok.head(n)]
-    rows = pd.concat(picks).head(n) if picks else ok.head(0)
+    rows = pd.concat(picks).head(n)
     out = []
     for rec in rows.to_dict("records"):
         content = images.load(rec.get("content"))
@@ -294,7 +295,7 @@ def _breakdowns(df: pd.DataFrame, metric: str, n: int, images: _Images, evaluato
             + "".join(f'<img src="{data_uri(im.resize((56, 56), Image.Resampling.NEAREST) if max(im.size) < 56 else im, "PNG")}" '
                       f'alt="{esc(layer)} channel">' for im in ims) + "</div>"
             for layer, ims in b["feature_maps"].items())
-        out.append(f'<h3>{esc(rec.get("id"))} <span class="muted">({esc(metric)}={esc(fmt(rec.get(metric)))})</span></h3>'
+        out.append(f'<h3>{esc(rec.get("id"))} <span class="muted">({esc(metric)}={esc(fmt(rec.get(metric) if metric else None))})</span></h3>'
                    f'<div class="charts">{svg_bars(b["per_layer"], "style loss per layer (unweighted)")}</div>'
                    f'<p class="lbl">strongest output feature maps per style layer (evaluator {esc(evaluator.spec)})</p>'
                    f'<div class="maps">{maps}</div>')
@@ -302,7 +303,7 @@ def _breakdowns(df: pd.DataFrame, metric: str, n: int, images: _Images, evaluato
 
 
 def render_report(metrics: pd.DataFrame, summary: Mapping[str, Any], *, output_root: str | None = None,
-                  metric: str = "style_loss", samples: int = 4, breakdown_rows: int = 2, evaluator=None,
+                  metric: str | None = "style_loss", samples: int = 4, breakdown_rows: int = 2, evaluator=None,
                   seed: int = 0) -> str:
     """The complete HTML page for a run (see ``stylecore.report.build_report``)."""
     df = metrics.reset_index(drop=True)

@@ -68,7 +68,7 @@ def run(args) -> int:
         return 2
     summary = report.build_report(args.run, metric=args.metric, samples=args.samples, breakdown_rows=args.breakdown)
     print(f"{summary['total']} rows: {summary['ok']} ok, {summary['failed']} failed, {summary['skipped']} skipped")
-    for r in summary.get("failure_reasons") or []:
-        print(f"  {r['count']} x {r['reason']}")
+    for reason, n in list((summary.get("failure_reasons") or {}).items())[:10]:
+        print(f"  {n} x {reason}")
     print(f"report: {summary['report']['html']}")
     return 0

@@ -52,8 +52,8 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, str]]:
         d = (summary.get("metrics") or {}).get(m)
         if d and d.get("count"):
             rows.append({"field": m, "value": f"mean {_cell(d.get('mean'))}, p50 {_cell(d.get('p50'))}, p95 {_cell(d.get('p95'))}"})
-    for r in summary.get("failure_reasons") or []:
-        rows.append({"field": f"failed: {r['reason']}", "value": str(r["count"])})
+    for reason, n in (summary.get("failure_reasons") or {}).items():
+        rows.append({"field": f"failed: {reason}", "value": str(n)})
     return rows
 
 
@@ -97,8 +97,8 @@ def report_markdown(report_uri: str, summary: Mapping[str, Any] | None = None, e
         lines += ["", f"**{s.get('ok', 0)}** ok, **{s.get('failed', 0)}** failed, **{s.get('skipped', 0)}** skipped "
                       f"of **{s.get('total', 0)}** rows; latency p50 {_cell(s.get('latency_ms_p50'))} ms, "
                       f"p95 {_cell(s.get('latency_ms_p95'))} ms."]
-        for r in (s.get("failure_reasons") or [])[:5]:
-            lines.append(f"- {r['count']} × {_md(r['reason'])}")
+        for reason, n in list((s.get("failure_reasons") or {}).items())[:5]:
+            lines.append(f"- {n} × {_md(reason)}")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from stylecore import storage, tables
+from stylecore.report import failure_reason
 from stylecore.shard import METRIC_COLUMNS, PLAN_COLUMNS
 
 # The first columns of metrics.parquet, in this order (the rest follow: run details, quality, passthrough).
@@ -68,15 +69,6 @@ def allowed_failures(max_failed: Any, total: int) -> int:
     if not value.is_integer():
         raise ValueError(f"max_failed: {max_failed!r} must be a whole count or a fraction in (0, 1)")
     return int(value)
-
-
-def failure_reason(error: str) -> str:
-    """An error without the file it names, so that rows failing for the same reason group together."""
-    text = str(error or "")
-    head, sep, rest = text.partition(": ")
-    if sep and ("/" in head or "\\" in head or "." in head) and " " not in head:
-        return rest
-    return text
 
 
 def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_flow_writes_report_and_artifacts(prefect_api, tmp_path):
     on_disk = json.loads((report_dir / "summary.json").read_text())
     assert on_disk["evaluator"]["encoder"] == resolve_evaluator_spec("auto")
     assert on_disk["quality_cost"]["fraction_of_wall"] > 0 and on_disk["parameters"]["steps"] == 2
-    assert on_disk["failure_reasons"][0]["count"] == 1 and "<file>" in on_disk["failure_reasons"][0]["reason"]
+    assert on_disk["failure_reasons"] == {"not an image (unrecognised format)": 1}
 
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
@@ -50,6 +50,7 @@ def test_flow_writes_report_and_artifacts(prefect_api, tmp_path):
     table = by_type["table"].data
     rows = {r["field"]: r["value"] for r in (table if isinstance(table, list) else json.loads(table))}
     assert rows["ok"] == "3" and rows["failed"] == "1" and rows["total"] == "4"
+    assert rows["failed: not an image (unrecognised format)"] == "1"
     assert by_type["table"].key == "stylize-summary-pairs" and by_type["markdown"].key == "stylize-report-pairs"
     assert (report_dir / "report.html").resolve().as_uri() in by_type["markdown"].data
     assert by_type["progress"].data == pytest.approx(100.0)
@@ -67,4 +68,4 @@ def test_presigned_link_for_s3(s3_server):
     from tasks.artifacts import report_markdown
 
     md = report_markdown(f"s3://{s3_server}/runs/_reports/r1/report.html", sample_summary())
-    assert "X-Amz-Signature=" in md and "expires in 168 h" in md
+    assert "Signature=" in md and "expires in 168 h" in md and "](http://127.0.0.1:" in md

@@ -14,7 +14,7 @@ def test_rebuild_and_compare(tmp_path, evaluator):
     (report_dir / "summary.json").write_text(json.dumps({"wall_seconds": 4.0, "ok": 99}))  # stale counts
     proc = run_cli("report", report_dir, "--metric", "ssim", "--samples", "1", "--breakdown", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "7 rows: 3 ok, 3 failed, 1 skipped" in proc.stdout and "2 x <file>: not an image" in proc.stdout
+    assert "7 rows: 3 ok, 3 failed, 1 skipped" in proc.stdout and "2 x not an image (unrecognised format)" in proc.stdout
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["ok"] == 3 and summary["wall_seconds"] == 4.0 and summary["metrics"]["ssim"]["count"] == 3
     html = (report_dir / "report.html").read_text()

@@ -12,18 +12,29 @@ def test_counts_add_up():
     s = sample_summary()
     assert (s["total"], s["ok"], s["failed"], s["skipped"]) == (7, 3, 3, 1)
     assert s["ok"] + s["failed"] + s["skipped"] == s["total"]
-    assert sum(r["count"] for r in s["failure_reasons"]) == s["failed"]
+    assert sum(s["failure_reasons"].values()) == s["failed"]
     assert sum(s["rows_by_worker"].values()) == s["total"] - s["skipped"]
     assert sum(w["rows"] for w in s["weight_specs"]) == s["total"] - s["skipped"]
 
 
+def test_many_reasons_still_add_up():
+    import pandas as pd
+
+    m = pd.DataFrame({"id": [f"r{i}" for i in range(80)], "status": ["failed"] * 70 + ["ok"] * 10,
+                      "error": [f"engine error code {i % 60}" for i in range(70)] + [""] * 10})
+    s = summarize(m)
+    assert len(s["failure_reasons"]) == 51 and s["failure_reasons"]["(other reasons)"] == 10
+    assert sum(s["failure_reasons"].values()) == s["failed"] == 70
+
+
 def test_failure_reasons_are_grouped_without_file_names():
     s = sample_summary()
-    reasons = {r["reason"]: r for r in s["failure_reasons"]}
-    assert reasons["<file>: not an image (unrecognised format)"]["count"] == 2
-    assert reasons["<file>: not an image (unrecognised format)"]["example_ids"] == ["f1", "f2"]
-    assert reasons["decoder <b>exploded</b>"]["count"] == 1
-    assert failure_reason("s3://bucket/a/b.jpg: not found") == "<file>: not found"
+
+    assert s["failure_reasons"]["not an image (unrecognised format)"] == 2
+    assert s["failure_examples"]["not an image (unrecognised format)"] == ["f1", "f2"]
+    assert s["failure_reasons"]["decoder <b>exploded</b>"] == 1
+    assert failure_reason("s3://bucket/a/b.jpg: not found") == "not found"
+    assert failure_reason("cannot read /data/x.png (EOF)") == "cannot read <file> (EOF)"
 
 
 def test_latency_and_metric_statistics():
