@@ -18,6 +18,7 @@ from stylecore import storage
 from stylecore.errors import OptionsError
 from stylecore.options import StyleOptions, check_method
 from tasks import progress
+from tasks.artifacts import publish_run_artifacts
 from tasks.metrics import allowed_failures, merge_metrics, summarize, write_reports
 from tasks.plan import plan_task
 from tasks.shards import default_shard_size, run_shard_task, write_shard_manifests
@@ -208,9 +209,11 @@ def stylize_collection(
         "shards_failed": sum(1 for o in outcomes.values() if o.get("status") != "ok"),
         "max_failed": max_failed, "max_failed_rows": allowed,
         "engine": engine, "options": overrides, "format": format,
+        "parameters": {k: v for k, v in dict(runtime_run.parameters or {}).items()},
     })
     summary["passed"] = summary["failed"] <= allowed
-    write_reports(metrics, summary, report_dir)
+    summary = write_reports(metrics, summary, report_dir)
+    publish_run_artifacts(summary, name)
     logger.info("%s: %d ok, %d failed, %d skipped of %d rows in %.1f s (%.2f images/s); report: %s", name,
                 summary["ok"], summary["failed"], summary["skipped"], summary["total"], wall,
                 summary["images_per_second"] or 0.0, report_dir)

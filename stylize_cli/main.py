@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["image", "manifest", "run"]
+SUBCOMMANDS = ["image", "manifest", "run", "report"]
 
 
 class CLIParser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from stylecore import storage, tables
+from stylecore.report import failure_reason
 from stylecore.shard import METRIC_COLUMNS, PLAN_COLUMNS
 
 # The first columns of metrics.parquet, in this order (the rest follow: run details, quality, passthrough).
@@ -70,15 +71,6 @@ def allowed_failures(max_failed: Any, total: int) -> int:
     return int(value)
 
 
-def failure_reason(error: str) -> str:
-    """An error without the file it names, so that rows failing for the same reason group together."""
-    text = str(error or "")
-    head, sep, rest = text.partition(": ")
-    if sep and ("/" in head or "\\" in head or "." in head) and " " not in head:
-        return rest
-    return text
-
-
 def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
     """The run's ``summary.json`` (counts, throughput, methods, devices, workers) plus ``extra`` keys."""
     counts = metrics["status"].value_counts() if len(metrics) else pd.Series(dtype=int)
@@ -111,20 +103,17 @@ def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, An
 
 @task(name="write-reports", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def write_reports(metrics: pd.DataFrame, summary: dict[str, Any], report_dir: str, html: bool = True) -> dict[str, Any]:
-    """Write ``metrics.parquet`` and ``summary.json`` under ``report_dir`` (and the HTML report when the
-    report module is available); returns the summary as written."""
+    """Write ``metrics.parquet`` and ``summary.json`` under ``report_dir``, then the report
+    (``stylecore.report.build_report``: summary extras, ``metrics.csv``, ``report.html``); returns the summary as written."""
     logger = get_run_logger()
     tables.write_parquet(metrics, storage.join(report_dir, "metrics.parquet"))
     tables.write_json(summary, storage.join(report_dir, "summary.json"))
     if html:
-        try:
-            from stylecore import report
-        except ImportError:
-            report = None
-        if report is not None and hasattr(report, "build_report"):
-            try:
-                report.build_report(report_dir)
-            except Exception as e:  # noqa: BLE001 - the metrics and summary are already written
-                logger.warning("HTML report failed: %s", e)
+        from stylecore import report
+
+        try:  # adds the summary extras, metrics.csv and report.html
+            summary = report.build_report(report_dir, metrics=metrics, base_summary=summary)
+        except Exception as e:  # noqa: BLE001 - the metrics and summary are already written
+            logger.warning("HTML report failed: %s", " ".join(str(e).split())[:300])
     logger.info("report written to %s", report_dir)
     return summary
