@@ -76,12 +76,15 @@ def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
     proc = subprocess.Popen(args, cwd=ROOT, env=dict(prefect_server.env, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(output_files(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    def done() -> list[Path]:
+        return [f for f in output_files(out) if not f.name.endswith(".part")]
+
+    while len(done()) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    before = {f.name: f.stat().st_mtime_ns for f in output_files(out) if not f.name.endswith(".part")}
+    before = {f.name: f.stat().st_mtime_ns for f in done()}
     assert 2 <= len(before) < n
 
     rerun = run_cli(*args[3:], env=prefect_server.env)
@@ -94,7 +97,7 @@ def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
     assert sorted(m.loc[m["status"] == "skipped", "output"]) == sorted(before)
     assert m["output"].is_unique and set(m["status"]) <= {"ok", "skipped"}
     files = output_files(out)
-    assert sorted(f.name for f in files) == sorted(m["output"])  # no partial or temporary files
+    assert sorted(f.name for f in files) == sorted(m["output"])  # no partial or leftover temporary files
     for f in files:
         with Image.open(f) as im:
             im.load()  # complete, decodable images

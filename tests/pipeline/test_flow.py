@@ -26,7 +26,7 @@ def _report(summary) -> tuple[pd.DataFrame, dict]:
 @pytest.fixture
 def count_engine_calls(monkeypatch):
     """Counts the rows the process engine is asked to stylize (the real engine still does the work)."""
-    engine = get_engine(ENGINE["encoder"], None, None, ENGINE["device"])
+    engine = get_engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"])
     calls: list[int] = []
     real = engine.stylize_batch
 
@@ -41,7 +41,7 @@ def count_engine_calls(monkeypatch):
 def test_local_end_to_end_and_resume(prefect_server, tmp_path, count_engine_calls):
     path = write_manifest(tmp_path, 7)
     out = tmp_path / "out"
-    params = dict(manifest=str(path), output=str(out), shard_size=3, quality=False, **ENGINE)
+    params = dict(manifest=str(path), output=str(out), shard_size=3, **ENGINE)
     state = stylize_collection(**params, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
@@ -50,11 +50,14 @@ def test_local_end_to_end_and_resume(prefect_server, tmp_path, count_engine_call
     assert SUMMARY_KEYS <= set(summary) and written == json.loads(json.dumps(written))
     assert (summary["total"], summary["ok"], summary["failed"], summary["skipped"]) == (7, 7, 0, 0)
     assert written["ok"] == 7 and written["flow_run_id"] == str(state.state_details.flow_run_id)
-    assert summary["method"] == "gatys" and summary["device"] == "cpu" and summary["shards"] == 3
+    assert summary["method"] == "adain" and summary["device"] == "cpu" and summary["shards"] == 3
     assert summary["images_per_second"] > 0
     assert list(metrics.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
     assert metrics["row"].tolist() == list(range(7)) and (metrics["status"] == "ok").all()
     assert metrics["label"].tolist() == [f"class{i % 3}" for i in range(7)]
+    # The quality hook scored every row (report issue), and the HTML report was written.
+    assert metrics[["content_loss", "style_loss", "ssim", "color_distance"]].notna().all().all()
+    assert (out / "_reports" / summary["run_id"] / "report.html").is_file()
     files = output_files(out)
     assert sorted(f.name for f in files) == sorted(metrics["output"])
     for f in files:

@@ -29,14 +29,14 @@ class CountingEngine:
 
 
 def _plan(tmp_path, manifest_path):
-    opts = StyleOptions.make(size=ENGINE["size"], steps=ENGINE["steps"])
-    return manifest.plan(str(manifest_path), str(tmp_path / "out"), method="gatys", options=opts,
-                         encoder=ENGINE["encoder"], fmt="png")
+    opts = StyleOptions.make(size=ENGINE["size"])
+    return manifest.plan(str(manifest_path), str(tmp_path / "out"), method=ENGINE["method"], options=opts,
+                         encoder=ENGINE["encoder"], decoder=ENGINE["decoder"], fmt="png")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return get_engine(ENGINE["encoder"], device="cpu", progress=False)
+    return get_engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"], progress=False)
 
 
 def test_bad_rows_fail_alone_with_reasons(tmp_path, engine):
