@@ -67,12 +67,11 @@ def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
 
 
 def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
-    n = 12
-    path = write_manifest(tmp_path, n)
+    n = 120
+    path = write_manifest(tmp_path, n, size=(40, 32))
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output", str(out), "--method", "gatys",
-            "--encoder", "random:0", "--device", "cpu", "--size", "32", "--steps", "8", "--no-quality",
-            "--batch-size", "1", "--shard-size", "6", "--format", "png"]
+    args = [sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output", str(out), *ENGINE_ARGS,
+            "--no-quality", "--batch-size", "1", "--shard-size", "30", "--format", "png"]
     proc = subprocess.Popen(args, cwd=ROOT, env=dict(prefect_server.env, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120

@@ -79,7 +79,7 @@ def test_pool_dispatch_uses_both_workers(deployed, prefect_server, tmp_path):
 def test_deployment_run_bulk_archive_completes(deployed, prefect_server, tmp_path):
     path = write_manifest(tmp_path, 4)
     out = tmp_path / "out"
-    params = ["--param", f"manifest={path}", "--param", f"output={out}", "--param", "shard_size=2",
+    params = ["--param", f"manifest={path}", "--param", f"output={out}", "--param", "shard_size=4",
               "--param", "quality=false"]
     for key, value in ENGINE.items():
         params += ["--param", f"{key}={value}"]
