@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pandas as pd
 import pytest
@@ -73,7 +74,10 @@ def test_bad_rows_fail_alone_with_reasons(tmp_path, engine):
     assert ok[["read_ms", "compute_ms", "write_ms", "total_ms"]].notna().all().all()
     assert (ok["total_ms"] >= ok["compute_ms"]).all()
     assert set(ok["device"]) == {"cpu"} and ok["worker"].str.contains(":").all()
+    umask = os.umask(0)
+    os.umask(umask)
     for _, r in ok.iterrows():
+        assert os.stat(r["output_uri"]).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
         img = Image.open(r["output_uri"])
         img.load()
         assert img.size == (r["width"], r["height"]) and max(img.size) == 32
