@@ -28,7 +28,7 @@ from stylecore.weights import imagenet_cache_path  # noqa: E402
 
 MANIFEST = HERE / "demo_manifest.csv"
 DEFAULT_SIZE = 160
-DEFAULT_STEPS = 80
+DEFAULT_STEPS = 70
 
 
 def read_manifest(path: Path) -> list[dict]:

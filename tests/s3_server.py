@@ -6,15 +6,16 @@ Registered in tests/conftest.py with ``pytest_plugins``. Fixtures:
 - ``s3_server`` (session): starts the server and points the environment at it.
 - ``s3`` (function): ``s3.bucket()`` creates a fresh bucket (one per test), ``s3.client`` is a direct
   boto3 client for checks, ``s3.endpoint`` the server URL.
-- ``s3_proxy`` (function): a TCP proxy between stylecore and the server that can ``freeze()`` (stop
-  answering, as a hung endpoint does); while it is in use stylecore talks through it with short
-  timeouts and 2 attempts, so outages fail within seconds.
+- ``s3_proxy`` (function): a TCP proxy between stylecore and the server that records request lines
+  (``proxy.requests``) and can ``freeze()`` (stop answering, as a hung endpoint does); while it is in
+  use stylecore talks through it with 1 s timeouts and 2 attempts, so outages fail within seconds.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 
@@ -23,6 +24,7 @@ import pytest
 DUMMY_KEY_ID = "AKIATESTDUMMYKEY0001"
 DUMMY_SECRET = "dummy-secret-Zq8RvX2mT5"
 _counter = itertools.count()
+_REQUEST_LINE = re.compile(rb"(?:GET|HEAD|PUT|POST|DELETE) \S+ HTTP/1\.1")
 
 
 def free_port() -> int:
@@ -111,6 +113,7 @@ class FreezableProxy:
         self.live: set[socket.socket] = set()
         self.held: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.requests: list[str] = []  # request lines seen (list.extend is atomic under the GIL)
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -134,15 +137,17 @@ class FreezableProxy:
                 continue
             with self.lock:
                 self.live.update((conn, up))
-            threading.Thread(target=self._pump, args=(conn, up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(conn, up, self.requests), daemon=True).start()
             threading.Thread(target=self._pump, args=(up, conn), daemon=True).start()
 
-    def _pump(self, src, dst):
+    def _pump(self, src, dst, requests: list | None = None):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if requests is not None:  # client → server: note each request line ("HEAD /b/k HTTP/1.1")
+                    requests.extend(m.group(0).decode("latin-1") for m in _REQUEST_LINE.finditer(data))
                 dst.sendall(data)
         except OSError:
             pass
@@ -180,7 +185,7 @@ def s3_proxy(s3_server, monkeypatch):
     port = int(s3_server.endpoint.rsplit(":", 1)[1])
     proxy = FreezableProxy(port)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
-    storage.configure(connect_timeout=0.5, read_timeout=0.5, max_attempts=2)
+    storage.configure(connect_timeout=1.0, read_timeout=1.0, max_attempts=2)
     try:
         yield proxy
     finally:

@@ -60,7 +60,7 @@ def test_progress_bar_on_a_terminal(inputs, tmp_path):
     os.close(slave)
     chunks = []
     while True:
-        ready, _, _ = select.select([master], [], [], 120)
+        ready, _, _ = select.select([master], [], [], 300)
         if not ready:
             break
         try:
@@ -70,7 +70,7 @@ def test_progress_bar_on_a_terminal(inputs, tmp_path):
         if not data:
             break
         chunks.append(data)
-    proc.wait(timeout=120)
+    proc.wait(timeout=300)
     os.close(master)
     tty_text = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, tty_text

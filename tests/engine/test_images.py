@@ -148,3 +148,17 @@ def test_resize_and_tensor_roundtrip(photo):
     t = to_tensor(photo)
     assert t.shape == (1, 3, 48, 64) and 0 <= t.min() and t.max() <= 1
     assert np.array_equal(np.asarray(to_pil(t)), np.asarray(photo))
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path, photo):
+    import os
+
+    from stylecore.fsutil import _UMASK, atomic_write_bytes
+
+    save_image(photo, tmp_path / "new.png")
+    assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o666 & ~_UMASK  # not mkstemp's 0600
+    existing = tmp_path / "existing.bin"
+    existing.write_bytes(b"old")
+    os.chmod(existing, 0o640)
+    atomic_write_bytes(existing, b"new")
+    assert existing.read_bytes() == b"new" and existing.stat().st_mode & 0o777 == 0o640

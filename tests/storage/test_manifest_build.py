@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import re
 
 import pandas as pd
@@ -76,6 +77,11 @@ def test_sample_k_deterministic_and_incremental(tree):
     todo = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
                           skip_done_under=str(tree / "out"))
     assert set(todo["content"]) == {str(tree / "ds/train/dog/d3.jpg")}
+    for uri in manifest.plan(todo, str(tree / "out")).rows["output_uri"]:
+        storage.write_bytes(uri, b"done")
+    nothing = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
+                             skip_done_under=str(tree / "out"))
+    assert len(nothing) == 0 and list(nothing.columns) == ["content", "style", "content_root"]
     with pytest.raises(ManifestError, match="only 5 style images"):
         build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:6")
     with pytest.raises(ManifestError, match="expected cross, zip or sample:K"):
@@ -103,6 +109,12 @@ def test_cli_build_and_validate(tree, cli):
     r = cli("manifest", "validate", out, "--check-inputs")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["rows: 10", "distinct contents: 5", "distinct styles: 2", "methods: gatys 10"]
+    first = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png").rows["output_uri"].iat[0]
+    storage.write_bytes(first, b"done")
+    r = cli("manifest", "validate", out, "--method", "adain", "--format", "png", "--output-root", tree / "styled", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"rows": 10, "distinct_contents": 5, "distinct_styles": 2, "methods": {"adain": 10},
+                                    "pending": 9, "skipped": 1}
 
     bad = tree / "bad.csv"
     bad.write_text(f"content,style,method\n{tree}/ds/train/cat/c1.jpg,,gatys\n,x.png,cubism\n")

@@ -67,6 +67,7 @@ def test_every_problem_reported_at_once(tree):
         j.jpg,s.png,,,,same.jpg,maybe
         k.jpg,s.png,,,,same.jpg,
         l.jpg,s.png||t.png,,,,,
+        m.jpg,s.png,,,,out/m.txt,
     """)
     with pytest.raises(ManifestError) as e:
         manifest.plan(m, str(tree / "out"))
@@ -74,13 +75,14 @@ def test_every_problem_reported_at_once(tree):
     assert [(int(r), c) for r, c in got] == [
         (1, "content"), (2, "style"), (3, "content"), (4, "style_weights"), (5, "style_weights"), (6, "steps"),
         (7, "method"), (8, "output"), (9, "output"), (10, "preserve_color"), (10, "output"), (11, "output"),
-        (12, "style")]
+        (12, "style"), (13, "output")]
     text = "\n".join(e.value.problems)
     for needle in ["empty cell", "unsupported URI scheme 'gs'", "not a list of numbers", "3 weights for 2 styles",
                    "out of range", "unknown method 'picasso'", "'..' escapes the output root",
-                   "absolute path escapes", "duplicate output key 'same.jpg'", "empty style in"]:
+                   "absolute path escapes", "duplicate output key 'same.jpg'", "empty style in",
+                   "extension must be .jpg, .png or .webp"]:
         assert needle in text, needle
-    assert str(e.value).startswith(f"{tree / 'bad.csv'}: 13 problems; first: row 1, column content: empty cell")
+    assert str(e.value).startswith(f"{tree / 'bad.csv'}: 14 problems; first: row 1, column content: empty cell")
 
 
 def test_missing_required_columns(tree):
@@ -200,3 +202,34 @@ def test_manifest_and_outputs_on_s3(s3):
     assert e.value.problems == [f"row 0, column content: input not found: s3://{b}/data/missing.jpg"]
     with pytest.raises(ManifestError, match="not found"):
         manifest.load(f"s3://{b}/jobs/none.csv")
+
+
+def test_vectorised_keys_match_the_reference_helpers(tmp_path):
+    """The vectorised key builder agrees with keys.output_key / content_part on awkward names."""
+    from stylecore import keys
+
+    names = ["/r/a/b.jpg", "/r/a/.hidden", "/r/a/x.tar.gz", "/r/noext", "/r/a..jpg", "/r/d/e.f/g", "/r/b.",
+             "/r/.h.jpg", "/r/a b/c d.JPG", "/elsewhere/z.png"]
+    df = pd.DataFrame({"content": names, "style": "/s/x__y.png|/s/z.png", "style_weights": "1|3", "content_root": "/r"})
+    opts = StyleOptions.make(steps=5)
+    p = manifest.plan(df, str(tmp_path), options=opts)
+    full = keys.options_json("gatys", opts, {"encoder": "imagenet", "decoder": None, "model": None})
+    for name, out in zip(names, p.rows["output"]):
+        assert out == keys.output_key(name, "/s/x__y.png|/s/z.png", "0.25|0.75", full, ".jpg", "/r")
+        assert keys.content_rel_from_key(out) == keys.content_part(name, "/r")
+    assert p.rows["output"].iat[0].startswith("a/b__x_y+z__")
+
+
+def test_resume_check_lists_once_instead_of_head_per_row(s3, s3_proxy):
+    b = s3.bucket()
+    rows = "".join(f"data/c{i:03d}.jpg,styles/a.png\n" for i in range(60))
+    s3.put(b, "m.csv", ("content,style\n" + rows).encode())
+    first = manifest.plan(f"s3://{b}/m.csv", f"s3://{b}/out")
+    for uri in first.rows["output_uri"].iloc[:25]:
+        s3.put(b, uri[len(f"s3://{b}/"):], b"done")
+    s3_proxy.requests.clear()
+    again = manifest.plan(f"s3://{b}/m.csv", f"s3://{b}/out")
+    assert again.counts() == {"skipped": 25, "pending": 35}
+    seen = list(s3_proxy.requests)
+    assert not any(r.startswith("HEAD") for r in seen)
+    assert [r.split("?")[0] for r in seen] == [f"GET /{b}/m.csv HTTP/1.1", f"GET /{b}"], seen

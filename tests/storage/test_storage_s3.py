@@ -30,6 +30,7 @@ def test_roundtrip_stat_exists(s3):
     assert st.size == 5 and st.etag
     assert storage.exists(uri) and not storage.exists(f"s3://{b}/dir/b.png")
     assert storage.is_dir(f"s3://{b}/dir") and not storage.is_dir(f"s3://{b}/other")
+    assert s3.client.head_object(Bucket=b, Key="dir/a.png")["ContentType"] == "image/png"
     url = storage.presign(uri)
     assert url.startswith(s3.endpoint) and "Signature" in url and DUMMY_SECRET not in url
 
@@ -149,3 +150,36 @@ def test_server_stops_answering_mid_run(s3, s3_proxy):
         assert on_server[f"out/{i:02d}.bin"] == payload[i]
     for k, data in on_server.items():
         assert data == payload[int(k[4:6])]
+
+
+def test_profile_and_generic_endpoint_are_honoured(s3, tmp_path, monkeypatch):
+    """boto3's own configuration works unchanged: AWS_PROFILE with credentials and endpoint_url in the
+    config files, and the generic AWS_ENDPOINT_URL."""
+    b = s3.bucket()
+    s3.put(b, "p.png", b"via profile")
+    (tmp_path / "config").write_text(f"[profile minio]\nregion = us-east-1\nendpoint_url = {s3.endpoint}\n")
+    (tmp_path / "credentials").write_text(f"[minio]\naws_access_key_id = {DUMMY_KEY_ID}\n"
+                                          f"aws_secret_access_key = {DUMMY_SECRET}\n")
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "minio")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "7")
+    storage.reset_client()
+    try:
+        assert storage.read_bytes(f"s3://{b}/p.png") == b"via profile"
+        retries = storage.s3_client().meta.config.retries
+        assert retries["mode"] == "adaptive" and retries["total_max_attempts"] == 7
+        monkeypatch.delenv("AWS_PROFILE")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_KEY_ID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_SECRET)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+        storage.reset_client()
+        assert storage.read_bytes(f"s3://{b}/p.png") == b"via profile"
+    finally:
+        monkeypatch.undo()
+        storage.reset_client()
