@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["image", "manifest", "train"]
+SUBCOMMANDS = ["image", "manifest", "run", "report", "train"]
 
 
 class CLIParser(argparse.ArgumentParser):

@@ -1,0 +1,223 @@
+"""Flow ``stylize-collection``: plan a manifest, split it into shards, run them, merge metrics, write reports.
+
+Parameter names are the ``stylize run`` option names with underscores.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as runtime_run
+from prefect.states import Failed
+
+from stylecore import storage
+from stylecore.errors import OptionsError
+from stylecore.options import StyleOptions, check_method
+from tasks import progress
+from tasks.artifacts import publish_run_artifacts
+from tasks.metrics import allowed_failures, merge_metrics, summarize, write_reports
+from tasks.plan import plan_task
+from tasks.shards import default_shard_size, run_shard_task, write_shard_manifests
+
+DISPATCH = ("local", "pool")
+
+
+def manifest_name(uri: str) -> str:
+    """The manifest's file name without its extension (used in run names and tags)."""
+    base = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    return base.split(".", 1)[0] or "manifest"
+
+
+def _run_name() -> str:
+    params = runtime_run.parameters or {}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{manifest_name(params.get('manifest', 'manifest'))}-{stamp}"
+
+
+def run_id() -> str:
+    """A sortable id for this run's report folder: UTC time plus the start of the flow run id."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    fid = str(runtime_run.id or "")[:8]
+    return f"{stamp}-{fid}" if fid else stamp
+
+
+@task(name="merge-metrics", cache_policy=NO_CACHE)
+def merge_task(plan_rows, shards, outcomes):
+    return merge_metrics(plan_rows, shards, outcomes)
+
+
+def _run_local(shards, engine, *, overwrite, batch_size, quality, concurrency, retries, on_done) -> dict[int, dict]:
+    """Run shards in this process, at most ``concurrency`` at a time (one engine per process)."""
+    from prefect.futures import as_completed
+
+    runner = run_shard_task.with_options(retries=retries, retry_delay_seconds=1)
+    todo, running, outcomes = deque(shards), {}, {}
+    while todo or running:
+        while todo and len(running) < concurrency:
+            shard = todo.popleft()
+            running[runner.submit(shard, engine, overwrite, batch_size, quality)] = shard
+        fut = next(iter(as_completed(list(running))))
+        shard = running.pop(fut)
+        result = fut.result(raise_on_failure=False)
+        if isinstance(result, dict):
+            outcomes[shard["index"]] = {**result, "status": "ok"}
+        else:
+            reason = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else str(fut.state.message)
+            outcomes[shard["index"]] = {"status": "failed", "error": " ".join(reason.split())}
+        on_done(shard, outcomes[shard["index"]])
+    return outcomes
+
+
+def _run_pool(shards, engine, *, deployment, name, run, overwrite, batch_size, quality, concurrency, retries,
+              on_done, poll: float = 1.0) -> dict[int, dict]:
+    """Run each shard as a ``stylize-shard`` deployment run on the work pool, at most ``concurrency`` in
+    flight; a shard run that fails or crashes is started again up to ``retries`` times."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    todo = deque((s, 0) for s in shards)
+    running: dict[Any, tuple[dict, int]] = {}
+    outcomes: dict[int, dict] = {}
+    with get_client(sync_client=True) as client:
+        while todo or running:
+            while todo and len(running) < concurrency:
+                shard, attempt = todo.popleft()
+                label = f"{name}-shard-{shard['index']:05d}" + (f"-retry{attempt}" if attempt else "")
+                fr = run_deployment(
+                    deployment, timeout=0, as_subflow=True, flow_run_name=label,
+                    tags=["stylize-shard", f"manifest:{name}", f"run:{run}", f"shard:{shard['index']:05d}"],
+                    parameters={"shard": shard["shard"], "metrics": shard["metrics"], "index": shard["index"],
+                                "overwrite": overwrite, "batch_size": batch_size, "quality": quality, **engine})
+                running[fr.id] = (shard, attempt)
+                logger.info("started %s (flow run %s) on %s", label, fr.id, deployment)
+            time.sleep(poll)
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(running))))
+            for fr in runs:
+                if fr.state is None or not fr.state.is_final():
+                    continue
+                shard, attempt = running.pop(fr.id)
+                if fr.state.is_completed():
+                    outcomes[shard["index"]] = {"status": "ok", "flow_run_id": str(fr.id)}
+                elif attempt < retries:
+                    logger.warning("shard %05d run %s ended %s (%s); retrying", shard["index"], fr.name,
+                                   fr.state.name, fr.state.message)
+                    todo.append((shard, attempt + 1))
+                    continue
+                else:
+                    outcomes[shard["index"]] = {"status": "failed", "flow_run_id": str(fr.id),
+                                                "error": f"{fr.state.name}: {' '.join(str(fr.state.message or '').split())}"}
+                on_done(shard, outcomes[shard["index"]])
+    return outcomes
+
+
+@flow(name="stylize-collection", flow_run_name=_run_name, persist_result=False)
+def stylize_collection(
+    manifest: str,
+    output: str,
+    method: str = "gatys",
+    encoder: str = "imagenet",
+    decoder: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    size: int | None = None,
+    style_size: int | None = None,
+    steps: int | None = None,
+    alpha: float | None = None,
+    seed: int | None = None,
+    preserve_color: bool | None = None,
+    options: dict[str, Any] | None = None,
+    format: str = "jpg",
+    shard_size: int | None = None,
+    dispatch: str = "local",
+    pool: str = "gpu",
+    max_failed: float = 0,
+    max_shard_retries: int = 2,
+    overwrite: bool = False,
+    report_dir: str | None = None,
+    concurrency: int | None = None,
+    batch_size: int = 8,
+    quality: bool = True,
+    check_inputs: bool = False,
+) -> dict[str, Any]:
+    """Stylize every row of ``manifest`` into ``output``; returns the run summary.
+
+    ``options`` takes any other engine option by name (``{"style_weight": 1e5}``). ``shard_size``
+    defaults to a size that takes minutes per shard. ``dispatch="pool"`` runs each shard as a run of the
+    ``stylize-shard/{pool}`` deployment. ``max_failed`` is a row count or a fraction of the rows; the run
+    ends Failed (after writing its reports) when more rows fail. ``concurrency`` bounds the shards in
+    flight (default 1 locally, 4 on a pool).
+    """
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    method = check_method(method)
+    if dispatch not in DISPATCH:
+        raise OptionsError(f"dispatch: unknown value {dispatch!r}; expected local or pool")
+    overrides = dict(options or {})
+    overrides.update({k: v for k, v in dict(size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed,
+                                            preserve_color=preserve_color).items() if v is not None})
+    StyleOptions.make(**overrides)  # fail fast on a bad option
+    engine = {"encoder": encoder, "decoder": decoder, "model": model, "device": device}
+    name = manifest_name(manifest)
+    run = run_id()
+    report_dir = report_dir or storage.join(output, f"_reports/{run}")
+    shard_size = int(shard_size or default_shard_size(method))
+    concurrency = max(1, int(concurrency or (1 if dispatch == "local" else 4)))
+
+    plan = plan_task(manifest, output, method=method, options=overrides, engine=engine, fmt=format,
+                     overwrite=overwrite, check_inputs=check_inputs)
+    rows = plan.rows
+    pending = rows[rows["status"] != "skipped"]
+    allowed = allowed_failures(max_failed, len(rows))
+    shards = write_shard_manifests(pending, report_dir, shard_size) if len(pending) else []
+
+    artifact = progress.ProgressArtifact(f"stylize-collection {name}: {len(pending)} row(s) in {len(shards)} shard(s)")
+    progress.emit({"event": "start", "total": len(pending), "skipped": len(rows) - len(pending), "shards": len(shards)})
+    finished = {"shards": 0, "rows": 0}
+
+    def on_done(shard: dict, outcome: dict) -> None:
+        finished["shards"] += 1
+        finished["rows"] += shard["rows"]
+        artifact.update(finished["rows"], len(pending))
+        progress.emit({"event": "shard", "shard": shard["index"], "done": shard["rows"], "total": shard["rows"],
+                       "status": outcome["status"]})
+        logger.info("shard %05d %s (%d/%d shards)", shard["index"], outcome["status"], finished["shards"], len(shards))
+
+    common = dict(overwrite=overwrite, batch_size=batch_size, quality=quality, concurrency=concurrency,
+                  retries=max_shard_retries, on_done=on_done)
+    if not shards:
+        outcomes = {}
+    elif dispatch == "local":
+        outcomes = _run_local(shards, engine, **common)
+    else:
+        outcomes = _run_pool(shards, engine, deployment=f"stylize-shard/{pool}", name=name, run=run, **common)
+    artifact.update(1, 1)
+
+    metrics = merge_task(rows, shards, outcomes)
+    wall = time.perf_counter() - t0
+    summary = summarize(metrics, wall_seconds=wall, extra={
+        "manifest": manifest, "output": output, "report_dir": report_dir, "run_id": run,
+        "flow_run_id": str(runtime_run.id or ""), "flow_run_name": runtime_run.name,
+        "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+        "dispatch": dispatch, "shards": len(shards), "shard_size": shard_size,
+        "shards_failed": sum(1 for o in outcomes.values() if o.get("status") != "ok"),
+        "max_failed": max_failed, "max_failed_rows": allowed,
+        "engine": engine, "options": overrides, "format": format,
+        "parameters": {k: v for k, v in dict(runtime_run.parameters or {}).items()},
+    })
+    summary["passed"] = summary["failed"] <= allowed
+    summary = write_reports(metrics, summary, report_dir)
+    publish_run_artifacts(summary, name)
+    logger.info("%s: %d ok, %d failed, %d skipped of %d rows in %.1f s (%.2f images/s); report: %s", name,
+                summary["ok"], summary["failed"], summary["skipped"], summary["total"], wall,
+                summary["images_per_second"] or 0.0, report_dir)
+    if not summary["passed"]:
+        return Failed(message=f"{summary['failed']} row(s) failed (max_failed allows {allowed}); report: {report_dir}",
+                      data=summary)
+    return summary

@@ -1,0 +1,324 @@
+"""Per-row quality metrics of a stylized output, computed cheaply (downscaled, batched) with one fixed
+evaluator network so that numbers compare across methods, weight specs and runs.
+
+Metrics (one dict per row: the keys in ``METRICS`` plus ``evaluator`` (the network's weight spec) and
+``evaluator_size``, so that every metrics row says what measured it):
+
+- ``content_loss``: the engine's ``ContentLoss`` (L2 at relu4_2, normalised by the target's mean square)
+  between the output and the content;
+- ``style_loss``: the engine's ``StyleLoss`` (Gram matrices at relu1_1..relu5_1, equal layer weights,
+  normalised) between the output and the blend-weighted style targets;
+- ``ssim``: SSIM between the luminance (Y of YIQ) of the output and of the content; Gaussian window 11,
+  sigma 1.5, C1 = (0.01 L)², C2 = (0.03 L)², L = 1, mean over the valid (unpadded) windows;
+- ``color_distance``: sliced Wasserstein-2 distance between the CIE Lab pixel distributions of the
+  output and of the (blended) styles, in Lab units (L* spans 0..100).
+
+All images are downscaled so that their longer side is at most ``size`` pixels (default 128) before measuring;
+the output is resized to the content's evaluation size so that both align pixel for pixel.
+
+The evaluator network is a weight spec (see ``stylecore.weights``); ``"auto"`` resolves to ``imagenet``
+when torchvision's cached VGG19 file exists and to ``random:0`` otherwise. ``QualityEvaluator.describe()``
+records which one ran; the run summary stores it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .color import luminance
+from .device import memory_format, resolve_device
+from .images import to_tensor
+from .losses import ContentLoss, StyleLoss
+from .options import normalise_weights
+from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder, load_vgg19_encoder
+
+METRICS = ("content_loss", "style_loss", "ssim", "color_distance")
+DEFAULT_SIZE = 128
+DEFAULT_PROJECTIONS = 64
+_QUANTILES = 128
+_FEATURE_LAYERS = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
+
+
+# -- colour ---------------------------------------------------------------------------------------
+_RGB2XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
+                         [0.2126729, 0.7151522, 0.0721750],
+                         [0.0193339, 0.1191920, 0.9503041]])
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+
+
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) sRGB in [0, 1] -> CIE L*a*b* (D65 white): L in [0, 100], a/b roughly [-128, 127]."""
+    x = x.float().clamp(0, 1)
+    lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055).pow(2.4))
+    xyz = torch.einsum("ij,bjhw->bihw", _RGB2XYZ.to(x.device), lin)
+    white = torch.tensor(_WHITE_D65, device=x.device).view(1, 3, 1, 1)
+    t = xyz / white
+    eps, kappa = 216 / 24389, 24389 / 27
+    f = torch.where(t > eps, t.clamp_min(1e-12).pow(1 / 3), (kappa * t + 16) / 116)
+    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
+def _projections(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    d = torch.randn(3, n, generator=gen)
+    return d / d.norm(dim=0, keepdim=True)
+
+
+def _quantiles(samples: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, K) projected samples -> (n, K) values at quantiles (i + 0.5)/n, linear interpolation."""
+    s, _ = samples.sort(dim=0)
+    pos = (torch.arange(n, device=s.device, dtype=torch.float32) + 0.5) / n * (s.shape[0] - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp_max(s.shape[0] - 1)
+    w = (pos - lo.float()).unsqueeze(1)
+    return s[lo] * (1 - w) + s[hi] * w
+
+
+def sliced_wasserstein_lab(a: torch.Tensor, b: Sequence[torch.Tensor], weights: Sequence[float] | None = None, *,
+                           projections: int = DEFAULT_PROJECTIONS, seed: int = 0) -> float:
+    """Sliced Wasserstein-2 distance between the Lab pixels of ``a`` (1,3,H,W RGB) and the mixture of ``b``.
+
+    Each image is projected on ``projections`` fixed random unit directions in Lab; the 1-D distributions
+    are compared at 128 quantiles. A blend of several targets mixes their quantile functions by ``weights``
+    (a cheap stand-in for the mixture). Identical inputs give exactly 0.
+    """
+    dirs = _projections(projections, seed).to(a.device)
+    blend = normalise_weights(list(weights) if weights else None, len(b))
+
+    def q(img: torch.Tensor) -> torch.Tensor:
+        lab = rgb_to_lab(img)[0].reshape(3, -1).T  # (N, 3)
+        return _quantiles(lab @ dirs, _QUANTILES)
+
+    qa = q(a)
+    qb = sum(w * q(t) for t, w in zip(b, blend))
+    return float((qa - qb).pow(2).mean(dim=0).mean().sqrt())
+
+
+# -- SSIM ------------------------------------------------------------------------------------------
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    return (g / g.sum()).float()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per image of (B,1,H,W) tensors (Wang et al. 2004), valid windows only.
+
+    Images smaller than the window use the largest odd window that fits.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"ssim: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
+    x, y = x.double(), y.double()
+    win = min(window, x.shape[-1], x.shape[-2])
+    win = win if win % 2 else win - 1
+    g = gaussian_window(win, sigma).double().to(x.device)
+    c = x.shape[1]
+    kh = g.view(1, 1, 1, win).expand(c, 1, 1, win)
+    kv = g.view(1, 1, win, 1).expand(c, 1, win, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, kh, groups=c), kv, groups=c)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+# -- evaluator -------------------------------------------------------------------------------------
+def imagenet_cache_file() -> Path:
+    """Where torchvision keeps VGG19_Weights.IMAGENET1K_V1 (``$TORCH_HOME/hub/checkpoints``)."""
+    from torchvision.models import VGG19_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
+
+
+def resolve_evaluator_spec(spec: str = "auto") -> str:
+    """``auto`` -> ``imagenet`` when its cache file exists, else ``random:0``; other specs pass through."""
+    if str(spec).strip().lower() == "auto":
+        return "imagenet" if imagenet_cache_file().is_file() else "random:0"
+    return str(spec)
+
+
+@dataclass
+class QualityItem:
+    """One row to measure: decoded RGB images (any size) and the style blend."""
+
+    content: Image.Image
+    styles: list[Image.Image]
+    output: Image.Image
+    style_weights: list[float] | None = None
+    style_keys: list[str] = field(default_factory=list)  # cache keys for style features (e.g. URIs)
+
+
+class QualityEvaluator:
+    """Measures ``METRICS`` for stylized outputs with one fixed VGG19. Create once per process (``get_evaluator``)."""
+
+    columns = METRICS
+
+    def __init__(self, encoder: str = "auto", *, size: int = DEFAULT_SIZE, device: str = "auto",
+                 projections: int = DEFAULT_PROJECTIONS, seed: int = 0, style_cache: int = 256):
+        self.spec = resolve_evaluator_spec(encoder)
+        self.requested = str(encoder)
+        self.size = int(size)
+        self.device = resolve_device(device)
+        self.projections, self.seed = int(projections), int(seed)
+        self._lock = threading.RLock()
+        self._net: VGG19Encoder | None = None
+        self._style_cache: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._style_cache_max = style_cache
+        self.seconds = 0.0  # total time spent measuring (for the cost fraction)
+        self.rows = 0
+
+    def describe(self) -> dict:
+        """What ran: the summary's ``evaluator`` entry."""
+        return {"network": "vgg19", "encoder": self.spec, "requested": self.requested, "size": self.size,
+                "content_layer": CONTENT_LAYER, "style_layers": list(STYLE_LAYERS), "ssim": "luminance Y, gaussian 11/1.5",
+                "color_distance": f"sliced wasserstein-2 in Lab, {self.projections} projections", "device": str(self.device)}
+
+    @property
+    def net(self) -> VGG19Encoder:
+        with self._lock:
+            if self._net is None:
+                self._net = load_vgg19_encoder(self.spec, progress=False).to(self.device, memory_format=memory_format(self.device))
+            return self._net
+
+    def _eval_size(self, img: Image.Image) -> tuple[int, int]:
+        w, h = img.size
+        scale = min(1.0, self.size / max(w, h)) if self.size else 1.0
+        return max(1, round(w * scale)), max(1, round(h * scale))
+
+    def _tensor(self, img: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """RGB tensor at ``size`` (default: the long side at most ``self.size``); one filter for every image."""
+        img = img.convert("RGB")
+        size = size or self._eval_size(img)
+        if img.size != size:
+            img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return to_tensor(img).to(self.device)
+
+    def _features(self, x: torch.Tensor, layers=_FEATURE_LAYERS) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            return self.net(x.contiguous(memory_format=memory_format(self.device)), layers)
+
+    def _style_features(self, img: Image.Image, key: str | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ck = (key, self.size) if key else None
+        if ck is not None and ck in self._style_cache:
+            return self._style_cache[ck]["__img__"], self._style_cache[ck]
+        t = self._tensor(img)
+        feats = {l: v for l, v in self._features(t, STYLE_LAYERS).items()}
+        feats["__img__"] = t
+        if ck is not None:
+            if len(self._style_cache) >= self._style_cache_max:
+                self._style_cache.pop(next(iter(self._style_cache)))
+            self._style_cache[ck] = feats
+        return t, feats
+
+    def evaluate(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
+                 style_weights: Sequence[float] | None = None, style_keys: Sequence[str] = ()) -> dict:
+        """Metrics of one output (see the module docstring)."""
+        return self.evaluate_batch([QualityItem(content_img, list(style_imgs), output_img,
+                                                list(style_weights) if style_weights else None, list(style_keys))])[0]
+
+    def evaluate_batch(self, items: Sequence[QualityItem]) -> list[dict]:
+        """Metrics for many rows; rows whose evaluation size matches run through the network together."""
+        t0 = time.perf_counter()
+        with self._lock:
+            prepared = []
+            for it in items:
+                c = self._tensor(it.content)
+                o = self._tensor(it.output, size=(c.shape[-1], c.shape[-2]))
+                prepared.append((c, o))
+            groups: dict[tuple, list[int]] = {}
+            for i, (c, _) in enumerate(prepared):
+                groups.setdefault(tuple(c.shape[-2:]), []).append(i)
+            feats: dict[int, tuple[dict, dict]] = {}
+            for idx in groups.values():
+                cf = self._features(torch.cat([prepared[i][0] for i in idx]), (CONTENT_LAYER,))
+                of = self._features(torch.cat([prepared[i][1] for i in idx]))
+                for j, i in enumerate(idx):
+                    feats[i] = ({k: v[j:j + 1] for k, v in cf.items()}, {k: v[j:j + 1] for k, v in of.items()})
+            results = []
+            for i, it in enumerate(items):
+                c, o = prepared[i]
+                cf, of = feats[i]
+                results.append(self._metrics(it, c, o, cf, of))
+        self.seconds += time.perf_counter() - t0
+        self.rows += len(items)
+        return results
+
+    def _style_loss(self, it: QualityItem, of: dict[str, torch.Tensor]) -> tuple[StyleLoss, list[torch.Tensor]]:
+        keys = list(it.style_keys) + [None] * (len(it.styles) - len(it.style_keys))
+        pairs = [self._style_features(s, k) for s, k in zip(it.styles, keys)]
+        blend = normalise_weights(list(it.style_weights) if it.style_weights else None, len(pairs))
+        loss = StyleLoss.from_features([p[1] for p in pairs], blend, STYLE_LAYERS, normalize=True)
+        return loss, [p[0] for p in pairs]
+
+    def _metrics(self, it: QualityItem, c: torch.Tensor, o: torch.Tensor, cf: dict, of: dict) -> dict:
+        content = ContentLoss(CONTENT_LAYER, cf[CONTENT_LAYER], normalize=True)
+        out = {"content_loss": float(content(of)), "ssim": float(ssim(luminance(o), luminance(c))[0])}
+        if it.styles:
+            sl, style_t = self._style_loss(it, of)
+            out["style_loss"] = float(sl(of))
+            out["color_distance"] = sliced_wasserstein_lab(o, style_t, it.style_weights,
+                                                           projections=self.projections, seed=self.seed)
+        else:
+            out["style_loss"] = out["color_distance"] = math.nan
+        res: dict = {k: out[k] for k in METRICS}
+        res["evaluator"], res["evaluator_size"] = self.spec, self.size
+        return res
+
+    def breakdown(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
+                  style_weights: Sequence[float] | None = None, *, maps: int = 4) -> dict:
+        """For reports: per-layer style losses (``StyleLoss.per_layer``) and the strongest feature maps.
+
+        Returns ``{"per_layer": {layer: loss}, "layer_weights": {...}, "feature_maps": {layer: [PIL L images]}}``;
+        feature maps are the ``maps`` output channels with the highest mean activation at each style layer,
+        normalised to 0..255.
+        """
+        item = QualityItem(content_img, list(style_imgs), output_img, list(style_weights) if style_weights else None)
+        with self._lock:
+            c = self._tensor(content_img)
+            o = self._tensor(output_img, size=(c.shape[-1], c.shape[-2]))
+            of = self._features(o)
+            sl, _ = self._style_loss(item, of)
+            per = {l: float(v) for l, v in sl.per_layer(of).items()}
+            fmaps = {}
+            for layer in STYLE_LAYERS:
+                f = of[layer][0].float()
+                top = f.mean(dim=(1, 2)).topk(min(maps, f.shape[0])).indices
+                imgs = []
+                for ch in top.tolist():
+                    m = f[ch]
+                    m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-8)
+                    arr = (m * 255).round().to(torch.uint8).cpu().numpy()
+                    imgs.append(Image.fromarray(arr, mode="L"))
+                fmaps[layer] = imgs
+        return {"per_layer": per, "layer_weights": dict(sl.layer_weights), "feature_maps": fmaps}
+
+
+_EVALUATORS: dict[tuple, QualityEvaluator] = {}
+_EVALUATORS_LOCK = threading.Lock()
+
+
+def get_evaluator(encoder: str = "auto", *, size: int = DEFAULT_SIZE, device: str = "auto") -> QualityEvaluator:
+    """The process-wide evaluator for this config (built once, like ``engine.get_engine``)."""
+    key = (resolve_evaluator_spec(encoder), int(size), str(device))
+    with _EVALUATORS_LOCK:
+        ev = _EVALUATORS.get(key)
+        if ev is None:
+            ev = _EVALUATORS[key] = QualityEvaluator(encoder, size=size, device=device)
+        return ev

@@ -1,0 +1,323 @@
+"""Run report: summary extras from per-row metrics, ``metrics.csv`` and ``report.html`` under a report prefix.
+
+The pipeline writes ``metrics.parquet`` and ``summary.json`` to ``{output}/_reports/{run_id}/``;
+``build_report(report_dir)`` (also ``stylize report``) adds to them. Every read and write goes through
+``stylecore.storage``, so report prefixes may be local directories, ``file://`` or ``s3://`` URIs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import StorageError, StyleCoreError
+from .quality import METRICS
+
+PERCENTILES = (5, 25, 50, 75, 95)
+HIGHER_IS_BETTER = {"ssim": True, "content_loss": False, "style_loss": False, "color_distance": False, "total_ms": False}
+WEIGHT_COLUMNS = ("encoder", "decoder", "model")
+MAX_REASONS = 50
+OTHER_REASONS = "(other reasons)"
+_PATHLIKE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://\S+?(?=[:,;)]?(?:\s|$))|(?:\.{0,2}/)?(?:[\w.~-]+/)+[\w.~-]+)")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where ``build_report`` puts its files (URIs or local paths)."""
+
+    html: str
+    csv: str
+    summary: str
+
+
+def _join(root: str, name: str) -> str:
+    from . import storage
+
+    return storage.join(root, name)
+
+
+def _finite(values: Iterable) -> np.ndarray:
+    arr = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce").to_numpy(dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def describe_values(values: Iterable) -> dict[str, float | int | None]:
+    """count, mean, min, max and the ``PERCENTILES`` of the finite values (None when there are none)."""
+    arr = _finite(values)
+    out: dict[str, float | int | None] = {"count": int(arr.size)}
+    stats = {"mean": np.mean, "min": np.min, "max": np.max}
+    for k, f in stats.items():
+        out[k] = float(f(arr)) if arr.size else None
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(np.percentile(arr, p)) if arr.size else None
+    return out
+
+
+def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
+    """The row-independent part of an error message, so that rows failing for the same reason group:
+    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``."""
+    text = " ".join(str(error or "").split()) or "unknown error"
+    for col in ("content", "style", "output", "output_uri", "id"):
+        val = (row or {}).get(col)
+        if isinstance(val, str) and val:
+            for part in sorted(set(val.split("|")), key=len, reverse=True):
+                if len(part) > 2:
+                    text = text.replace(part, "<file>")
+    text = _PATHLIKE.sub("<file>", text)
+    head, sep, rest = text.partition(": ")
+    if sep and (head == "<file>" or (" " not in head and ("/" in head or "\\" in head or "." in head))):
+        text = rest or text
+    return text[:300]
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    s = series.dropna().astype(str)
+    s = s[s != ""]
+    return {str(k): int(v) for k, v in s.value_counts().sort_index().items()}
+
+
+def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, evaluator: Mapping | None = None,
+              parameters: Mapping | None = None) -> dict[str, Any]:
+    """Summary of a run: ``base`` (the pipeline's summary.json keys) plus extras computed from ``metrics``.
+
+    Counts (total/ok/failed/skipped) are recomputed from the rows, so a report rebuilt after merging runs
+    stays consistent. ``failure_reasons`` ({reason: rows}) adds up to ``failed``; ``failure_examples``
+    names up to five row ids per reason.
+    """
+    df = metrics
+    out: dict[str, Any] = dict(base or {})
+    status = df["status"].astype(str) if "status" in df else pd.Series(["ok"] * len(df))
+    out["total"] = int(len(df))
+    for s in ("ok", "failed", "skipped"):
+        out[s] = int((status == s).sum())
+    ok = df[status == "ok"]
+    lat = ok["total_ms"] if "total_ms" in ok else pd.Series(dtype=float)
+    desc = describe_values(lat)
+    out["latency_ms_p50"], out["latency_ms_p95"], out["latency_ms_mean"] = desc["p50"], desc["p95"], desc["mean"]
+    out["latency_ms_max"] = desc["max"]
+    out["timings_ms"] = {c: describe_values(ok[c]) for c in ("read_ms", "compute_ms", "write_ms", "total_ms") if c in ok}
+    done = df[status != "skipped"]
+    for col, key in (("device", "devices"), ("worker", "workers"), ("method", "methods")):
+        counts = _counts(done[col]) if col in done else {}
+        out[key] = sorted(counts)  # the pipeline's list-valued keys, kept as lists
+        out[f"rows_by_{col}"] = counts
+    out["weight_specs"] = _weight_specs(done)
+    out["evaluator"] = _evaluator(df, evaluator if evaluator is not None else out.get("evaluator"))
+    out["quality_cost"] = _quality_cost(df, out.get("wall_seconds"))
+    out["metrics"] = {m: describe_values(ok[m]) for m in METRICS if m in ok}
+    out["failure_reasons"], out["failure_examples"] = _failure_reasons(df[status == "failed"])
+    params = dict(out.get("parameters") or {})
+    params.update(parameters or {})
+    out["parameters"] = params
+    return out
+
+
+def _evaluator(df: pd.DataFrame, given: Mapping | None) -> dict[str, Any] | None:
+    """The evaluator entry: ``given`` (e.g. ``QualityEvaluator.describe()``) completed from the rows'
+    ``evaluator``/``evaluator_size`` columns; None when no row was measured."""
+    out = dict(given or {})
+    if "evaluator" in df and df["evaluator"].notna().any():
+        specs = sorted({str(v) for v in df["evaluator"].dropna()})
+        out.setdefault("network", "vgg19")
+        out["encoder"] = specs[0] if len(specs) == 1 else specs
+        if "evaluator_size" in df and df["evaluator_size"].notna().any():
+            sizes = sorted({int(v) for v in df["evaluator_size"].dropna()})
+            out["size"] = sizes[0] if len(sizes) == 1 else sizes
+    return out or None
+
+
+def _quality_cost(df: pd.DataFrame, wall_seconds) -> dict[str, Any] | None:
+    """Time spent on quality metrics (the shard runner's ``quality_ms`` per row) against stylization
+    (``compute_ms``), the rows' total time and the run's wall time."""
+    if "quality_ms" not in df or not df["quality_ms"].notna().any():
+        return None
+    q = float(pd.to_numeric(df["quality_ms"], errors="coerce").sum())
+    out: dict[str, Any] = {"quality_ms_total": q}
+    for col, key in (("compute_ms", "fraction_of_compute"), ("total_ms", "fraction_of_row_time")):
+        total = float(pd.to_numeric(df[col], errors="coerce").sum()) if col in df else 0.0
+        out[key] = q / total if total > 0 else None
+    wall = float(wall_seconds) if isinstance(wall_seconds, (int, float)) and wall_seconds else 0.0
+    out["fraction_of_wall"] = q / 1000 / wall if wall > 0 else None
+    return out
+
+
+def _weight_specs(df: pd.DataFrame) -> list[dict[str, Any]]:
+    cols = [c for c in ("method", *WEIGHT_COLUMNS) if c in df]
+    if not cols or df.empty:
+        return []
+    g = df[cols].astype("object").fillna("").astype(str)
+    rows = []
+    for key, n in g.value_counts(sort=False, dropna=False).sort_index().items():
+        key = key if isinstance(key, tuple) else (key,)
+        entry = {c: (v or None) for c, v in zip(cols, key)}
+        entry["rows"] = int(n)
+        rows.append(entry)
+    return rows
+
+
+def _failure_reasons(failed: pd.DataFrame, limit: int = MAX_REASONS) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """({reason: rows}, {reason: up to 5 example ids}), most frequent first; reasons beyond ``limit``
+    are counted under ``(other reasons)`` so that the counts always add up to the failed rows."""
+    groups: dict[str, list[str]] = {}
+    for rec in failed.to_dict("records"):
+        reason = failure_reason(rec.get("error"), rec)
+        groups.setdefault(reason, []).append(str(rec.get("id", rec.get("row", ""))))
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    counts = {r: len(ids) for r, ids in ordered[:limit]}
+    examples = {r: ids[:5] for r, ids in ordered[:limit]}
+    rest = ordered[limit:]
+    if rest:
+        counts[OTHER_REASONS] = sum(len(ids) for _, ids in rest)
+        examples[OTHER_REASONS] = [i for _, ids in rest for i in ids][:5]
+    return counts, examples
+
+
+# -- storage ---------------------------------------------------------------------------------------
+def read_metrics(report_dir: str) -> pd.DataFrame:
+    """``metrics.parquet`` of a report prefix. Raises StorageError when it is missing or unreadable."""
+    from . import storage
+
+    uri = _join(report_dir, "metrics.parquet")
+    data = storage.read_bytes(uri)
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise StorageError(f"{uri}: not a readable Parquet file ({str(e).splitlines()[0][:160]})") from None
+
+
+def read_summary(report_dir: str) -> dict[str, Any]:
+    """``summary.json`` of a report prefix, or {} when there is none."""
+    from . import storage
+
+    uri = _join(report_dir, "summary.json")
+    if not storage.exists(uri):
+        return {}
+    try:
+        data = json.loads(storage.read_bytes(uri).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StorageError(f"{uri}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise StorageError(f"{uri}: expected a JSON object")
+    return data
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj
+
+
+def summary_json(summary: Mapping[str, Any]) -> bytes:
+    """Summary as indented JSON (NaN/inf become null)."""
+    return (json.dumps(_jsonable(dict(summary)), indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def output_root_for(report_dir: str, summary: Mapping[str, Any]) -> str | None:
+    """The run's output root: from the summary (``output``), else the parent of ``_reports/<run_id>``."""
+    for key in ("output", "output_root"):
+        val = summary.get(key) or (summary.get("parameters") or {}).get(key)
+        if isinstance(val, str) and val:
+            return val
+    m = re.match(r"^(.*?)/?_reports/[^/]+/?$", str(report_dir))
+    return m.group(1) if m and m.group(1) else None
+
+
+def build_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_summary: Mapping | None = None,
+                 evaluator: Mapping | None = None, parameters: Mapping | None = None, metric: str | None = None,
+                 samples: int = 4, breakdown_rows: int = 2, evaluator_obj=None, seed: int = 0) -> dict[str, Any]:
+    """Write ``summary.json`` (with extras), ``metrics.csv`` and ``report.html`` under ``report_dir``;
+    returns the summary as written (its ``report`` entry names the files).
+
+    ``metrics``/``base_summary`` default to the files already there. ``metric`` chooses the contact
+    sheet's best/worst rows (default ``style_loss`` when measured, else ``total_ms``); ``samples`` rows
+    each of best, worst and random. ``breakdown_rows`` sample rows get a per-layer style-loss breakdown
+    and encoder feature maps, measured with ``evaluator_obj`` (a ``QualityEvaluator``; built from the
+    summary's evaluator spec when None; 0 turns the breakdown off).
+    """
+    from . import storage
+    from .report_html import render_report
+
+    if metrics is None:
+        metrics = read_metrics(report_dir)
+    if base_summary is None:
+        base_summary = read_summary(report_dir)
+    summary = summarize(metrics, base_summary, evaluator=evaluator, parameters=parameters)
+    paths = ReportPaths(_join(report_dir, "report.html"), _join(report_dir, "metrics.csv"), _join(report_dir, "summary.json"))
+    summary["report"] = {"html": paths.html, "csv": paths.csv, "parquet": _join(report_dir, "metrics.parquet")}
+    storage.write_bytes(paths.csv, metrics.to_csv(index=False).encode("utf-8"), content_type="text/csv; charset=utf-8")
+    if metric is None:
+        measured = [c for c in ("style_loss", "total_ms") if c in metrics and metrics[c].notna().any()]
+        metric = measured[0] if measured else None
+    if metric is not None and metric not in metrics:
+        raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; choose one of "
+                             f"{', '.join(c for c in (*METRICS, 'total_ms') if c in metrics) or 'none'}")
+    ev = summary.get("evaluator") or {}
+    if breakdown_rows and evaluator_obj is None and isinstance(ev.get("encoder"), str):
+        from .quality import DEFAULT_SIZE, get_evaluator
+
+        size = ev.get("size") if isinstance(ev.get("size"), int) else DEFAULT_SIZE
+        evaluator_obj = get_evaluator(ev["encoder"], size=size, device="cpu")
+    html = render_report(metrics, summary, output_root=output_root_for(report_dir, summary), metric=metric,
+                         samples=samples, breakdown_rows=breakdown_rows, evaluator=evaluator_obj, seed=seed)
+    storage.write_bytes(paths.html, html.encode("utf-8"), content_type="text/html; charset=utf-8")
+    storage.write_bytes(paths.summary, summary_json(summary), content_type="application/json")
+    return summary
+
+
+# -- comparison ------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={n}" for k, n in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) or "-"
+    return str(v)
+
+
+def compare_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows (field, A, B, B-A) comparing two summaries: counts, speed, latency, devices, evaluator, metric means."""
+    fields: list[tuple[str, Any, Any]] = []
+    for k in ("total", "ok", "failed", "skipped", "wall_seconds", "images_per_second", "latency_ms_p50",
+              "latency_ms_p95", "methods", "devices"):
+        fields.append((k, a.get(k), b.get(k)))
+    ea, eb = a.get("evaluator") or {}, b.get("evaluator") or {}
+    fields.append(("evaluator", ea.get("encoder"), eb.get("encoder")))
+    for m in METRICS:
+        ma, mb = (a.get("metrics") or {}).get(m) or {}, (b.get("metrics") or {}).get(m) or {}
+        fields.append((f"{m} mean", ma.get("mean"), mb.get("mean")))
+        fields.append((f"{m} p50", ma.get("p50"), mb.get("p50")))
+    fields.append(("failure reasons", len(a.get("failure_reasons") or {}), len(b.get("failure_reasons") or {})))
+    rows = []
+    for name, va, vb in fields:
+        delta = ""
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
+            if math.isfinite(va) and math.isfinite(vb):
+                d = vb - va
+                delta = f"{d:+d}" if isinstance(d, int) else f"{d:+.4g}"
+        rows.append((name, _fmt(va), _fmt(vb), delta))
+    return rows
+
+
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    """Plain-text table with left-aligned columns."""
+    allrows = [header, *rows]
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])

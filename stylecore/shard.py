@@ -1,0 +1,299 @@
+"""The streaming shard runner: reader threads -> engine batches -> writer threads. No Prefect here.
+
+One shard is a DataFrame of planned rows (see ``manifest.plan``). Reader threads check for an existing
+output, fetch, decode and resize ahead into a bounded queue; the calling thread groups same-size
+contents into batches for ``Engine.stylize_batch``; writer threads encode by the output extension and
+upload atomically through ``storage.write_bytes``. Every row gets one metrics row; a bad row fails
+alone with a one-line reason. Rerunning a shard skips the rows whose outputs already exist, and since
+writes are atomic a killed worker never leaves a partial file that counts as done.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+from PIL import Image
+
+from .errors import StyleCoreError
+from .fsutil import remove_partials
+from .images import encode_image, load_image, resize_long_side
+from .options import StyleOptions, parse_style_weights
+
+# Columns a plan row carries that are not passed through to the metrics unchanged.
+PLAN_COLUMNS = ("row", "id", "content", "style", "style_weights", "method", "options_json", "options_hash",
+                "output", "output_uri", "status", "content_root")
+METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "status", "error", "read_ms",
+                  "compute_ms", "write_ms", "total_ms", "width", "height", "method", "options_hash", "worker",
+                  "device")
+
+
+# A quality evaluator (e.g. ``stylecore.quality.get_evaluator().evaluate_batch``) takes a batch of
+# ``stylecore.quality.QualityItem`` and returns one dict of metric columns per item.
+QualityFn = Callable[[Sequence[Any]], Sequence[dict[str, Any]]]
+
+
+@dataclass
+class _Item:
+    """One row travelling through the pipeline."""
+
+    index: int
+    row: dict[str, Any]
+    t0: float
+    options: StyleOptions | None = None
+    content: Image.Image | None = None
+    styles: list[Image.Image] = field(default_factory=list)
+    weights: list[float] | None = None
+    image: Image.Image | None = None
+
+
+def worker_id() -> str:
+    """``name:pid`` of this process (recorded per row); the name is ``$STYLIZE_WORKER_NAME`` or the host name."""
+    return f"{os.environ.get('STYLIZE_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
+
+
+def one_line(exc: BaseException) -> str:
+    """A one-line error message: StyleCoreError messages as they are, others prefixed with their type."""
+    text = str(exc) if isinstance(exc, StyleCoreError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500] or type(exc).__name__
+
+
+def row_options(row: dict[str, Any]) -> StyleOptions:
+    """The row's effective engine options (``options_json`` from the plan)."""
+    doc = json.loads(row.get("options_json") or "{}")
+    return StyleOptions.make(**(doc.get("options", doc) if isinstance(doc, dict) else {}))
+
+
+class StyleCache:
+    """Style images for one shard: each URI fetched and decoded once, resized once per size."""
+
+    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int):
+        self._read = read_bytes
+        self._max_pixels = max_pixels
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._decoded: dict[str, Image.Image | BaseException] = {}
+        self._sized: dict[tuple[str, int], Image.Image] = {}
+
+    def get(self, uri: str, long_side: int) -> Image.Image:
+        """The style at ``uri`` resized to ``long_side`` (0 keeps it). Raises the cached error for a bad style."""
+        with self._lock:
+            lock = self._locks.setdefault(uri, threading.Lock())
+        with lock:
+            if uri not in self._decoded:
+                try:
+                    self._decoded[uri] = load_image(self._read(uri), name=uri, max_pixels=self._max_pixels)
+                except Exception as e:  # noqa: BLE001 - cached and re-raised for every row using this style
+                    self._decoded[uri] = e
+            img = self._decoded[uri]
+            if isinstance(img, BaseException):
+                raise img
+            key = (uri, int(long_side or 0))
+            if key not in self._sized:
+                self._sized[key] = resize_long_side(img, long_side)
+            return self._sized[key]
+
+
+def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 4,
+              writers: int = 4, quality: QualityFn | None = None,
+              on_progress: Callable[[int, int], None] | None = None, storage=None) -> pd.DataFrame:
+    """Stylize every row of a shard with ``engine``; returns one metrics row per input row (same order).
+
+    ``rows`` has the plan's columns (``content``, ``style``, ``style_weights``, ``options_json``,
+    ``output``, ``output_uri``, ...). Rows whose outputs exist are ``skipped`` unless ``overwrite``.
+    ``quality`` (optional) scores finished rows in batches; ``on_progress(done, total)`` is called from
+    worker threads after each row. ``storage`` defaults to ``stylecore.storage``.
+    """
+    if storage is None:
+        from . import storage
+    records = rows.to_dict("records")
+    n = len(records)
+    worker, device = worker_id(), str(getattr(engine, "device", "cpu"))
+    results: list[dict[str, Any] | None] = [None] * n
+    lock = threading.Lock()
+    done = [0]
+    batch_size = max(1, int(batch_size))
+    styles = StyleCache(storage.read_bytes, getattr(engine, "max_pixels", 0))
+
+    def finish(item: _Item, status: str, error: str = "", **timings) -> None:
+        res = {"status": status, "error": error, "width": None, "height": None,
+               "read_ms": None, "compute_ms": None, "write_ms": None}
+        res.update(timings)
+        res["total_ms"] = (time.perf_counter() - item.t0) * 1000 if status != "skipped" else None
+        with lock:
+            results[item.index] = res
+            done[0] += 1
+            count = done[0]
+        if on_progress is not None:
+            try:
+                on_progress(count, n)
+            except Exception:  # noqa: BLE001 - a progress display never breaks the shard
+                pass
+
+    todo: queue.Queue = queue.Queue()
+    for i, rec in enumerate(records):
+        todo.put(i)
+    ready: queue.Queue = queue.Queue(maxsize=batch_size * 2 + readers)
+    to_write: queue.Queue = queue.Queue(maxsize=batch_size * 2 + writers)
+    stop = threading.Event()
+    READERS_DONE = object()
+
+    def read_one(i: int) -> _Item | None:
+        rec = records[i]
+        item = _Item(i, rec, time.perf_counter())
+        try:
+            if not overwrite and (str(rec.get("status") or "") == "skipped" or storage.exists(rec["output_uri"])):
+                finish(item, "skipped")
+                return None
+            item.options = row_options(rec)
+            style_uris = [s for s in str(rec["style"]).split("|") if s]
+            item.weights = parse_style_weights(rec.get("style_weights") or None, len(style_uris), sep="|")
+            data = storage.read_bytes(rec["content"])
+            item.content = resize_long_side(
+                load_image(data, name=rec["content"], max_pixels=getattr(engine, "max_pixels", 0)), item.options.size)
+            long_side = item.options.style_size or max(item.content.size)
+            item.styles = [styles.get(u, long_side) for u in style_uris]
+        except Exception as e:  # noqa: BLE001 - a bad row fails alone
+            finish(item, "failed", one_line(e), read_ms=(time.perf_counter() - item.t0) * 1000)
+            return None
+        item.row = dict(rec, _read_ms=(time.perf_counter() - item.t0) * 1000)
+        return item
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                item = read_one(i)
+                if item is not None:
+                    ready.put(item)
+        finally:
+            ready.put(READERS_DONE)
+
+    def writer() -> None:
+        while True:
+            item = to_write.get()
+            if item is None:
+                return
+            t = time.perf_counter()
+            try:
+                uri = item.row["output_uri"]
+                storage.write_bytes(uri, encode_image(item.image, str(item.row["output"])))
+                if not str(uri).startswith("s3://"):
+                    remove_partials(storage.resolve(uri))  # litter of a killed earlier attempt
+            except Exception as e:  # noqa: BLE001
+                finish(item, "failed", one_line(e), read_ms=item.row["_read_ms"], compute_ms=item.row["_compute_ms"],
+                       write_ms=(time.perf_counter() - t) * 1000)
+                continue
+            w, h = item.image.size
+            finish(item, "ok", read_ms=item.row["_read_ms"], compute_ms=item.row["_compute_ms"],
+                   write_ms=(time.perf_counter() - t) * 1000, width=w, height=h, **item.row.get("_quality", {}))
+
+    read_threads = [threading.Thread(target=reader, name=f"shard-read-{k}", daemon=True)
+                    for k in range(max(1, readers))]
+    write_threads = [threading.Thread(target=writer, name=f"shard-write-{k}", daemon=True)
+                     for k in range(max(1, writers))]
+    for t in read_threads + write_threads:
+        t.start()
+
+    def compute(batch: list[_Item]) -> None:
+        from .engine import Request
+
+        reqs = [Request(content=it.content, styles=it.styles, style_keys=str(it.row["style"]).split("|"),
+                        style_weights=it.weights, method=str(it.row["method"]), options=it.options,
+                        key=str(it.index)) for it in batch]
+        try:
+            outs = engine.stylize_batch(reqs)
+        except Exception as e:  # noqa: BLE001 - e.g. device OOM: retry one by one, then fail the row
+            if len(batch) > 1:
+                for it in batch:
+                    compute([it])
+                return
+            outs = [type("R", (), {"image": None, "error": one_line(e), "compute_ms": None})()]
+        good = []
+        for it, res in zip(batch, outs):
+            it.row["_compute_ms"] = res.compute_ms
+            if res.image is None:
+                finish(it, "failed", " ".join(str(res.error or "no output").split()), read_ms=it.row["_read_ms"],
+                       compute_ms=res.compute_ms)
+            else:
+                it.image = res.image
+                good.append(it)
+        if quality is not None and good:
+            t = time.perf_counter()
+            try:
+                from .quality import QualityItem
+
+                scores = list(quality([QualityItem(it.content, it.styles, it.image, it.weights,
+                                                   str(it.row["style"]).split("|")) for it in good]))
+            except Exception as e:  # noqa: BLE001 - scoring never fails a row
+                scores = [{"quality_error": one_line(e)}] * len(good)
+            per_row = (time.perf_counter() - t) * 1000 / len(good)
+            for it, sc in zip(good, scores):
+                it.row["_quality"] = dict(sc, quality_ms=per_row)
+        for it in good:
+            it.content = None  # free memory early; the writer only needs the output
+            it.styles = []
+            to_write.put(it)
+
+    buckets: dict[tuple, list[_Item]] = {}
+
+    def flush(key) -> None:
+        compute(buckets.pop(key))
+
+    try:
+        finished_readers = 0
+        while finished_readers < len(read_threads):
+            try:
+                got = ready.get(timeout=0.02) if buckets else ready.get()
+            except queue.Empty:
+                flush(max(buckets, key=lambda k: len(buckets[k])))  # nothing arriving: run the fullest bucket
+                continue
+            if got is READERS_DONE:
+                finished_readers += 1
+                continue
+            key = (got.row["method"], got.content.size, got.row.get("options_hash"), len(got.styles))
+            buckets.setdefault(key, []).append(got)
+            if len(buckets[key]) >= batch_size:
+                flush(key)
+        for key in list(buckets):
+            flush(key)
+    finally:
+        stop.set()
+        for _ in write_threads:
+            to_write.put(None)
+        for t in write_threads:
+            t.join()
+
+    out = []
+    for rec, res in zip(records, results):
+        res = res or {"status": "failed", "error": "internal: row was not processed"}
+        m = {k: rec.get(k) for k in ("id", "row", "content", "style", "output", "output_uri", "method", "options_hash")}
+        m.update(res)
+        m["worker"], m["device"] = worker, device
+        for k, v in rec.items():
+            if k not in PLAN_COLUMNS and not k.startswith("_") and k not in m:
+                m[k] = v
+        out.append(m)
+    frame = pd.DataFrame(out)
+    for col in METRIC_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = None
+    for col in ("read_ms", "compute_ms", "write_ms", "total_ms"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    for col in ("width", "height"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    frame["error"] = frame["error"].fillna("").astype(str)
+    first = [c for c in METRIC_COLUMNS]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+__all__ = ["run_shard", "StyleCache", "worker_id", "one_line", "row_options", "METRIC_COLUMNS"]

@@ -1,0 +1,184 @@
+"""``stylize run``: run the ``stylize-collection`` flow over a manifest.
+
+Prefect runs ephemerally in this process unless ``PREFECT_API_URL`` points at a server. Exit codes:
+0 when the failed rows are at most ``--max-failed``, 1 otherwise, 2 on usage or validation errors.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .image import _device, add_engine_options, engine_overrides
+
+# Options that are flow parameters of their own; every other engine option travels in ``options``.
+NAMED_OPTIONS = ("size", "style_size", "steps", "alpha", "seed", "preserve_color")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a positive integer)") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"value {n} must be >= 1")
+    return n
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 0)") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"value {n} must be >= 0")
+    return n
+
+
+def _max_failed(text: str) -> float:
+    """A row count (``5``) or a fraction of the rows (``0.01``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a count or a fraction in (0, 1))") from None
+    if not value >= 0 or (value >= 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a count >= 0 or a fraction in (0, 1))")
+    return int(value) if value.is_integer() else value
+
+
+def register(subparsers) -> None:
+    from stylecore.options import METHODS
+
+    p = subparsers.add_parser(
+        "run", help="stylize every row of a manifest (Prefect flow stylize-collection)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the stylize-collection flow: plan MANIFEST (rows whose outputs exist are skipped), split it\n"
+                    "into shards, stylize them locally or on a Prefect work pool, and write metrics.parquet and\n"
+                    "summary.json under the report folder (default OUTPUT/_reports/RUN_ID/).\n"
+                    "Prefect runs ephemerally unless PREFECT_API_URL is set.\n\n"
+                    "examples:\n"
+                    "  stylize run pairs.csv --output out/ --method adain --encoder vgg.pth --decoder decoder.pth --size 512\n"
+                    "  stylize run s3://bucket/pairs.parquet --output s3://bucket/styled/ --dispatch pool --max-failed 0.01")
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest (CSV, Parquet or JSON Lines): a path, file:// or s3:// URI")
+    p.add_argument("-o", "--output", metavar="URI", required=True, help="output root (local folder or s3://bucket/prefix)")
+    p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="default method (rows may override)")
+    p.add_argument("--encoder", metavar="SPEC", default="imagenet", help="VGG encoder weights (default: imagenet)")
+    p.add_argument("--decoder", metavar="SPEC", default=None, help="AdaIN decoder weights")
+    p.add_argument("--model", metavar="SPEC", default=None, help="Johnson TransformerNet weights")
+    p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto)")
+    p.add_argument("--format", choices=("jpg", "png", "webp"), default="jpg", help="output format (default: jpg)")
+    run = p.add_argument_group("run options")
+    run.add_argument("--shard-size", type=_positive, default=None, metavar="N",
+                     help="rows per shard (default: sized so a shard takes minutes: 32 for gatys, 1000 feed-forward)")
+    run.add_argument("--dispatch", choices=("local", "pool"), default="local",
+                     help="local: shards run in this process; pool: runs of the stylize-shard/POOL deployment")
+    run.add_argument("--pool", default="gpu", metavar="NAME", help="work pool of the shard deployment (default: gpu)")
+    run.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                     help="shards in flight (default: 1 local, 4 pool)")
+    run.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="images per engine batch (default: 8)")
+    run.add_argument("--max-failed", type=_max_failed, default=0, metavar="N",
+                     help="failed rows allowed for exit 0: a count or a fraction such as 0.01 (default: 0)")
+    run.add_argument("--max-shard-retries", type=_count, default=2, metavar="N", help="retries of a failed shard (default: 2)")
+    run.add_argument("--overwrite", action="store_true", help="redo rows whose outputs already exist")
+    run.add_argument("--report-dir", metavar="URI", default=None, help="report folder (default: OUTPUT/_reports/RUN_ID/)")
+    run.add_argument("--no-quality", dest="quality", action="store_false", help="skip the per-row quality metrics")
+    run.add_argument("--check-inputs", action="store_true", help="check that every input exists before starting")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs")
+    add_engine_options(p)
+    p.set_defaults(func=run_command)
+
+
+def flow_parameters(args: argparse.Namespace) -> dict:
+    """The stylize-collection parameters for these arguments (same names, underscores)."""
+    overrides = engine_overrides(args)
+    params = {"manifest": args.manifest, "output": args.output, "method": args.method, "encoder": args.encoder,
+              "decoder": args.decoder, "model": args.model, "device": args.device, "format": args.format,
+              "shard_size": args.shard_size, "dispatch": args.dispatch, "pool": args.pool,
+              "max_failed": args.max_failed, "max_shard_retries": args.max_shard_retries, "overwrite": args.overwrite,
+              "report_dir": args.report_dir, "concurrency": args.concurrency, "batch_size": args.batch_size,
+              "quality": args.quality, "check_inputs": args.check_inputs}
+    for name in NAMED_OPTIONS:
+        params[name] = overrides.pop(name, None)
+    params["options"] = overrides or None
+    return params
+
+
+class _Bar:
+    """Feeds progress events of the flow into the terminal progress bar."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.per_shard: dict[int, int] = {}
+        self.skipped = 0
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.skipped = int(event.get("skipped", 0))
+            self.bar.update(0, f"{self.skipped} skipped", total=int(event.get("total", 0)))
+        elif kind in ("rows", "shard"):
+            shard = int(event.get("shard", 0))
+            self.per_shard[shard] = max(self.per_shard.get(shard, 0), int(event.get("done", 0)))
+            self.bar.update(sum(self.per_shard.values()), f"{self.skipped} skipped" if self.skipped else "")
+
+
+def print_summary(summary: dict, out=sys.stdout) -> None:
+    """The run's counts, throughput and report location."""
+    print(f"{summary.get('total', 0)} rows: {summary.get('ok', 0)} ok, {summary.get('failed', 0)} failed, "
+          f"{summary.get('skipped', 0)} skipped in {summary.get('wall_seconds', 0):.1f} s "
+          f"({summary.get('images_per_second') or 0:.2f} images/s, {summary.get('method')}, {summary.get('device') or '-'})",
+          file=out)
+    reasons = summary.get("failure_reasons")
+    if isinstance(reasons, dict):
+        for reason, n in list(reasons.items())[:5]:
+            print(f"  {n} x {reason}", file=out)
+    print(f"report: {summary.get('report_dir')}", file=out)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handler of ``stylize run``."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Run logs go to the Prefect server (and the UI); the terminal shows the progress bar and the summary.
+    if not args.verbose:
+        for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
+    import signal
+
+    # SIGTERM exits through Python's shutdown, so the ephemeral Prefect server process stops with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    from stylecore.errors import StyleCoreError
+    from stylecore.options import StyleOptions
+
+    StyleOptions.make(**engine_overrides(args))
+    from flows.stylize_collection import stylize_collection
+    from tasks import progress
+
+    from .progress import ProgressBar
+
+    tty = sys.stderr.isatty()
+    with ProgressBar(0, "stylize run", enabled=tty) as bar:
+        listener = _Bar(bar)
+        progress.add_listener(listener)
+        try:
+            state = stylize_collection(**flow_parameters(args), return_state=True)
+        finally:
+            progress.remove_listener(listener)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict):
+        print_summary(result)
+        if state.is_failed():
+            print(f"error: {result.get('failed')} row(s) failed; --max-failed allows {result.get('max_failed_rows')}",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if isinstance(result, StyleCoreError):
+        print(f"error: {result}", file=sys.stderr)
+        for problem in getattr(result, "problems", []) or []:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if isinstance(result, BaseException):
+        print(f"error: run failed: {type(result).__name__}: {' '.join(str(result).split())}", file=sys.stderr)
+        return 1
+    print(f"error: run ended {state.name}: {state.message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,28 @@
+"""Planning task: validate a manifest and plan its rows (outputs that already exist are skipped)."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from stylecore import manifest
+from stylecore.options import StyleOptions
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan_task(manifest_uri: str, output: str, *, method: str, options: dict[str, Any], engine: dict[str, Any],
+              fmt: str = "jpg", overwrite: bool = False, check_inputs: bool = False):
+    """Validate and plan ``manifest_uri`` against ``output``; returns the ``manifest.Plan``.
+
+    Validation errors (``ManifestError``) are not retried: they list every problem at once.
+    """
+    logger = get_run_logger()
+    plan = manifest.plan(manifest_uri, output, method=method, options=StyleOptions.make(**options),
+                         encoder=engine.get("encoder") or "imagenet", decoder=engine.get("decoder"),
+                         model=engine.get("model"), fmt=fmt, overwrite=overwrite, check_inputs=check_inputs)
+    rows = plan.rows
+    skipped = int((rows["status"] == "skipped").sum())
+    logger.info("planned %d row(s) from %s: %d to run, %d skipped (output exists)", len(rows), manifest_uri,
+                len(rows) - skipped, skipped)
+    return plan

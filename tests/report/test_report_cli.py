@@ -1,0 +1,47 @@
+"""``stylize report``: rebuild from metrics.parquet, compare two runs, one-line errors."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_cli
+from tests.report.helpers import build_sample_report
+
+
+def test_rebuild_and_compare(tmp_path, evaluator):
+    report_dir, _ = build_sample_report(tmp_path / "a", evaluator, breakdown_rows=0)
+    for name in ("report.html", "metrics.csv"):
+        (report_dir / name).unlink()
+    (report_dir / "summary.json").write_text(json.dumps({"wall_seconds": 4.0, "ok": 99}))  # stale counts
+    proc = run_cli("report", report_dir, "--metric", "ssim", "--samples", "1", "--breakdown", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "7 rows: 3 ok, 3 failed, 1 skipped" in proc.stdout and "2 x not an image (unrecognised format)" in proc.stdout
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["ok"] == 3 and summary["wall_seconds"] == 4.0 and summary["metrics"]["ssim"]["count"] == 3
+    html = (report_dir / "report.html").read_text()
+    assert html.count('src="data:image/png') == 20  # one breakdown row: 5 layers x 4 feature maps
+    assert (report_dir / "metrics.csv").exists()
+
+    other, _ = build_sample_report(tmp_path / "b", evaluator, breakdown_rows=0)
+    proc = run_cli("report", "--compare", report_dir, other)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
+    assert lines["wall_seconds"][1:] == ["4", "1", "-3"]
+    assert lines["ok"][1:] == ["3", "3", "+0"]
+    assert "note:" not in proc.stdout
+
+
+def test_errors_exit_2_with_one_line(tmp_path, capsys):
+    proc = run_cli("report", tmp_path / "nope")  # through the console script's process
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'nope' / 'metrics.parquet'}: not found"
+    from stylize_cli.main import main
+
+    for args in (("report",), ("report", "--compare", str(tmp_path), str(tmp_path / "x")),
+                 ("report", str(tmp_path), "--metric", "bogus"), ("report", str(tmp_path), "--compare", "a", "b")):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
