@@ -11,7 +11,8 @@ Metrics (one dict per row: the keys in ``METRICS`` plus ``evaluator`` (the netwo
 - ``ssim``: SSIM between the luminance (Y of YIQ) of the output and of the content; Gaussian window 11,
   sigma 1.5, C1 = (0.01 L)², C2 = (0.03 L)², L = 1, mean over the valid (unpadded) windows;
 - ``color_distance``: sliced Wasserstein-2 distance between the CIE Lab pixel distributions of the
-  output and of the (blended) styles, in Lab units (L* spans 0..100).
+  output and of the (blended) styles, in Lab units (L* spans 0..100); 64 fixed projections, at most
+  4096 evenly strided pixels per image.
 
 All images are downscaled so that their longer side is at most ``size`` pixels (default 128) before measuring;
 the output is resized to the content's evaluation size so that both align pixel for pixel.
@@ -37,7 +38,7 @@ from PIL import Image
 from .color import luminance
 from .device import memory_format, resolve_device
 from .images import to_tensor
-from .losses import ContentLoss, StyleLoss
+from .losses import ContentLoss, StyleLoss, gram_matrix
 from .options import normalise_weights
 from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder, load_vgg19_encoder
 
@@ -45,6 +46,7 @@ METRICS = ("content_loss", "style_loss", "ssim", "color_distance")
 DEFAULT_SIZE = 128
 DEFAULT_PROJECTIONS = 64
 _QUANTILES = 128
+MAX_COLOR_SAMPLES = 4096
 _FEATURE_LAYERS = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
 
 
@@ -84,23 +86,33 @@ def _quantiles(samples: torch.Tensor, n: int) -> torch.Tensor:
     return s[lo] * (1 - w) + s[hi] * w
 
 
+def lab_quantiles(img: torch.Tensor, dirs: torch.Tensor, max_samples: int = MAX_COLOR_SAMPLES) -> torch.Tensor:
+    """(128, K) quantiles of the Lab pixels of ``img`` (1,3,H,W RGB) projected on ``dirs`` (3, K).
+
+    Above ``max_samples`` pixels an evenly strided subset is used (no averaging, so colours stay as they are).
+    """
+    lab = rgb_to_lab(img)[0].reshape(3, -1)
+    n = lab.shape[1]
+    if max_samples and n > max_samples:
+        lab = lab[:, torch.linspace(0, n - 1, max_samples, device=lab.device).round().long()]
+    return _quantiles(lab.T @ dirs.to(lab.device), _QUANTILES)
+
+
 def sliced_wasserstein_lab(a: torch.Tensor, b: Sequence[torch.Tensor], weights: Sequence[float] | None = None, *,
-                           projections: int = DEFAULT_PROJECTIONS, seed: int = 0) -> float:
+                           projections: int = DEFAULT_PROJECTIONS, seed: int = 0,
+                           b_quantiles: Sequence[torch.Tensor] | None = None) -> float:
     """Sliced Wasserstein-2 distance between the Lab pixels of ``a`` (1,3,H,W RGB) and the mixture of ``b``.
 
     Each image is projected on ``projections`` fixed random unit directions in Lab; the 1-D distributions
     are compared at 128 quantiles. A blend of several targets mixes their quantile functions by ``weights``
-    (a cheap stand-in for the mixture). Identical inputs give exactly 0.
+    (a cheap stand-in for the mixture). ``b_quantiles`` (from ``lab_quantiles``) skips recomputing the
+    targets. Identical inputs give exactly 0.
     """
     dirs = _projections(projections, seed).to(a.device)
-    blend = normalise_weights(list(weights) if weights else None, len(b))
-
-    def q(img: torch.Tensor) -> torch.Tensor:
-        lab = rgb_to_lab(img)[0].reshape(3, -1).T  # (N, 3)
-        return _quantiles(lab @ dirs, _QUANTILES)
-
-    qa = q(a)
-    qb = sum(w * q(t) for t, w in zip(b, blend))
+    qb_list = list(b_quantiles) if b_quantiles is not None else [lab_quantiles(t, dirs) for t in b]
+    blend = normalise_weights(list(weights) if weights else None, len(qb_list))
+    qa = lab_quantiles(a, dirs)
+    qb = sum(w * q for q, w in zip(qb_list, blend))
     return float((qa - qb).pow(2).mean(dim=0).mean().sqrt())
 
 
@@ -181,6 +193,7 @@ class QualityEvaluator:
         self._net: VGG19Encoder | None = None
         self._style_cache: dict[tuple, dict[str, torch.Tensor]] = {}
         self._style_cache_max = style_cache
+        self._dirs = _projections(self.projections, self.seed).to(self.device)
         self.seconds = 0.0  # total time spent measuring (for the cost fraction)
         self.rows = 0
 
@@ -214,18 +227,19 @@ class QualityEvaluator:
         with torch.inference_mode():
             return self.net(x.contiguous(memory_format=memory_format(self.device)), layers)
 
-    def _style_features(self, img: Image.Image, key: str | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _style_stats(self, img: Image.Image, key: str | None) -> dict:
+        """Gram matrices at the style layers and Lab quantiles of one style, cached by ``key``."""
         ck = (key, self.size) if key else None
         if ck is not None and ck in self._style_cache:
-            return self._style_cache[ck]["__img__"], self._style_cache[ck]
+            return self._style_cache[ck]
         t = self._tensor(img)
-        feats = {l: v for l, v in self._features(t, STYLE_LAYERS).items()}
-        feats["__img__"] = t
+        stats = {"gram": {l: gram_matrix(v) for l, v in self._features(t, STYLE_LAYERS).items()},
+                 "lab_q": lab_quantiles(t, self._dirs)}
         if ck is not None:
             if len(self._style_cache) >= self._style_cache_max:
                 self._style_cache.pop(next(iter(self._style_cache)))
-            self._style_cache[ck] = feats
-        return t, feats
+            self._style_cache[ck] = stats
+        return stats
 
     def evaluate(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
                  style_weights: Sequence[float] | None = None, style_keys: Sequence[str] = ()) -> dict:
@@ -261,20 +275,22 @@ class QualityEvaluator:
         return results
 
     def _style_loss(self, it: QualityItem, of: dict[str, torch.Tensor]) -> tuple[StyleLoss, list[torch.Tensor]]:
+        """The StyleLoss against the item's blended styles, and each style's Lab quantiles."""
         keys = list(it.style_keys) + [None] * (len(it.styles) - len(it.style_keys))
-        pairs = [self._style_features(s, k) for s, k in zip(it.styles, keys)]
-        blend = normalise_weights(list(it.style_weights) if it.style_weights else None, len(pairs))
-        loss = StyleLoss.from_features([p[1] for p in pairs], blend, STYLE_LAYERS, normalize=True)
-        return loss, [p[0] for p in pairs]
+        stats = [self._style_stats(s, k) for s, k in zip(it.styles, keys)]
+        blend = normalise_weights(list(it.style_weights) if it.style_weights else None, len(stats))
+        # Same targets as StyleLoss.from_features: the blend-weighted mean of the styles' Gram matrices.
+        targets = {l: sum(w * st["gram"][l] for st, w in zip(stats, blend)) for l in STYLE_LAYERS}
+        return StyleLoss(targets, normalize=True), [st["lab_q"] for st in stats]
 
     def _metrics(self, it: QualityItem, c: torch.Tensor, o: torch.Tensor, cf: dict, of: dict) -> dict:
         content = ContentLoss(CONTENT_LAYER, cf[CONTENT_LAYER], normalize=True)
         out = {"content_loss": float(content(of)), "ssim": float(ssim(luminance(o), luminance(c))[0])}
         if it.styles:
-            sl, style_t = self._style_loss(it, of)
+            sl, style_q = self._style_loss(it, of)
             out["style_loss"] = float(sl(of))
-            out["color_distance"] = sliced_wasserstein_lab(o, style_t, it.style_weights,
-                                                           projections=self.projections, seed=self.seed)
+            out["color_distance"] = sliced_wasserstein_lab(o, [], it.style_weights, projections=self.projections,
+                                                           seed=self.seed, b_quantiles=style_q)
         else:
             out["style_loss"] = out["color_distance"] = math.nan
         res: dict = {k: out[k] for k in METRICS}
