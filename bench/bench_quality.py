@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--methods", default="adain,johnson,gatys")
     ap.add_argument("--encoder", default="random:0")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--eval-size", type=int, default=128)
+    ap.add_argument("--eval-size", type=int, default=None, help="evaluator long side (default: the evaluator's)")
     args = ap.parse_args()
 
     evaluator = get_evaluator("auto", size=args.eval_size, device=args.device)

@@ -8,7 +8,7 @@ import pytest
 def evaluator():
     from stylecore.quality import get_evaluator
 
-    return get_evaluator("random:0", size=128, device="cpu")
+    return get_evaluator("random:0", device="cpu")  # the default size, shared with the flow test
 
 
 @pytest.fixture(scope="session")
