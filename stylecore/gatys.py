@@ -7,6 +7,7 @@ encoder use channels_last.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -15,11 +16,16 @@ import torch.nn.functional as F
 
 from .color import combine_luminance, luminance, match_luminance
 from .device import memory_format
+from .errors import ImageError
 from .losses import ContentLoss, StyleLoss, tv_loss
 from .options import StyleOptions
 from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder
 
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+
+
+class _BudgetSpent(Exception):
+    """Raised inside the L-BFGS closure once a level's step budget is used up."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,16 @@ class StepInfo:
     content: float
     style: float
     tv: float
+
+
+MIN_SIDE = 16  # VGG19 pools four times before relu5_1: 16 px -> 1 cell
+
+
+def _check_min_side(image: torch.Tensor, what: str) -> None:
+    h, w = image.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"{what}: {w}x{h} px is too small for the VGG19 encoder (at least {MIN_SIDE} px per side); "
+                         f"use a larger size")
 
 
 def pyramid_sizes(long_side: int, threshold: int) -> list[int]:
@@ -86,7 +102,12 @@ def stylize_gatys(
         work_content, work_styles = content, list(styles)
 
     h, w = content.shape[-2:]
-    sizes = pyramid_sizes(max(h, w), options.pyramid_threshold)
+    _check_min_side(content, "content image")
+    for i, s in enumerate(styles):
+        _check_min_side(s, f"style image {i + 1}")
+    # coarse levels whose short side would fall below what VGG19 can encode are skipped
+    sizes = [n for n in pyramid_sizes(max(h, w), options.pyramid_threshold)
+             if round(min(h, w) * n / max(h, w)) >= MIN_SIDE] or [max(h, w)]
     steps = level_steps(options.steps, len(sizes))
     total = sum(steps)
     layer_set = tuple(dict.fromkeys(STYLE_LAYERS + (CONTENT_LAYER,)))
@@ -100,7 +121,7 @@ def stylize_gatys(
         c = _resize(work_content, long_side).contiguous(memory_format=fmt)
         style_feats = []
         for s in work_styles:
-            s_long = max(1, round(max(s.shape[-2:]) * scale))
+            s_long = max(round(max(s.shape[-2:]) * scale), math.ceil(MIN_SIDE * max(s.shape[-2:]) / min(s.shape[-2:])))
             with torch.no_grad():
                 style_feats.append(encoder(_resize(s, s_long).contiguous(memory_format=fmt), STYLE_LAYERS))
         with torch.no_grad():
@@ -118,32 +139,50 @@ def stylize_gatys(
             init = F.interpolate(x.detach(), size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
         x = init.contiguous(memory_format=fmt).requires_grad_(True)
 
-        if optimizer_name == "lbfgs":
-            opt: torch.optim.Optimizer = torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=50)
-        else:
-            opt = torch.optim.Adam([x], lr=lr)
+        budget = steps[level]
+        evals = 0
+        best: dict = {"loss": float("inf"), "x": None}
 
-        last: dict[str, float] = {}
-
-        def closure():
-            opt.zero_grad(set_to_none=True)
+        def evaluate() -> torch.Tensor:
+            """One step: a forward/backward pass at the current pixels, reported to the callback."""
+            nonlocal evals, done
+            if evals >= budget:
+                raise _BudgetSpent
+            x.grad = None
             feats = encoder(x, layer_set)
             lc = content_loss(feats)
             ls = style_loss(feats)
             lt = tv_loss(x)
             loss = options.content_weight * lc + options.style_weight * ls + options.tv_weight * lt
             loss.backward()
-            last.update(loss=loss.item(), content=lc.item(), style=ls.item(), tv=lt.item())
+            evals += 1
+            done += 1
+            value = loss.item()
+            if value < best["loss"]:  # keep the best point seen (line-search trial points included)
+                best["loss"], best["x"] = value, x.detach().clone()
+            if callback is not None:
+                callback(StepInfo(done, total, level, len(sizes), c.shape[-2], c.shape[-1],
+                                  value, lc.item(), ls.item(), lt.item()))
             return loss
 
-        for _ in range(steps[level]):
-            opt.step(closure)
-            if optimizer_name == "adam":
+        if optimizer_name == "lbfgs":
+            # One L-BFGS run per level with a strong-Wolfe line search: without it, L-BFGS on this
+            # non-convex objective occasionally takes huge steps (losses jump by orders of magnitude).
+            # ``steps`` counts loss evaluations, so the work per level is exactly ``budget`` passes.
+            opt = torch.optim.LBFGS([x], lr=lr, max_iter=budget, max_eval=budget + 25, history_size=50,
+                                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+            try:
+                opt.step(evaluate)
+            except _BudgetSpent:
+                pass
+            x = best["x"] if best["x"] is not None else x.detach()
+        else:
+            opt = torch.optim.Adam([x], lr=lr)
+            for _ in range(budget):
+                opt.step(evaluate)
                 with torch.no_grad():
                     x.clamp_(0, 1)
-            done += 1
-            if callback is not None:
-                callback(StepInfo(done, total, level, len(sizes), c.shape[-2], c.shape[-1], **last))
+            x = x.detach()
 
     result = x.detach().clamp(0, 1).contiguous()
     if options.preserve_color:

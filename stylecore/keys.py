@@ -44,10 +44,24 @@ def canonical_weights(weights: list[float] | None) -> str:
     return "|".join(format(w / total, ".6g") for w in weights)
 
 
+SEP = "\x1f"
+
+
 def row_hash(content: str, styles: str, weights: str, opts_json: str) -> str:
-    """The 8-hex hash of one row (``styles`` are ``|``-joined resolved URIs, ``weights`` canonical)."""
-    text = "\x1f".join((content, styles, weights, opts_json))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    """The 8-hex hash of one row: SHA-256 over the options JSON, the content URI, the ``|``-joined
+    resolved style URIs and the canonical weights."""
+    return hashes(opts_json, [SEP.join((content, styles, weights))])[0]
+
+
+def hashes(opts_json: str, rows: list[str]) -> list[str]:
+    """``row_hash`` for many rows sharing one options JSON; ``rows`` are ``content SEP styles SEP weights``."""
+    prefix = hashlib.sha256((opts_json + SEP).encode("utf-8"))
+    out = []
+    for t in rows:
+        h = prefix.copy()
+        h.update(t.encode("utf-8"))
+        out.append(h.hexdigest()[:8])
+    return out
 
 
 def stem(uri: str) -> str:

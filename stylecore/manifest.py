@@ -64,8 +64,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
             table = pq.read_table(pa.BufferReader(data) if data is not None else src)
             return table.to_pandas()
         if fmt == "jsonl":
-            return pd.read_json(io.BytesIO(data) if data is not None else src, lines=True, dtype=False,
-                                convert_dates=False)
+            return pd.read_json(io.BytesIO(data) if data is not None else src, lines=True, dtype=False)
         return _read_csv(src, data)
     except ManifestError:
         raise
@@ -136,6 +135,16 @@ def _text(s: pd.Series) -> pd.Series:
     return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()).astype("str")
 
 
+def _take(values: list, codes: np.ndarray, categorical: bool = False) -> pd.Series:
+    """``values[codes]`` (code -1 takes the last value) as a str Series, or as a categorical one, where
+    a repeated value (the options JSON) costs a small integer per row instead of a string."""
+    idx = np.where(codes < 0, len(values) - 1, codes)
+    if not categorical:
+        return pd.Series(pd.array(values, dtype="str").take(idx))
+    cats, remap = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    return pd.Series(pd.Categorical.from_codes(remap.reshape(-1)[idx], categories=pd.Index(cats, dtype="str")))
+
+
 def _resolve_unique(values: np.ndarray, base: str | None) -> tuple[list[str], list[str | None]]:
     out, errs = [], []
     for v in values:
@@ -148,19 +157,35 @@ def _resolve_unique(values: np.ndarray, base: str | None) -> tuple[list[str], li
     return out, errs
 
 
+_SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.\-]*://"
+# local values that need os.path.normpath / expanduser / a scheme parser (RE2-compatible: no $ or \s)
+_PATH_SUSPECT = r"(?:^|/)\.{1,2}(?:/|\Z)|//|^~|/\Z|\\|" + _SCHEME_RE
+
+
 def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) -> pd.Series:
-    """Resolve URIs of a text column (distinct values only); bad schemes become problems."""
-    codes, uniq = pd.factorize(s, sort=False)
-    resolved, errs = _resolve_unique(np.asarray(uniq, dtype=object), base)
-    bad_u = np.array([e is not None for e in errs], dtype=bool)
-    if bad_u.any():
-        bad_rows = np.nonzero(bad_u[codes] & (codes >= 0))[0]
-        probs.rows(bad_rows, col, [errs[c] for c in codes[bad_rows]])
-    arr = np.asarray(resolved, dtype=object)
-    return pd.Series(arr[codes] if len(codes) else arr[:0], index=s.index, dtype="str")
+    """Resolve URIs of a text column. Plain ``s3://bucket/key`` values and clean absolute or relative
+    local paths are handled vectorised; only unusual values go through ``uris.resolve``."""
+    base_uri = uris.resolve(base) if base is not None else os.getcwd()
+    plain_s3 = s.str.match(r"s3://[^/]+/").to_numpy(dtype=bool)
+    suspect = s.str.contains(_PATH_SUSPECT, regex=True).to_numpy(dtype=bool) & ~plain_s3
+    absolute = s.str.startswith("/").to_numpy(dtype=bool) & ~plain_s3 & ~suspect
+    relative = ~(plain_s3 | suspect | absolute) & (s != "").to_numpy(dtype=bool)
+    out = s.copy()
+    if relative.any():
+        out = out.where(~relative, base_uri.rstrip("/") + "/" + s)
+    slow = np.nonzero(suspect)[0]
+    if len(slow):
+        values = s.iloc[slow]
+        codes, uniq = pd.factorize(values, sort=False)
+        resolved, errs = _resolve_unique(np.asarray(uniq, dtype=object), base)
+        out.iloc[slow] = np.asarray(resolved, dtype=object)[codes]
+        bad_u = np.array([e is not None for e in errs], dtype=bool)
+        bad = bad_u[codes]
+        probs.rows(slow[bad], col, [errs[c] for c in codes[bad]])
+    return out.astype("str")
 
 
-_KEY_SUSPECT = r"(?:^|/)\.{1,2}(?:/|$)|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|^\s*$"
+_KEY_SUSPECT = r"(?:^|/)\.{1,2}(?:/|\Z)|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|^ *\Z"
 
 
 def _check_keys(k: pd.Series, rows_mask: np.ndarray, col: str, probs: _Problems) -> None:
@@ -235,8 +260,8 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
             r, errs = _resolve_unique(parts, base)
             bad = [e for e in errs if e]
             res_u.append("|".join(r)), n_u.append(len(parts)), err_u.append(bad[0] if bad else None)
-        res_arr, n_arr = np.asarray(res_u + [""], dtype=object), np.asarray(n_u + [0], dtype=np.int64)
-        out["style"] = pd.Series(res_arr[codes], dtype="str")
+        n_arr = np.asarray(n_u + [0], dtype=np.int64)
+        out["style"] = _take(res_u + [""], codes)
         n_styles = n_arr[codes]
         bad_u = np.array([e is not None for e in err_u] + [True], dtype=bool)
         bad_rows = np.nonzero(bad_u[codes])[0]
@@ -256,7 +281,6 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
                 canon_u.append(keys.canonical_weights(w)), len_u.append(len(w) if w else 0), err_u.append(None)
             except OptionsError as e:
                 canon_u.append(""), len_u.append(0), err_u.append(str(e))
-        canon = np.asarray(canon_u + [""], dtype=object)[codes]
         lens = np.asarray(len_u + [0], dtype=np.int64)[codes]
         errs = np.asarray(err_u + [None], dtype=object)[codes]
         bad = np.array([e is not None for e in err_u] + [False], dtype=bool)[codes]
@@ -265,7 +289,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         mismatch = (~bad) & (lens > 0) & (n_styles > 0) & (lens != n_styles)
         rows = np.nonzero(mismatch)[0]
         probs.rows(rows, "style_weights", [f"{lens[r]} weights for {n_styles[r]} styles" for r in rows])
-        weights = pd.Series(canon, dtype="str")
+        weights = _take(canon_u + [""], codes)
     out["style_weights"] = weights
 
     # per-row option overrides: distinct values, then distinct combinations
@@ -289,9 +313,16 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         vals.append(None)  # code -1
         values_per_col.append(vals)
         combo_codes[:, j] = np.where(codes < 0, len(vals) - 1, codes)
-    if present:
-        uniq_combos, inverse = np.unique(combo_codes, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+    if present:  # mixed-radix code per row, then hash-based factorize (no sort)
+        radix = np.array([len(v) for v in values_per_col], dtype=np.int64)
+        flat = np.zeros(n, dtype=np.int64)
+        for j in range(len(present)):
+            flat = flat * radix[j] + combo_codes[:, j]
+        inverse, uniq_flat = pd.factorize(flat, sort=False)
+        uniq_combos = np.zeros((len(uniq_flat), len(present)), dtype=np.int64)
+        rest = np.asarray(uniq_flat, dtype=np.int64)
+        for j in reversed(range(len(present))):
+            rest, uniq_combos[:, j] = np.divmod(rest, radix[j])
     else:
         uniq_combos, inverse = np.zeros((1, 0), dtype=np.int64), np.zeros(n, dtype=np.int64)
     meth_u, json_u, hash_u, full_u = [], [], [], []
@@ -304,33 +335,39 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         full = keys.options_json(m, opts, specs)
         full_u.append(full)
         hash_u.append(keys.row_hash("", "", "", full))
-    out["method"] = pd.Series(np.asarray(meth_u, dtype=object)[inverse], dtype="str")
-    out["options_json"] = pd.Series(np.asarray(json_u, dtype=object)[inverse], dtype="str")
-    out["options_hash"] = pd.Series(np.asarray(hash_u, dtype=object)[inverse], dtype="str")
-    full_json = np.asarray(full_u, dtype=object)[inverse]
+    out["method"] = _take(meth_u, inverse, categorical=True)
+    out["options_json"] = _take(json_u, inverse, categorical=True)
+    out["options_hash"] = _take(hash_u, inverse, categorical=True)
 
     # output keys: explicit cells, else the default deterministic key
     explicit = _text(df["output"]) if "output" in df.columns else empty_series
     has_explicit = (explicit != "").to_numpy()
     _check_keys(explicit, has_explicit, "output", probs)
-    need = ~has_explicit
+    no_ext = has_explicit & ~explicit.str.lower().str.contains(r"\.(?:jpe?g|png|webp)\Z", regex=True).to_numpy(dtype=bool)
+    rows = np.nonzero(no_ext)[0]
+    probs.rows(rows, "output", [f"output key {explicit.iat[r]!r}: extension must be .jpg, .png or .webp" for r in rows], order=1)
+    # rows whose inputs already have problems get no default key (no derivative duplicate-key problems)
+    flagged = np.zeros(n, dtype=bool)
+    flagged[[r for r, _, _ in probs.items if r >= 0]] = True
+    need = ~has_explicit & ~flagged
     if need.any():
-        c, s = out["content"], out["style"]
-        if root is not None:
-            rel = _relative(c, root)
-        else:
-            rel = c.str.rsplit("/", n=1).str[-1]
-        rel = rel.str.replace(r"\.[^./]*$", "", regex=True)
-        s_codes, s_uniq = pd.factorize(s, sort=False)
-        s_part = np.asarray([keys.style_part(v) for v in s_uniq] + [""], dtype=object)[s_codes]
-        w = weights.to_numpy(dtype=object)
-        cv, sv = c.to_numpy(dtype=object), s.to_numpy(dtype=object)
-        idx = np.nonzero(need)[0]
-        hashes = [keys.row_hash(cv[i], sv[i], w[i], full_json[i]) for i in idx]
-        default = rel.iloc[idx] + "__" + pd.Series(s_part[idx], index=idx, dtype="str") + "__" + \
-            pd.Series(hashes, index=idx, dtype="str") + ext
-        out["output"] = explicit.copy()
-        out.loc[idx, "output"] = default
+        c, st = out["content"], out["style"]
+        rel = _relative(c, root) if root is not None else c.str.replace(r"^.*/", "", regex=True)
+        rel = rel.str.replace(r"^(.*[^/])\.[^./]*\Z", r"\1", regex=True)  # = os.path.splitext
+        s_codes, s_uniq = pd.factorize(st, sort=False)
+        s_part = _take([keys.style_part(v) for v in s_uniq] + [""], s_codes)
+        hashes = np.empty(n, dtype=object)
+        for g in range(len(full_u)):  # one options JSON per group of rows (usually a single group)
+            idx = np.nonzero(need & (inverse == g))[0]
+            for start in range(0, len(idx), 100_000):  # chunks bound the temporary Python strings
+                part = idx[start:start + 100_000]
+                joined = c.iloc[part].astype("str") + keys.SEP + st.iloc[part].astype("str") + keys.SEP + \
+                    weights.iloc[part].astype("str")
+                hashes[part] = keys.hashes(full_u[g], joined.tolist())
+        hashes[~need] = ""
+        hashes = pd.Series(pd.array(hashes, dtype="str"))
+        default = rel + "__" + s_part + "__" + hashes + ext
+        out["output"] = default if need.all() else explicit.where(~need, default).where(has_explicit | need, "")
         _check_keys(out["output"], need, "output", probs)
     else:
         out["output"] = explicit
@@ -346,13 +383,13 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
 
     passthrough = [c for c in df.columns if c not in KNOWN]
     for col in passthrough:
-        out[col] = df[col].to_numpy()
+        out[col] = df[col].array
     return Prepared(out, passthrough, probs.sorted())
 
 
 def _relative(content: pd.Series, root: pd.Series) -> pd.Series:
     """Content path relative to its root where it lies under it, else the bare file name."""
-    rel = content.str.rsplit("/", n=1).str[-1]
+    rel = content.str.replace(r"^.*/", "", regex=True)
     r_codes, r_uniq = pd.factorize(root, sort=False)
     for j, r in enumerate(r_uniq):
         if not r:
@@ -401,11 +438,15 @@ class Plan:
     options: StyleOptions
     fmt: str
     specs: dict = field(default_factory=dict)
+    _opts: dict = field(default_factory=dict, repr=False, compare=False)
 
     def row_request(self, row) -> tuple[str, StyleOptions, list[float] | None]:
         """``(method, StyleOptions, style_weights or None)`` for one plan row (Series, dict or namedtuple)."""
         get = (lambda k: row[k]) if isinstance(row, (dict, pd.Series)) else (lambda k: getattr(row, k))
-        opts = _options_from_json(self.options, get("options_json"))
+        text = str(get("options_json"))
+        opts = self._opts.get(text)
+        if opts is None:
+            opts = self._opts[text] = StyleOptions.make(self.options, **json.loads(text))
         w = get("style_weights")
         weights = [float(x) for x in str(w).split("|")] if isinstance(w, str) and w else None
         return str(get("method")), opts, weights
@@ -416,20 +457,6 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.rows["status"].value_counts().items()}
-
-
-_opts_cache: dict = {}
-
-
-def _options_from_json(base: StyleOptions, text: str) -> StyleOptions:
-    key = (id(base), text)
-    opts = _opts_cache.get(key)
-    if opts is None:
-        opts = StyleOptions.make(base, **json.loads(text))
-        if len(_opts_cache) > 4096:
-            _opts_cache.clear()
-        _opts_cache[key] = opts
-    return opts
 
 
 def load(manifest: str | pd.DataFrame, *, base: str | None = None, method: str = "gatys",

@@ -1,10 +1,10 @@
 """Engine options: one table of names, types, defaults and checks, shared by the Python API,
 the CLI, manifest per-row overrides and output-key hashing.
 
-Defaults (tuned on 256–512 px natural photos; see README "Method defaults"):
-Gatys uses L-BFGS for 300 steps from the content image, content weight 1, style weight 1e4 and
-total-variation weight 1e-3. Losses are normalised by their targets' magnitudes, so one balance works
-for the ImageNet and random encoders alike.
+Gatys defaults (docs/engine.md, "The Gatys method and its defaults", says how they were chosen):
+L-BFGS with a line search for 300 loss evaluations from the content image, content weight 1, style
+weight 1e4 and total-variation weight 1e-3. Losses are normalised by their targets' magnitudes, so one
+balance works for the ImageNet and random encoders alike.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ SPECS: dict[str, OptionSpec] = {
     "size": OptionSpec(int, 512, check=_nonneg, rule=">= 0", help="longer side of the content in pixels (0 keeps the original)"),
     "style_size": OptionSpec(int, None, methods=frozenset({"gatys", "adain"}), check=_nonneg, rule=">= 0",
                              help="longer side of the style images (default: the content's size)"),
-    "steps": OptionSpec(int, 300, methods=frozenset({"gatys"}), check=_pos, rule="> 0", help="optimisation steps"),
+    "steps": OptionSpec(int, 300, methods=frozenset({"gatys"}), check=_pos, rule="> 0", help="optimisation steps (L-BFGS: loss evaluations)"),
     "content_weight": OptionSpec(float, 1.0, methods=frozenset({"gatys"}), check=_nonneg, rule=">= 0", help="content loss weight"),
     "style_weight": OptionSpec(float, 1e4, methods=frozenset({"gatys"}), check=_nonneg, rule=">= 0", help="style loss weight"),
     "tv_weight": OptionSpec(float, 1e-3, methods=frozenset({"gatys"}), check=_nonneg, rule=">= 0", help="total-variation loss weight"),

@@ -13,6 +13,7 @@ One client per process is shared by all threads (boto3 clients are thread-safe).
 """
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import threading
@@ -110,7 +111,7 @@ def s3_client():
 
             s = settings()
             cfg = Config(
-                retries={"max_attempts": int(s["max_attempts"]), "mode": s["retry_mode"]},
+                retries={"total_max_attempts": int(s["max_attempts"]), "mode": s["retry_mode"]},
                 connect_timeout=float(s["connect_timeout"]),
                 read_timeout=float(s["read_timeout"]),
                 max_pool_connections=int(s["max_pool"]),
@@ -221,6 +222,7 @@ def write_bytes(uri: str, data: bytes, *, content_type: str | None = None) -> No
         loc = parse_s3(uri)
         if not loc.key or loc.key.endswith("/"):
             raise StorageError(f"{uri}: cannot write an object without a key")
+        content_type = content_type or mimetypes.guess_type(loc.key)[0]
         extra = {"ContentType": content_type} if content_type else {}
         s = settings()
         try:

@@ -105,7 +105,7 @@ class VGG19Encoder(nn.Module):
             if int(head) <= LAST_INDEX:
                 feats[key] = v
         expected = set(self.features.state_dict().keys())
-        missing = sorted(expected - feats.keys(), key=lambda s: int(s.split(".")[0]))
+        missing = sorted(expected - feats.keys(), key=lambda s: (int(s.split(".")[0]), s))
         if missing:
             raise WeightsError(f"{label}: missing VGG19 keys {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
         try:

@@ -60,8 +60,10 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
             raise WeightsError(f"{what}: malformed S3 URI {text!r}; expected s3://bucket/key")
         return WeightSpec("s3", text, text)
     if low.startswith("file://"):
-        path = unquote(urlparse(text).path)
-        return WeightSpec("path", path, text)
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise WeightsError(f"{what}: file URI {text!r} names host {parsed.netloc!r}; use file:///absolute/path")
+        return WeightSpec("path", unquote(parsed.path), text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise WeightsError(f"{what}: unsupported URI scheme {scheme!r} in {text!r}; use a local path, file:// or s3://")

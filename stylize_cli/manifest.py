@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     v.add_argument("--check-inputs", action="store_true", help="also check that every input exists (parallel stat/HEAD)")
     v.add_argument("--method", default="gatys", help="default method for rows without a method column")
     v.add_argument("--format", dest="fmt", default="jpg", choices=("jpg", "png", "webp"), help="output format (keys)")
+    v.add_argument("--output-root", metavar="URI", default=None,
+                   help="also count rows whose output already exists there (skipped on resume)")
     v.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (0: all)")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
     v.set_defaults(func=_validate)
@@ -55,10 +57,14 @@ def _build(args) -> int:
 
 def _validate(args) -> int:
     from stylecore.errors import ManifestError
-    from stylecore.manifest import load, summary
+    from stylecore.manifest import Prepared, load, plan, summary
 
     try:
-        prep = load(args.manifest, method=args.method, fmt=args.fmt, check_inputs=args.check_inputs)
+        if args.output_root:
+            p = plan(args.manifest, args.output_root, method=args.method, fmt=args.fmt, check_inputs=args.check_inputs)
+            prep = Prepared(p.rows, p.passthrough, [])
+        else:
+            prep = load(args.manifest, method=args.method, fmt=args.fmt, check_inputs=args.check_inputs)
     except ManifestError as e:
         problems = e.problems or [str(e)]
         shown = problems if args.max_problems <= 0 else problems[: args.max_problems]
@@ -69,6 +75,9 @@ def _validate(args) -> int:
         print(f"error: {args.manifest}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
         return 2
     s = summary(prep)
+    if args.output_root:
+        counts = prep.rows["status"].value_counts()
+        s["pending"], s["skipped"] = int(counts.get("pending", 0)), int(counts.get("skipped", 0))
     if args.json:
         print(json.dumps(s))
     else:
@@ -76,4 +85,6 @@ def _validate(args) -> int:
         print(f"distinct contents: {s['distinct_contents']}")
         print(f"distinct styles: {s['distinct_styles']}")
         print("methods: " + ", ".join(f"{m} {n}" for m, n in s["methods"].items()))
+        if args.output_root:
+            print(f"outputs under {args.output_root}: {s['skipped']} exist (skipped on resume), {s['pending']} to do")
     return 0

@@ -48,10 +48,12 @@ def test_parse_spec_grammar():
     assert (parse_spec("/a/b.pth").kind, parse_spec("/a/b.pth").value) == ("path", "/a/b.pth")
     f = parse_spec("file:///tmp/my%20weights.pth")
     assert (f.kind, f.value) == ("path", "/tmp/my weights.pth")
+    assert parse_spec("file://localhost/a/b.pth").value == "/a/b.pth"
     s = parse_spec("s3://bucket/models/vgg.pth")
     assert (s.kind, s.value) == ("s3", "s3://bucket/models/vgg.pth")
     for bad, words in [("", "empty"), ("random:x", "random:SEED"), ("s3://bucket", "s3://bucket/key"),
-                       ("http://host/vgg.pth", "unsupported URI scheme 'http'")]:
+                       ("http://host/vgg.pth", "unsupported URI scheme 'http'"),
+                       ("file://weights/vgg.pth", "names host 'weights'")]:
         with pytest.raises(WeightsError) as ei:
             parse_spec(bad)
         assert words in str(ei.value)

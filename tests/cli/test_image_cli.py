@@ -1,0 +1,175 @@
+"""`stylize image`: the success path, every error path's exit code and single-line message, --help."""
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from stylecore.options import SPECS
+from tests.conftest import ROOT, make_photo, make_texture, run_cli
+
+FAST = ("--encoder", "random:0", "--size", "40", "--steps", "4", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-inputs")
+    make_photo(64, 48).save(d / "content.png")
+    make_texture(48).save(d / "style.png")
+    make_texture(48, seed=7).save(d / "style2.jpg")
+    (d / "notes.jpg").write_text("this is not an image\n")
+    (d / "weights.pth").write_text("not a state_dict\n")
+    return d
+
+
+def _one_error_line(proc, *words):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def test_success_writes_a_decodable_image_and_reports_weights(inputs, tmp_path):
+    out = tmp_path / "nested" / "out.jpg"
+    proc = run_cli("image", inputs / "content.png", inputs / "style.png", inputs / "style2.jpg", "-o", out,
+                   "--style-weights", "0.7,0.3", "--preserve-color", "--quality", "80", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    img = Image.open(out)
+    assert img.format == "JPEG" and img.size == (40, 30)
+    assert str(out) in proc.stdout and "encoder random:0" in proc.stdout
+    assert proc.stderr == ""  # stderr is not a TTY here: no progress bar
+    assert [p.name for p in out.parent.iterdir()] == ["out.jpg"]  # atomic write left no temp file
+
+
+def test_progress_bar_on_a_terminal(inputs, tmp_path):
+    out = tmp_path / "out.png"
+    master, slave = pty.openpty()
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "stylize_cli.main", "image", str(inputs / "content.png"),
+                             str(inputs / "style.png"), "-o", str(out), *FAST], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 300)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    os.close(master)
+    tty_text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, tty_text
+    assert "gatys [" in tty_text and "4/4" in tty_text and "loss" in tty_text, tty_text
+    assert Image.open(out).size == (40, 30)
+
+
+@pytest.mark.parametrize("ext,fmt", [(".png", "PNG"), (".webp", "WEBP")])
+def test_output_format_follows_the_extension(inputs, tmp_path, ext, fmt):
+    out = tmp_path / f"out{ext}"
+    proc = run_cli("image", inputs / "content.png", inputs / "style.png", "-o", out, *FAST, "--size", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).format == fmt and max(Image.open(out).size) == 32
+
+
+def _in_process(capsys, args) -> subprocess.CompletedProcess:
+    """Run ``stylize_cli.main.main`` in this process (same code path as the console script, minus start-up)."""
+    from stylize_cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, cap.out, cap.err)
+
+
+def test_error_paths_in_a_real_process(inputs, tmp_path):
+    out = tmp_path / "out.jpg"
+    _one_error_line(run_cli("image", tmp_path / "missing.jpg", inputs / "style.png", "-o", out, *FAST),
+                    "missing.jpg", "file not found")
+    _one_error_line(run_cli("image", inputs / "content.png", inputs / "style.png", "-o", out, *FAST,
+                            "--encoder", inputs / "weights.pth"), "weights.pth", "not a readable state_dict")
+    _one_error_line(run_cli("image", inputs / "content.png", inputs / "style.png", "-o", out, "--optimizer", "sgd"),
+                    "--optimizer", "sgd")
+    assert not out.exists()
+
+
+def test_error_paths(inputs, tmp_path, capsys):
+    c, s, out = inputs / "content.png", inputs / "style.png", tmp_path / "out.jpg"
+    cases = [
+        (["image", tmp_path / "missing.jpg", s, "-o", out, *FAST], ["missing.jpg", "file not found"]),
+        (["image", c, inputs / "notes.jpg", "-o", out, *FAST], ["notes.jpg", "not an image"]),
+        (["image", c, s, "-o", out, *FAST, "--encoder", inputs / "weights.pth"], ["weights.pth", "not a readable state_dict"]),
+        (["image", c, s, "-o", out, *FAST, "--encoder", tmp_path / "none.pth"], ["none.pth", "file not found"]),
+        (["image", c, s, "-o", out, *FAST, "--encoder", "random:abc"], ["random:SEED"]),
+        (["image", c, s, "-o", out, *FAST, "--optimizer", "sgd"], ["--optimizer", "sgd", "lbfgs, adam"]),
+        (["image", c, s, "-o", out, *FAST, "--init", "zeros"], ["--init", "content, noise"]),
+        (["image", c, s, "-o", out, *FAST, "--content-loss", "l3"], ["--content-loss", "l2, l1"]),
+        (["image", c, s, "-o", out, *FAST, "--steps", "0"], ["--steps", "out of range"]),
+        (["image", c, s, "-o", out, *FAST, "--size", "1.5"], ["--size", "invalid value"]),
+        (["image", c, s, "-o", out, *FAST, "--size", "12"], ["content image: 12x9 px is too small"]),
+        (["image", c, s, "-o", out, *FAST, "--style-weight", "lots"], ["--style-weight", "invalid value"]),
+        (["image", c, s, "-o", out, *FAST, "--method", "pix2pix"], ["--method", "invalid choice"]),
+        (["image", c, s, "-o", out, *FAST, "--device", "tpu"], ["--device", "unknown device"]),
+        (["image", c, s, "-o", out, *FAST, "--quality", "101"], ["--quality", "out of range"]),
+        (["image", c, s, "-o", tmp_path / "out.gif", *FAST], ["out.gif", "unsupported output extension"]),
+        (["image", c, s, s, "-o", out, *FAST, "--style-weights", "1,2,3"], ["3 weights for 2 style images"]),
+        (["image", c, s, "-o", out, *FAST, "--style-weights", "a"], ["not a list of numbers"]),
+        (["image", c, "-o", out, *FAST], ["gatys needs at least one style image"]),
+        (["image", c, s, *FAST], ["-o/--output"]),
+        (["image", c, s, "-o", out, "--bogus"], ["unrecognized arguments: --bogus"]),
+        ([], ["COMMAND"]),
+    ]
+    for args, words in cases:
+        _one_error_line(_in_process(capsys, args), *words)
+    assert not out.exists()
+
+
+def test_unwritable_output_is_one_error_line(inputs, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = _in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", blocker / "out.png", *FAST])
+    _one_error_line(proc, "out.png", "cannot write")
+
+
+def test_imagenet_offline_without_cache_is_one_error_line(inputs, tmp_path):
+    env = {"TORCH_HOME": str(tmp_path / "th"), "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+    proc = run_cli("image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "o.png",
+                   "--size", "32", "--steps", "2", "--encoder", "imagenet", env=env)
+    _one_error_line(proc, "encoder imagenet", "random:SEED")
+
+
+def test_help_lists_every_option_with_its_default():
+    top = run_cli("--help")
+    assert top.returncode == 0 and "image" in top.stdout
+    proc = run_cli("image", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())  # undo argparse's line wrapping
+    for name, spec in SPECS.items():
+        flag = "--" + name.replace("_", "-")
+        entry = re.findall(rf"(?<![\w-]){flag} (.*?)(?= --[a-z]|$)", text)
+        assert entry, flag
+        if spec.default is not None and spec.type is not bool:
+            shown = f"{spec.default:g}" if isinstance(spec.default, float) else str(spec.default)
+            assert f"(default: {shown})" in entry[-1], (flag, shown, entry[-1])
+    for words in ["--method {gatys,adain,johnson}", "(default: gatys)", "--encoder SPEC", "(default: imagenet)",
+                  "--decoder SPEC", "--model SPEC", "--mask MASK", "--style-weights", "--quality Q", "(default: 95)",
+                  "--device", "--preserve-color", "-o OUT"]:
+        assert words in text, words

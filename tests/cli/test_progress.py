@@ -1,0 +1,44 @@
+"""The CLI's progress bar: drawn on a terminal, silent otherwise."""
+from __future__ import annotations
+
+import io
+
+from stylize_cli.progress import ProgressBar
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_draws_on_a_terminal_and_ends_the_line():
+    term = _Terminal()
+    with ProgressBar(4, "gatys", stream=term, width=8, min_interval=0) as bar:
+        for i in range(1, 5):
+            bar.update(i, f"loss {10 - i}")
+    text = term.getvalue()
+    frames = [f for f in text.split("\r") if f]
+    assert frames[0].startswith("gatys [##......] 1/4") and "loss 9" in frames[0]
+    assert "[########] 4/4" in frames[-1] and text.endswith("\n")
+
+
+def test_silent_when_not_a_terminal_and_total_can_change():
+    pipe = io.StringIO()
+    bar = ProgressBar(0, "x", stream=pipe)
+    assert not bar.enabled
+    bar.update(3, "t", total=10)
+    bar.advance(2)
+    bar.close()
+    assert pipe.getvalue() == ""
+    assert (bar.count, bar.total) == (5, 10)
+    assert "[##############..............] 5/10" in bar.render()
+
+
+def test_throttles_redraws():
+    term = _Terminal()
+    bar = ProgressBar(1000, stream=term, min_interval=60)
+    for i in range(1, 1000):
+        bar.update(i)
+    assert term.getvalue().count("\r") == 1  # the first frame only; the rest fall inside the interval
+    bar.update(1000)  # the final frame is always drawn
+    assert term.getvalue().count("\r") == 2

@@ -1,0 +1,164 @@
+"""Image I/O: every input mode to RGB, EXIF orientation, bad files, the pixel limit, encoding by extension."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylecore.errors import ImageError
+from stylecore.images import (DEFAULT_MAX_PIXELS, encode_image, load_image, resize_long_side, save_image,
+                              to_pil, to_tensor)
+
+
+def _roundtrip(img: Image.Image, path, **save) -> Image.Image:
+    img.save(path, **save)
+    return load_image(path)
+
+
+def _px(img: Image.Image, xy=(0, 0)):
+    assert img.mode == "RGB"
+    return img.getpixel(xy)
+
+
+def test_l_and_la(tmp_path):
+    assert _px(_roundtrip(Image.new("L", (4, 3), 100), tmp_path / "l.png")) == (100, 100, 100)
+    la = Image.new("LA", (2, 1))
+    la.putpixel((0, 0), (100, 0))  # fully transparent -> white
+    la.putpixel((1, 0), (100, 255))  # opaque -> its grey
+    out = _roundtrip(la, tmp_path / "la.png")
+    assert _px(out, (0, 0)) == (255, 255, 255) and _px(out, (1, 0)) == (100, 100, 100)
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    p = Image.new("P", (2, 1))
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))
+    p.putpixel((0, 0), 0)
+    p.putpixel((1, 0), 1)
+    out = _roundtrip(p, tmp_path / "p-transparent.png", transparency=0)
+    assert Image.open(tmp_path / "p-transparent.png").mode == "P"
+    assert _px(out, (0, 0)) == (255, 255, 255) and _px(out, (1, 0)) == (255, 0, 0)
+    out = _roundtrip(p, tmp_path / "p.png")
+    assert _px(out, (0, 0)) == (0, 0, 0) and _px(out, (1, 0)) == (255, 0, 0)
+    gif = _roundtrip(p, tmp_path / "p.gif", transparency=0)
+    assert _px(gif, (0, 0)) == (255, 255, 255) and _px(gif, (1, 0)) == (255, 0, 0)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    out = _roundtrip(Image.new("RGBA", (3, 3), (255, 0, 0, 128)), tmp_path / "rgba.png")
+    r, g, b = _px(out)
+    assert r == 255 and abs(g - 127) <= 1 and abs(b - 127) <= 1  # 0.5 red over white
+
+
+def test_cmyk(tmp_path):
+    out = _roundtrip(Image.new("CMYK", (3, 2), (0, 255, 255, 0)), tmp_path / "cmyk.tif")
+    assert Image.open(tmp_path / "cmyk.tif").mode == "CMYK"
+    assert _px(out) == (255, 0, 0)
+
+
+def test_sixteen_bit_integer_and_float_modes(tmp_path):
+    a16 = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    img16 = Image.fromarray(a16)
+    assert img16.mode == "I;16"
+    out = load_image(img16)
+    assert [_px(out, (x, 0))[0] for x in range(3)] == [0, 128, 255]
+    out = _roundtrip(img16, tmp_path / "gray16.png")  # 16-bit PNG (opens as I;16 or I)
+    assert Image.open(tmp_path / "gray16.png").mode in ("I;16", "I")
+    assert [_px(out, (x, 0))[0] for x in range(3)] == [0, 128, 255]
+    i32 = Image.fromarray(np.array([[0, 100, 255]], dtype=np.int32))  # 8-bit data in an I image
+    out = _roundtrip(i32, tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    assert [_px(out, (x, 0)) for x in range(3)] == [(0, 0, 0), (100, 100, 100), (255, 255, 255)]
+    f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    out = _roundtrip(f, tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    assert [_px(out, (x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (4, 2), (0, 0, 255))
+    img.putpixel((0, 0), (255, 0, 0))  # red top-left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=100, subsampling=0)
+    out = load_image(tmp_path / "rot.jpg")
+    assert out.size == (2, 4)
+    r, g, b = out.getpixel((1, 0))  # stored top-left ends up top-right after a clockwise turn
+    assert r > 200 and b < 80
+
+
+def test_truncated_and_non_image_files(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError, match=r"cut\.jpg: cannot decode: truncated or corrupt file"):
+        load_image(tmp_path / "cut.jpg")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[:300])
+    with pytest.raises(ImageError, match=r"cut\.png: cannot decode"):
+        load_image(tmp_path / "cut.png")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(ImageError, match=r"notes\.jpg: not an image"):
+        load_image(tmp_path / "notes.jpg")
+    with pytest.raises(ImageError, match=r"absent\.png: file not found"):
+        load_image(tmp_path / "absent.png")
+    with pytest.raises(ImageError, match="is a directory"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match=r"^upload: not an image"):
+        load_image(b"\x00\x01garbage", name="upload")
+
+
+def test_pixel_limit(tmp_path):
+    assert DEFAULT_MAX_PIXELS == 64_000_000
+    Image.new("RGB", (20, 10)).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match=r"big\.png: 20x10 = 0\.0 MP exceeds the pixel limit"):
+        load_image(tmp_path / "big.png", max_pixels=199)
+    assert load_image(tmp_path / "big.png", max_pixels=200).size == (20, 10)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own decompression-bomb guard stays on
+
+
+@pytest.mark.parametrize("ext,fmt", [(".jpg", "JPEG"), (".jpeg", "JPEG"), (".png", "PNG"), (".webp", "WEBP")])
+def test_encode_by_extension(tmp_path, ext, fmt, photo):
+    data = encode_image(photo, f"out{ext.upper()}")
+    assert Image.open(io.BytesIO(data)).format == fmt
+    save_image(photo, tmp_path / f"sub/out{ext}")
+    back = Image.open(tmp_path / f"sub/out{ext}")
+    assert back.format == fmt and back.size == photo.size
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == [f"out{ext}"]  # no temp files left behind
+    if fmt == "PNG":
+        assert np.array_equal(np.asarray(back.convert("RGB")), np.asarray(photo))
+
+
+def test_quality_and_bad_extension(photo):
+    big = photo.resize((256, 192))
+    assert len(encode_image(big, "a.jpg", quality=95)) > 1.5 * len(encode_image(big, "a.jpg", quality=30))
+    with pytest.raises(ImageError, match=r"unsupported output extension '\.gif'"):
+        encode_image(photo, "out.gif")
+    with pytest.raises(ImageError, match=r"\(none\)"):
+        encode_image(photo, "out")
+
+
+def test_resize_and_tensor_roundtrip(photo):
+    assert photo.size == (64, 48)
+    assert resize_long_side(photo, 32).size == (32, 24)
+    assert resize_long_side(photo.transpose(Image.Transpose.ROTATE_90), 32).size == (24, 32)
+    assert resize_long_side(photo, 0) is photo
+    t = to_tensor(photo)
+    assert t.shape == (1, 3, 48, 64) and 0 <= t.min() and t.max() <= 1
+    assert np.array_equal(np.asarray(to_pil(t)), np.asarray(photo))
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path, photo):
+    import os
+
+    from stylecore.fsutil import _UMASK, atomic_write_bytes
+
+    save_image(photo, tmp_path / "new.png")
+    assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o666 & ~_UMASK  # not mkstemp's 0600
+    existing = tmp_path / "existing.bin"
+    existing.write_bytes(b"old")
+    os.chmod(existing, 0o640)
+    atomic_write_bytes(existing, b"new")
+    assert existing.read_bytes() == b"new" and existing.stat().st_mode & 0o777 == 0o640

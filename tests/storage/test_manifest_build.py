@@ -1,0 +1,133 @@
+"""Manifest builders (cross / zip / sample:K, labels, structure-preserving keys) and the manifest CLI."""
+from __future__ import annotations
+
+import collections
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from stylecore import manifest, storage
+from stylecore.errors import ManifestError, StorageError
+from stylecore.manifest_build import build_manifest
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for rel in ["train/cat/c1.jpg", "train/cat/c2.jpg", "train/dog/d1.jpg", "train/dog/d2.png", "val/cat/c3.jpg"]:
+        p = tmp_path / "ds" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"img")
+    (tmp_path / "ds" / "README.txt").write_text("not an image")
+    (tmp_path / "styles").mkdir()
+    for s in ["starry", "waves", "ink", "mosaic", "kandinsky"]:
+        (tmp_path / "styles" / f"{s}.png").write_bytes(b"sty")
+    return tmp_path
+
+
+def test_cross_with_labels_and_structure(tree):
+    df = build_manifest([str(tree / "ds")], [str(tree / "styles/ink.png"), str(tree / "styles/waves.png")],
+                        pairing="cross", label_from_parent=True)
+    assert len(df) == 5 * 2
+    assert list(df["content"].iloc[::2]) == [str(tree / "ds" / r) for r in
+                                             ["train/cat/c1.jpg", "train/cat/c2.jpg", "train/dog/d1.jpg",
+                                              "train/dog/d2.png", "val/cat/c3.jpg"]]
+    assert list(df["label"].iloc[::2]) == ["cat", "cat", "dog", "dog", "cat"]
+    assert set(df["content_root"]) == {str(tree / "ds")}
+    p = manifest.plan(df, str(tree / "out"))
+    out = list(p.rows["output"])
+    assert re.fullmatch(r"train/cat/c1__ink__[0-9a-f]{8}\.jpg", out[0])
+    assert re.fullmatch(r"val/cat/c3__waves__[0-9a-f]{8}\.jpg", out[-1])
+    assert p.passthrough == ["label"]
+
+
+def test_zip_pairs_sorted(tree):
+    df = build_manifest([str(tree / "ds/train/cat"), str(tree / "ds/train/dog")],
+                        [str(tree / "styles/waves.png"), str(tree / "styles/ink.png"), str(tree / "styles/starry.png"),
+                         str(tree / "styles/mosaic.png")], pairing="zip")
+    assert [(c.rsplit("/", 1)[1], s.rsplit("/", 1)[1]) for c, s in zip(df["content"], df["style"])] == [
+        ("c1.jpg", "ink.png"), ("c2.jpg", "mosaic.png"), ("d1.jpg", "starry.png"), ("d2.png", "waves.png")]
+    with pytest.raises(ManifestError, match="5 content images but 2 style images"):
+        build_manifest([str(tree / "ds")], [str(tree / "styles/ink.png"), str(tree / "styles/waves.png")], pairing="zip")
+
+
+def test_sample_k_deterministic_and_incremental(tree):
+    df = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7)
+    assert len(df) == 10
+    per = df.groupby("content")["style"].apply(list)
+    assert all(len(set(v)) == 2 for v in per)
+    again = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7)
+    pd.testing.assert_frame_equal(df, again)
+    others = [build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=s) for s in range(5)]
+    assert any(not o["style"].equals(df["style"]) for o in others)  # the seed matters
+    counts = collections.Counter(s for o in others for s in o["style"])
+    assert len(counts) == 5  # every style gets drawn across seeds
+
+    # a new image does not change the draws of the others
+    (tree / "ds/train/dog/d3.jpg").write_bytes(b"img")
+    grown = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7)
+    assert len(grown) == 12
+    pd.testing.assert_frame_equal(grown[grown["content"].isin(df["content"])].reset_index(drop=True), df)
+
+    # incremental augmentation: only images with no outputs yet
+    p = manifest.plan(df, str(tree / "out"))
+    for uri in p.rows["output_uri"]:
+        storage.write_bytes(uri, b"done")
+    todo = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
+                          skip_done_under=str(tree / "out"))
+    assert set(todo["content"]) == {str(tree / "ds/train/dog/d3.jpg")}
+    for uri in manifest.plan(todo, str(tree / "out")).rows["output_uri"]:
+        storage.write_bytes(uri, b"done")
+    nothing = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
+                             skip_done_under=str(tree / "out"))
+    assert len(nothing) == 0 and list(nothing.columns) == ["content", "style", "content_root"]
+    with pytest.raises(ManifestError, match="only 5 style images"):
+        build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:6")
+    with pytest.raises(ManifestError, match="expected cross, zip or sample:K"):
+        build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:0")
+
+
+def test_builder_over_s3_prefix(s3):
+    b = s3.bucket()
+    for k in ["ds/train/cat/a.jpg", "ds/train/dog/b.jpg", "styles/s1.png", "styles/s2.png", "ds/notes.txt"]:
+        s3.put(b, k, b"x")
+    df = build_manifest([f"s3://{b}/ds/"], [f"s3://{b}/styles"], pairing="cross", label_from_parent=True)
+    assert len(df) == 4 and list(df["label"]) == ["cat", "cat", "dog", "dog"]
+    p = manifest.plan(df, f"s3://{b}/out")
+    assert p.rows["output"].str.startswith("train/cat/a__s1__").iat[0]
+    manifest.write_manifest(df, f"s3://{b}/m.parquet")
+    assert len(manifest.load(f"s3://{b}/m.parquet").rows) == 4
+
+
+def test_cli_build_and_validate(tree, cli):
+    out = tree / "m.csv"
+    r = cli("manifest", "build", "--content", tree / "ds", "--style", tree / "styles/ink.png", tree / "styles/waves.png",
+            "--pairing", "cross", "--label-from-parent", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 10 rows" in r.stdout
+    r = cli("manifest", "validate", out, "--check-inputs")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["rows: 10", "distinct contents: 5", "distinct styles: 2", "methods: gatys 10"]
+    first = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png").rows["output_uri"].iat[0]
+    storage.write_bytes(first, b"done")
+    r = cli("manifest", "validate", out, "--method", "adain", "--format", "png", "--output-root", tree / "styled", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"rows": 10, "distinct_contents": 5, "distinct_styles": 2, "methods": {"adain": 10},
+                                    "pending": 9, "skipped": 1}
+
+    bad = tree / "bad.csv"
+    bad.write_text(f"content,style,method\n{tree}/ds/train/cat/c1.jpg,,gatys\n,x.png,cubism\n")
+    r = cli("manifest", "validate", bad)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["row 0, column style: empty cell", "row 1, column content: empty cell",
+                                     "row 1, column method: unknown method 'cubism'; expected one of gatys, adain, johnson",
+                                     f"error: {bad}: 3 problems"]
+    (tree / "ds/train/cat/c1.jpg").unlink()
+    r = cli("manifest", "validate", out, "--check-inputs")
+    assert r.returncode == 2 and r.stderr.count("input not found") == 2
+    r = cli("manifest", "build", "--content", tree / "ds", "--style", tree / "styles", "--pairing", "pairs", "-o", out)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: pairing 'pairs': expected cross, zip or sample:K with K >= 1"]
+    with pytest.raises(StorageError, match="no content images found"):
+        build_manifest([str(tree / "nope")], [str(tree / "styles")])

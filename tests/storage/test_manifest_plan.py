@@ -1,0 +1,235 @@
+"""Manifest reading, validation, output keys, resume and planning (local disk and S3)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from stylecore import manifest, storage
+from stylecore.errors import ManifestError
+from stylecore.options import StyleOptions
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """ds/train/{cat,dog}/*.jpg and styles/{starry,waves,ink}.png (names only matter here)."""
+    for rel in ["train/cat/c1.jpg", "train/cat/c2.jpg", "train/dog/d1.jpg", "val/cat/c3.jpg"]:
+        p = tmp_path / "ds" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"img")
+    (tmp_path / "styles").mkdir()
+    for s in ["starry", "waves", "ink"]:
+        (tmp_path / "styles" / f"{s}.png").write_bytes(b"sty")
+    return tmp_path
+
+
+def write_csv(path, text):
+    path.write_text(textwrap_dedent(text))
+    return str(path)
+
+
+def textwrap_dedent(t):
+    return "\n".join(line.strip() for line in t.strip().splitlines()) + "\n"
+
+
+def test_relative_paths_resolve_against_manifest_folder(tree):
+    m = write_csv(tree / "ds" / "m.csv", """
+        content,style,label
+        train/cat/c1.jpg,../styles/starry.png,cat
+        file://{root}/ds/train/dog/d1.jpg,../styles/starry.png|../styles/waves.png,dog
+    """.replace("{root}", str(tree)))
+    plan = manifest.plan(m, str(tree / "out"))
+    r = plan.rows
+    assert list(r["content"]) == [str(tree / "ds/train/cat/c1.jpg"), str(tree / "ds/train/dog/d1.jpg")]
+    assert r["style"].iat[1] == f"{tree}/styles/starry.png|{tree}/styles/waves.png"
+    assert plan.passthrough == ["label"] and list(r["label"]) == ["cat", "dog"]
+    assert list(r["id"]) == ["0", "1"] and list(r["status"]) == ["pending", "pending"]
+    assert re.fullmatch(r"c1__starry__[0-9a-f]{8}\.jpg", r["output"].iat[0])
+    assert re.fullmatch(r"d1__starry\+waves__[0-9a-f]{8}\.jpg", r["output"].iat[1])
+    assert r["output_uri"].iat[0] == str(tree / "out" / r["output"].iat[0])
+
+
+def test_every_problem_reported_at_once(tree):
+    m = write_csv(tree / "bad.csv", """
+        content,style,style_weights,steps,method,output,preserve_color
+        a.jpg,s.png,,10,gatys,,
+        ,s.png,,,,,
+        b.jpg,,,,,,
+        gs://x/c.jpg,s.png,,,,,
+        d.jpg,s1.png|s2.png,0.7|x,,,,
+        e.jpg,s1.png|s2.png,0.7|0.2|0.1,,,,
+        f.jpg,s.png,,-3,,,
+        g.jpg,s.png,,,picasso,,
+        h.jpg,s.png,,,,../escape.jpg,
+        i.jpg,s.png,,,,/abs/x.jpg,
+        j.jpg,s.png,,,,same.jpg,maybe
+        k.jpg,s.png,,,,same.jpg,
+        l.jpg,s.png||t.png,,,,,
+        m.jpg,s.png,,,,out/m.txt,
+    """)
+    with pytest.raises(ManifestError) as e:
+        manifest.plan(m, str(tree / "out"))
+    got = [re.match(r"row (\d+), column (\w+): ", p).groups() for p in e.value.problems]
+    assert [(int(r), c) for r, c in got] == [
+        (1, "content"), (2, "style"), (3, "content"), (4, "style_weights"), (5, "style_weights"), (6, "steps"),
+        (7, "method"), (8, "output"), (9, "output"), (10, "preserve_color"), (10, "output"), (11, "output"),
+        (12, "style"), (13, "output")]
+    text = "\n".join(e.value.problems)
+    for needle in ["empty cell", "unsupported URI scheme 'gs'", "not a list of numbers", "3 weights for 2 styles",
+                   "out of range", "unknown method 'picasso'", "'..' escapes the output root",
+                   "absolute path escapes", "duplicate output key 'same.jpg'", "empty style in",
+                   "extension must be .jpg, .png or .webp"]:
+        assert needle in text, needle
+    assert str(e.value).startswith(f"{tree / 'bad.csv'}: 14 problems; first: row 1, column content: empty cell")
+
+
+def test_missing_required_columns(tree):
+    m = write_csv(tree / "m.csv", "contents,style\na.jpg,s.png\n")
+    with pytest.raises(ManifestError) as e:
+        manifest.load(m)
+    assert e.value.problems == ["column content: missing (required)"]
+
+
+def test_keys_are_deterministic_and_track_options(tree):
+    df = pd.DataFrame({"content": ["ds/train/cat/c1.jpg", "ds/train/dog/d1.jpg"],
+                       "style": ["styles/starry.png", "styles/starry.png|styles/ink.png"],
+                       "style_weights": ["", "7|3"]})
+    base = str(tree)
+
+    def keys(**kw):
+        args = dict(method="gatys", options=StyleOptions.make(steps=50), base=base) | kw
+        return list(manifest.plan(df, str(tree / "out"), **args).rows["output"])
+
+    k0 = keys()
+    assert k0 == keys()  # same inputs, same keys
+    assert keys(options=StyleOptions.make(steps=51)) != k0  # an effective option changes the hash
+    assert keys(options=StyleOptions.make(steps=50, alpha=0.5)) == k0  # alpha does not affect gatys
+    assert keys(encoder="random:1") != k0  # weight spec of the method
+    assert keys(decoder="random:9") == k0  # gatys uses no decoder
+    assert keys(fmt="png") == [k.replace(".jpg", ".png") for k in k0]
+    same_blend = df.assign(style_weights=["", "0.7|0.3"])
+    assert list(manifest.plan(same_blend, str(tree / "out"), method="gatys",
+                              options=StyleOptions.make(steps=50), base=base).rows["output"]) == k0
+    other = df.assign(style_weights=["", "0.5|0.5"])
+    k_other = list(manifest.plan(other, str(tree / "out"), method="gatys", options=StyleOptions.make(steps=50),
+                                 base=base).rows["output"])
+    assert k_other[0] == k0[0] and k_other[1] != k0[1]
+    # a per-row override column changes only its own row's key
+    k_row = list(manifest.plan(df.assign(steps=["", "60"]), str(tree / "out"), method="gatys",
+                               options=StyleOptions.make(steps=50), base=base).rows["output"])
+    assert k_row[0] == k0[0] and k_row[1] != k0[1]
+
+
+def test_per_row_overrides_and_row_request(tree):
+    df = pd.DataFrame({"content": ["a.jpg", "b.jpg", "c.jpg"], "style": ["s.png"] * 3,
+                       "method": ["adain", "", "gatys"], "alpha": [0.5, None, None], "steps": ["", "", "20"],
+                       "preserve_color": ["yes", "", ""]})
+    p = manifest.plan(df, str(tree / "out"), method="johnson", options=StyleOptions.make(size=128), base=str(tree),
+                      model="random:3")
+    assert list(p.rows["method"]) == ["adain", "johnson", "gatys"]
+    m, opts, w = p.row_request(p.rows.iloc[0])
+    assert (m, opts.alpha, opts.preserve_color, opts.size, w) == ("adain", 0.5, True, 128, None)
+    m, opts, _ = p.row_request(p.rows.iloc[2].to_dict())
+    assert (m, opts.steps) == ("gatys", 20)
+    assert json.loads(p.rows["options_json"].iat[1]) == StyleOptions.make(size=128).effective("johnson")
+
+
+def test_resume_skips_existing_outputs(tree):
+    m = write_csv(tree / "m.csv", """
+        content,style
+        ds/train/cat/c1.jpg,styles/starry.png
+        ds/train/cat/c2.jpg,styles/starry.png
+        ds/train/dog/d1.jpg,styles/waves.png
+    """)
+    out = tree / "out"
+    p = manifest.plan(m, str(out))
+    for uri in p.rows["output_uri"].iloc[:2]:
+        storage.write_bytes(uri, b"done")
+    p2 = manifest.plan(m, str(out))
+    assert list(p2.rows["status"]) == ["skipped", "skipped", "pending"] and p2.counts() == {"skipped": 2, "pending": 1}
+    assert len(p2.pending) == 1
+    assert list(manifest.plan(m, str(out), overwrite=True).rows["status"]) == ["pending"] * 3
+    # an option change gives new keys: nothing stale is reused
+    p3 = manifest.plan(m, str(out), options=StyleOptions.make(steps=7))
+    assert list(p3.rows["status"]) == ["pending"] * 3
+
+
+def test_check_inputs(tree):
+    m = write_csv(tree / "m.csv", """
+        content,style
+        ds/train/cat/c1.jpg,styles/starry.png
+        ds/train/cat/gone.jpg,styles/starry.png|styles/lost.png
+    """)
+    assert len(manifest.plan(m, str(tree / "out")).rows) == 2  # missing inputs fail their own row later
+    with pytest.raises(ManifestError) as e:
+        manifest.plan(m, str(tree / "out"), check_inputs=True)
+    assert e.value.problems == [f"row 1, column content: input not found: {tree}/ds/train/cat/gone.jpg",
+                                f"row 1, column style: input not found: {tree}/styles/lost.png"]
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".jsonl", ".csv"])
+def test_formats_roundtrip(tree, ext):
+    df = pd.DataFrame({"content": ["a.jpg", "b.jpg"], "style": ["s.png", "t.png"], "steps": [10, 20],
+                       "split": ["train", "val"], "score": [0.5, 1.5]})
+    uri = manifest.write_manifest(df, str(tree / f"m{ext}"))
+    p = manifest.plan(uri, str(tree / "out"))
+    assert list(p.rows["split"]) == ["train", "val"] and p.passthrough == ["split", "score"]
+    assert [p.row_request(r)[1].steps for _, r in p.rows.iterrows()] == [10, 20]
+    assert [float(x) for x in p.rows["score"]] == [0.5, 1.5]
+
+
+def test_unknown_manifest_extension(tree):
+    with pytest.raises(ManifestError, match="unknown manifest format '.txt'"):
+        manifest.load(str(tree / "m.txt"))
+
+
+def test_manifest_and_outputs_on_s3(s3):
+    b = s3.bucket()
+    s3.put(b, "data/train/cat/c1.jpg", b"img")
+    s3.put(b, "styles/starry.png", b"sty")
+    s3.put(b, "jobs/m.csv", b"content,style\n../data/train/cat/c1.jpg,s3://%s/styles/starry.png\n" % b.encode())
+    p = manifest.plan(f"s3://{b}/jobs/m.csv", f"s3://{b}/out", check_inputs=True)
+    assert p.rows["content"].iat[0] == f"s3://{b}/data/train/cat/c1.jpg"
+    key = p.rows["output"].iat[0]
+    assert p.rows["output_uri"].iat[0] == f"s3://{b}/out/{key}" and p.rows["status"].iat[0] == "pending"
+    storage.write_bytes(p.rows["output_uri"].iat[0], b"result")
+    assert manifest.plan(f"s3://{b}/jobs/m.csv", f"s3://{b}/out").rows["status"].iat[0] == "skipped"
+    with pytest.raises(ManifestError) as e:
+        s3.put(b, "jobs/m2.csv", b"content,style\n../data/missing.jpg,../styles/starry.png\n")
+        manifest.plan(f"s3://{b}/jobs/m2.csv", f"s3://{b}/out", check_inputs=True)
+    assert e.value.problems == [f"row 0, column content: input not found: s3://{b}/data/missing.jpg"]
+    with pytest.raises(ManifestError, match="not found"):
+        manifest.load(f"s3://{b}/jobs/none.csv")
+
+
+def test_vectorised_keys_match_the_reference_helpers(tmp_path):
+    """The vectorised key builder agrees with keys.output_key / content_part on awkward names."""
+    from stylecore import keys
+
+    names = ["/r/a/b.jpg", "/r/a/.hidden", "/r/a/x.tar.gz", "/r/noext", "/r/a..jpg", "/r/d/e.f/g", "/r/b.",
+             "/r/.h.jpg", "/r/a b/c d.JPG", "/elsewhere/z.png"]
+    df = pd.DataFrame({"content": names, "style": "/s/x__y.png|/s/z.png", "style_weights": "1|3", "content_root": "/r"})
+    opts = StyleOptions.make(steps=5)
+    p = manifest.plan(df, str(tmp_path), options=opts)
+    full = keys.options_json("gatys", opts, {"encoder": "imagenet", "decoder": None, "model": None})
+    for name, out in zip(names, p.rows["output"]):
+        assert out == keys.output_key(name, "/s/x__y.png|/s/z.png", "0.25|0.75", full, ".jpg", "/r")
+        assert keys.content_rel_from_key(out) == keys.content_part(name, "/r")
+    assert p.rows["output"].iat[0].startswith("a/b__x_y+z__")
+
+
+def test_resume_check_lists_once_instead_of_head_per_row(s3, s3_proxy):
+    b = s3.bucket()
+    rows = "".join(f"data/c{i:03d}.jpg,styles/a.png\n" for i in range(60))
+    s3.put(b, "m.csv", ("content,style\n" + rows).encode())
+    first = manifest.plan(f"s3://{b}/m.csv", f"s3://{b}/out")
+    for uri in first.rows["output_uri"].iloc[:25]:
+        s3.put(b, uri[len(f"s3://{b}/"):], b"done")
+    s3_proxy.requests.clear()
+    again = manifest.plan(f"s3://{b}/m.csv", f"s3://{b}/out")
+    assert again.counts() == {"skipped": 25, "pending": 35}
+    seen = list(s3_proxy.requests)
+    assert not any(r.startswith("HEAD") for r in seen)
+    assert [r.split("?")[0] for r in seen] == [f"GET /{b}/m.csv HTTP/1.1", f"GET /{b}"], seen

@@ -1,0 +1,92 @@
+"""Local storage: URI forms, atomic writes, listing, key refusal."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from stylecore import storage, uris
+from stylecore.errors import StorageError
+
+
+def test_uri_forms(tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a b.jpg").write_bytes(b"A")
+    monkeypatch.chdir(tmp_path)
+    assert storage.read_bytes("d/a b.jpg") == b"A"  # relative to the current directory
+    assert storage.read_bytes(f"file://{tmp_path}/d/a%20b.jpg") == b"A"
+    assert storage.resolve("a b.jpg", base=str(tmp_path / "d")) == str(tmp_path / "d" / "a b.jpg")
+    assert storage.resolve("../x.png", base=str(tmp_path / "d")) == str(tmp_path / "x.png")
+    assert storage.resolve("x/../y.jpg", base="s3://bkt/man") == "s3://bkt/man/y.jpg"
+    assert storage.resolve("y.jpg", base="s3://bkt") == "s3://bkt/y.jpg"
+    assert storage.resolve(f"file://{tmp_path}/d") == str(tmp_path / "d")
+    with pytest.raises(StorageError, match="unsupported URI scheme 'gs'"):
+        storage.resolve("gs://b/k.jpg")
+    assert uris.parent("s3://b/x/m.csv") == "s3://b/x" and uris.parent("s3://b/m.csv") == "s3://b"
+
+
+def test_read_errors_name_the_path(tmp_path):
+    with pytest.raises(StorageError) as e:
+        storage.read_bytes(str(tmp_path / "missing.jpg"))
+    assert str(e.value) == f"{tmp_path / 'missing.jpg'}: not found"
+    with pytest.raises(StorageError, match="is a directory"):
+        storage.read_bytes(str(tmp_path))
+    assert storage.stat(str(tmp_path / "missing.jpg")) is None and not storage.exists(str(tmp_path))
+
+
+def test_write_stat_list(tmp_path):
+    root = tmp_path / "out"
+    for k in ["b/2.png", "a.JPG", "b/1.jpg", "c/d/e.webp", "notes.txt"]:
+        storage.write_bytes(str(root / k), k.encode())
+    assert storage.stat(str(root / "a.JPG")).size == len(b"a.JPG")
+    assert list(storage.list_prefix(str(root), relative=True)) == ["a.JPG", "b/1.jpg", "b/2.png", "c/d/e.webp"]
+    assert list(storage.list_prefix(str(root)))[0] == str(root / "a.JPG")
+    assert "notes.txt" in list(storage.list_prefix(str(root), extensions=None, relative=True))
+    assert list(storage.list_prefix(str(root), extensions=[".png"], relative=True)) == ["b/2.png"]
+    assert list(storage.list_prefix(str(tmp_path / "nothing-here"))) == []
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    """A write that fails half-way (file size limit hit: EFBIG) keeps the old file and leaves no temp file."""
+    target = tmp_path / "img.png"
+    target.write_bytes(b"old complete file")
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        from stylecore import storage
+        from stylecore.errors import StorageError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+        try:
+            storage.write_bytes({str(target)!r}, b"n" * (1024 * 1024))
+        except StorageError as e:
+            print(e)
+            sys.exit(3)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.startswith(f"{target}: write failed")
+    assert target.read_bytes() == b"old complete file"
+    assert os.listdir(tmp_path) == ["img.png"]
+
+
+@pytest.mark.parametrize("key", ["../x.jpg", "a/../../x.jpg", "/etc/x.jpg", "s3://b/k.jpg", "a//b.jpg", "C:/x.jpg",
+                                 "a\\..\\x.jpg", "", "./x.jpg"])
+def test_join_refuses_escaping_keys(tmp_path, key):
+    with pytest.raises(StorageError, match="output key"):
+        storage.join(str(tmp_path), key)
+
+
+def test_join(tmp_path):
+    assert storage.join(str(tmp_path), "train/cat/a.jpg") == str(tmp_path / "train" / "cat" / "a.jpg")
+    assert storage.join("s3://b/out/", "x/y.png") == "s3://b/out/x/y.png"
+    with pytest.raises(StorageError, match="only for s3"):
+        storage.presign(str(tmp_path / "a.jpg"))
+
+
+def test_scrub_removes_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    msg = storage.scrub("http://user:pw@host:9000/b failed with very-secret-value")
+    assert "pw" not in msg and "very-secret-value" not in msg and "host:9000/b" in msg
