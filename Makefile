@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-test
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-engine test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The demo is a real `stylize run` (Prefect flow stylize-collection, ephemeral) over the example manifest:
+# outputs in demo-output/, report in demo-output/_reports/<run>/report.html. Offline: the ImageNet encoder
+# when torchvision's file is cached, else random:0.
+DEMO_ENCODER = $(shell $(PY) -c "from stylecore.weights import imagenet_cache_path as p; print('imagenet' if p().is_file() else 'random:0')" 2>/dev/null || echo random:0)
+
 demo: $(STAMP)
+	$(PY) -m stylize_cli.main run examples/demo_manifest.csv --output demo-output --method gatys \
+		--encoder $(DEMO_ENCODER) --size 160 --steps 60 --max-failed 0
+
+# The same pairs through the engine alone (no Prefect), with a contact sheet.
+demo-engine: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
@@ -27,6 +37,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_feedforward.py
+	$(PY) bench/bench_pipeline.py
 
 clean:
 	rm -rf demo-output .pytest_cache

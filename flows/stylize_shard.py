@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from tasks.shards import execute_shard
 
 
-@flow(name="stylize-shard", flow_run_name="shard-{index:05d}", persist_result=False)
+@flow(name="stylize-shard", persist_result=False)
 def stylize_shard(shard: str, metrics: str | None = None, index: int = 0, encoder: str = "imagenet",
                   decoder: str | None = None, model: str | None = None, device: str = "auto",
                   overwrite: bool = False, batch_size: int = 8, quality: bool = True) -> dict[str, Any]:

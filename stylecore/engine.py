@@ -13,11 +13,16 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from .adain import AdaINEncoder, load_adain_decoder, load_adain_encoder
 from .device import memory_format, resolve_device
 from .errors import OptionsError, StyleCoreError
+from .feedforward import FeedForwardMixin, _one_line
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
+from .johnson import load_transformer
 from .options import StyleOptions, check_method, normalise_weights, parse_style_weights
+from .style_cache import StyleCache
+from .transformer_net import TransformerNet
 from .vgg import VGG19Encoder, load_vgg19_encoder
 from .weights import parse_spec
 
@@ -43,6 +48,7 @@ class Request:
     method: str = "gatys"
     options: StyleOptions = field(default_factory=StyleOptions.make)
     key: str = ""  # caller's identifier, echoed in the Result
+    mask: Image.Image | None = None  # adain spatial control (see stylecore.adain.mask_labels)
 
 
 @dataclass
@@ -55,7 +61,7 @@ class Result:
     compute_ms: float
 
 
-class Engine:
+class Engine(FeedForwardMixin):
     """Holds the networks on one device and runs every method. Thread-safe for sequential use per thread."""
 
     def __init__(self, encoder: str = "imagenet", decoder: str | None = None, model: str | None = None,
@@ -72,6 +78,10 @@ class Engine:
         self.max_pixels = max_pixels
         self._lock = threading.RLock()
         self._vgg: VGG19Encoder | None = None
+        self._adain_encoder: AdaINEncoder | None = None
+        self._decoder: torch.nn.Module | None = None
+        self._model: TransformerNet | None = None
+        self.style_cache = StyleCache()
 
     # -- networks -------------------------------------------------------------------------------
     @property
@@ -82,6 +92,39 @@ class Engine:
                 enc = load_vgg19_encoder(self.config.encoder, progress=self.progress)
                 self._vgg = enc.to(self.device, memory_format=memory_format(self.device))
             return self._vgg
+
+    @property
+    def adain_encoder(self) -> AdaINEncoder:
+        """The AdaIN encoder (normalised-VGG or torchvision layout, detected from the weights; loaded once)."""
+        with self._lock:
+            if self._adain_encoder is None:
+                enc = load_adain_encoder(self.config.encoder, progress=self.progress)
+                self._adain_encoder = enc.to(self.device, memory_format=memory_format(self.device))
+            return self._adain_encoder
+
+    @property
+    def decoder(self) -> torch.nn.Module:
+        """The AdaIN decoder named by the ``decoder`` spec (loaded once); there is no default."""
+        with self._lock:
+            if self._decoder is None:
+                if not self.config.decoder:
+                    raise OptionsError("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
+                                       "a decoder.pth path, file://, s3:// URI or random:SEED")
+                dec = load_adain_decoder(self.config.decoder)
+                self._decoder = dec.to(self.device, memory_format=memory_format(self.device))
+            return self._decoder
+
+    @property
+    def model(self) -> TransformerNet:
+        """The Johnson TransformerNet named by the ``model`` spec (loaded once); there is no default."""
+        with self._lock:
+            if self._model is None:
+                if not self.config.model:
+                    raise OptionsError("method johnson needs a model: pass --model SPEC (model= in Python): "
+                                       "a fast_neural_style .pth path, file://, s3:// URI or random:SEED")
+                net = load_transformer(self.config.model)
+                self._model = net.to(self.device, memory_format=memory_format(self.device))
+            return self._model
 
     # -- inputs ---------------------------------------------------------------------------------
     def load(self, source: ImageSource | Image.Image, size: int, *, name: str | None = None) -> Image.Image:
@@ -102,11 +145,13 @@ class Engine:
         style_weights: Sequence[float] | str | None = None,
         options: StyleOptions | None = None,
         callback: Callable[[StepInfo], None] | None = None,
+        mask: ImageSource | Image.Image | None = None,
         **overrides,
     ) -> Image.Image:
         """Stylize one content image with one or more style images; returns an RGB PIL image.
 
-        ``options`` and keyword overrides take the names in ``stylecore.options.SPECS``.
+        ``options`` and keyword overrides take the names in ``stylecore.options.SPECS``. ``mask`` (adain,
+        two or more styles) assigns styles to regions by grey level: white takes the first style, black the last.
         """
         method = check_method(method)
         opts = StyleOptions.make(options, **overrides)
@@ -116,10 +161,15 @@ class Engine:
         content_img = self.load(content, opts.size, name=_name(content, "content"))
         style_long = opts.style_size or max(content_img.size)
         style_imgs = [self.load(s, style_long, name=_name(s, f"style {i + 1}")) for i, s in enumerate(styles)]
-        return self._run(content_img, style_imgs, method, opts, style_weights, callback)
+        mask_img = None
+        if mask is not None:
+            if method != "adain":
+                raise OptionsError(f"mask: spatial control is available for method adain, not {method}")
+            mask_img = load_image(mask, name=_name(mask, "mask"), max_pixels=self.max_pixels)
+        return self._run(content_img, style_imgs, method, opts, style_weights, callback, mask=mask_img)
 
     def _run(self, content_img: Image.Image, style_imgs: list[Image.Image], method: str, opts: StyleOptions,
-             style_weights, callback=None) -> Image.Image:
+             style_weights, callback=None, mask: Image.Image | None = None) -> Image.Image:
         if method == "gatys":
             if not style_imgs:
                 raise OptionsError("method gatys needs at least one style image")
@@ -128,19 +178,44 @@ class Engine:
                 out = stylize_gatys(self.vgg, self._tensor(content_img), [self._tensor(s) for s in style_imgs],
                                     blend, opts, callback)
             return to_pil(out)
-        raise OptionsError(f"method {method!r} is not available in this engine build")
+        req = Request(content_img, list(style_imgs), [], style_weights, method, opts, mask=mask)
+        img, _ = self._ff_batch([req])[0]
+        if isinstance(img, BaseException):
+            raise img
+        return img
 
     def stylize_batch(self, requests: Sequence[Request]) -> list[Result]:
-        """Stylize many requests; results come back in order, and a bad item fails alone."""
-        results = []
-        for req in requests:
+        """Stylize many requests; results come back in order, and a bad item fails alone (one-line error).
+
+        adain/johnson requests of the same size run as batches with cached style statistics (see
+        ``stylecore.feedforward``); gatys requests run one by one.
+        """
+        results: list[Result | None] = [None] * len(requests)
+        ff: list[tuple[int, Request]] = []
+        for i, req in enumerate(requests):
             t0 = time.perf_counter()
             try:
-                img = self._run(req.content, list(req.styles), check_method(req.method), req.options, req.style_weights)
-                results.append(Result(req.key, img, None, (time.perf_counter() - t0) * 1000))
-            except StyleCoreError as e:
-                results.append(Result(req.key, None, str(e), (time.perf_counter() - t0) * 1000))
+                method = check_method(req.method)
+                if method != "gatys":
+                    ff.append((i, req if method == req.method else _with_method(req, method)))
+                    continue
+                img = self._run(req.content, list(req.styles), method, req.options, req.style_weights)
+                results[i] = Result(req.key, img, None, (time.perf_counter() - t0) * 1000)
+            except Exception as e:  # noqa: BLE001 - a bad item never fails the batch
+                results[i] = Result(req.key, None, _one_line(e), (time.perf_counter() - t0) * 1000)
+        if ff:
+            for (i, req), (img, ms) in zip(ff, self._ff_batch([r for _, r in ff])):
+                if isinstance(img, BaseException):
+                    results[i] = Result(req.key, None, _one_line(img), ms)
+                else:
+                    results[i] = Result(req.key, img, None, ms)
         return results
+
+
+def _with_method(req: Request, method: str) -> Request:
+    from dataclasses import replace
+
+    return replace(req, method=method)
 
 
 def _name(source, default: str) -> str | None:

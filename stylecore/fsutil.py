@@ -43,3 +43,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
 
+
+def remove_partials(path: str | os.PathLike) -> int:
+    """Remove temporary files that ``atomic_write_bytes`` left for ``path`` when its writer was killed
+    (``.{name}.*.part`` beside it); returns how many were removed."""
+    path = Path(path)
+    removed = 0
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    import glob
+
+    return glob.escape(name)

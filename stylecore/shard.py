@@ -22,6 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from .errors import StyleCoreError
+from .fsutil import remove_partials
 from .images import encode_image, load_image, resize_long_side
 from .options import StyleOptions, parse_style_weights
 
@@ -184,7 +185,10 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
                 return
             t = time.perf_counter()
             try:
-                storage.write_bytes(item.row["output_uri"], encode_image(item.image, str(item.row["output"])))
+                uri = item.row["output_uri"]
+                storage.write_bytes(uri, encode_image(item.image, str(item.row["output"])))
+                if not str(uri).startswith("s3://"):
+                    remove_partials(storage.resolve(uri))  # litter of a killed earlier attempt
             except Exception as e:  # noqa: BLE001
                 finish(item, "failed", one_line(e), read_ms=item.row["_read_ms"], compute_ms=item.row["_compute_ms"],
                        write_ms=(time.perf_counter() - t) * 1000)

@@ -143,6 +143,10 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.verbose:
         for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
             os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
+    import signal
+
+    # SIGTERM exits through Python's shutdown, so the ephemeral Prefect server process stops with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from stylecore.errors import StyleCoreError
     from stylecore.options import StyleOptions
 

@@ -14,12 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, make_photo, make_texture
+from tests.conftest import ROOT
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-# Fast engine settings for tests: the Gatys method with a random encoder, 32 px, 2 steps.
-ENGINE = {"method": "gatys", "encoder": "random:0", "device": "cpu", "size": 32, "steps": 2}
-ENGINE_ARGS = ["--method", "gatys", "--encoder", "random:0", "--device", "cpu", "--size", "32", "--steps", "2"]
+from tests.pipeline.helpers import PREFECT
 
 
 def _free_port() -> int:
@@ -90,30 +87,10 @@ def prefect_server(tmp_path_factory):
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield PrefectServer(url, env, home)
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)  # send this process's buffered run logs before the server stops
     finally:
         stop(proc)
 
 
-def write_manifest(folder: Path, n: int, *, extra_rows: list[dict] | None = None, name: str = "pairs.csv",
-                   styles: int = 2, size: tuple[int, int] = (48, 40)) -> Path:
-    """``n`` generated photos and ``styles`` textures under ``folder``, and a CSV manifest pairing them
-    (relative paths; a ``label`` passthrough column)."""
-    import pandas as pd
-
-    (folder / "content").mkdir(parents=True, exist_ok=True)
-    (folder / "styles").mkdir(parents=True, exist_ok=True)
-    for s in range(styles):
-        make_texture(32, seed=s + 1).save(folder / "styles" / f"s{s}.png")
-    rows = []
-    for i in range(n):
-        make_photo(*size, seed=i).save(folder / "content" / f"c{i:03d}.jpg")
-        rows.append({"content": f"content/c{i:03d}.jpg", "style": f"styles/s{i % styles}.png", "label": f"class{i % 3}"})
-    rows += extra_rows or []
-    path = folder / name
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def output_files(root: Path) -> list[Path]:
-    """Every file under ``root`` except the report folder."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and "_reports" not in p.parts)

@@ -1,0 +1,335 @@
+"""Batched feed-forward inference for the ``adain`` and ``johnson`` methods (mixed into ``Engine``).
+
+* Requests are prepared one by one (a bad item fails alone), then images of the same size and method
+  run as one batch of up to ``max_batch``; on a CUDA out-of-memory error a batch is split in halves and
+  retried, and a single image that still does not fit is retried as smaller tiles.
+* Each distinct style is encoded once per engine: its relu4_1 mean/std are cached, keyed by the
+  request's style key (or a hash of its pixels), its size and the encoder spec.
+* ``torch.inference_mode``; on CUDA channels_last and bf16/fp16 autocast (AdaIN statistics stay fp32);
+  fp32 on the CPU.
+* Images whose longer side exceeds the tile size run as overlapping tiles (``stylecore.tiling``).
+  AdaIN tiles use whole-image content statistics, accumulated over the tiles in a first pass.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .adain import SCALE as ADAIN_SCALE, Stats, StatsAccumulator, adain_features, feature_labels, mask_labels, mean_std
+from .color import combine_luminance, match_color_covariance
+from .device import autocast
+from .errors import OptionsError, StyleCoreError
+from .johnson import SCALE as JOHNSON_SCALE
+from .options import StyleOptions, normalise_weights, parse_style_weights
+from .style_cache import image_digest
+from .tiling import Blender, default_overlap, plan_tiles
+
+OOM = torch.cuda.OutOfMemoryError
+MIN_TILE = 64
+CPU_TILE = 1024  # automatic tile size on the CPU (about 1 GB of activations per AdaIN tile)
+COLOR_SAMPLE_PIXELS = 1 << 20  # preserve_color estimates the content's colour statistics from ≤ 1 MP
+
+
+@dataclass
+class FFItem:
+    """One prepared feed-forward request."""
+
+    index: int
+    method: str
+    pixels: torch.Tensor  # (1, 3, H, W) uint8 on the CPU
+    options: StyleOptions
+    targets: list[Stats] | None = None  # adain: one target per mask label (one without a mask)
+    labels: torch.Tensor | None = None  # adain with a mask: (H, W) long
+    prep_ms: float = 0.0
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return tuple(self.pixels.shape[-2:])
+
+
+def pixels(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) uint8 tensor (an HWC buffer, i.e. channels_last strides)."""
+    arr = np.array(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, StyleCoreError):
+        return str(e)
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def _align_down(n: int, align: int) -> int:
+    return max(align, (n // align) * align)
+
+
+class FeedForwardMixin:
+    """The feed-forward half of ``Engine``: needs ``device``, ``style_cache``, ``config``, ``_lock`` and the
+    ``adain_encoder`` / ``decoder`` / ``model`` properties."""
+
+    max_batch: int = 16
+    oom_splits: int = 0
+
+    # -- tensors ----------------------------------------------------------------------------------
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,3,H,W) on the CPU (or float in [0,1]) -> float32 on the engine's device in its memory format."""
+        from .device import memory_format
+
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return x.contiguous(memory_format=memory_format(self.device))
+
+    def _release(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def tile_limit(self, options: StyleOptions, align: int) -> int:
+        """Longest side processed in one piece: ``tile_size``, or 1024 on the CPU / 1024–2048 by GPU memory."""
+        tile = options.tile_size
+        if tile and tile < MIN_TILE:
+            raise OptionsError(f"option tile_size: {tile} is below the minimum of {MIN_TILE} pixels (0: automatic)")
+        if not tile:
+            tile = CPU_TILE
+            if self.device.type == "cuda":
+                total = torch.cuda.get_device_properties(self.device).total_memory
+                tile = 2048 if total >= 20 * 2**30 else 1024
+        return _align_down(tile, align)
+
+    # -- preparation ------------------------------------------------------------------------------
+    def _prepare(self, index: int, req) -> FFItem:
+        t0 = time.perf_counter()
+        opts = req.options
+        content = pixels(req.content)
+        if req.method == "johnson":
+            self.model  # noqa: B018 - load now so that a missing/bad model fails here
+            item = FFItem(index, "johnson", content, opts)
+        else:
+            item = self._prepare_adain(index, req, content)
+        item.prep_ms = (time.perf_counter() - t0) * 1000
+        return item
+
+    def _prepare_adain(self, index: int, req, content: torch.Tensor) -> FFItem:
+        opts = req.options
+        styles = list(req.styles)
+        if not styles:
+            raise OptionsError("method adain needs at least one style image")
+        self.decoder  # noqa: B018 - a missing decoder is an error before any encoding
+        n = len(styles)
+        labels = None
+        mask = getattr(req, "mask", None)
+        if mask is not None:
+            if n < 2:
+                raise OptionsError("mask: spatial control needs at least two style images (one per mask region)")
+            if req.style_weights:
+                raise OptionsError("mask and style weights cannot be combined: the mask gives each region one style")
+            labels = mask_labels(mask, n, req.content.size)
+        stats = []
+        keys = list(req.style_keys or [])
+        for i, style in enumerate(styles):
+            if opts.preserve_color:
+                stats.append(self._recoloured_style_stats(style, content, opts))
+                continue
+            key = ("adain", self.config.encoder, keys[i] if i < len(keys) and keys[i] else image_digest(style),
+                   style.size)
+            stats.append(self.style_cache.get_or_compute(key, lambda s=style: self._style_stats(pixels(s), opts)))
+        if labels is not None:
+            targets = stats
+        else:
+            weights = normalise_weights(parse_style_weights(req.style_weights, n), n)
+            targets = [Stats.blend(stats, weights)]
+        return FFItem(index, "adain", content, opts, targets, labels)
+
+    def _recoloured_style_stats(self, style: Image.Image, content: torch.Tensor, opts: StyleOptions) -> Stats:
+        """preserve_color: match the style's colour mean/covariance to the content's, then encode it (not cached)."""
+        h, w = content.shape[-2:]
+        step = max(1, math.ceil(math.sqrt(h * w / COLOR_SAMPLE_PIXELS)))
+        with torch.inference_mode():
+            target = self._input(content[..., ::step, ::step])
+            recoloured = match_color_covariance(self._input(pixels(style)), target)
+        return self._style_stats(recoloured, opts)
+
+    def _style_stats(self, x: torch.Tensor, opts: StyleOptions) -> Stats:
+        """relu4_1 mean/std of one style image (uint8 or float (1,3,H,W)); tiled when large or out of memory."""
+        tile = self.tile_limit(opts, ADAIN_SCALE)
+        while True:
+            try:
+                with torch.inference_mode():
+                    if max(x.shape[-2:]) <= tile:
+                        with autocast(self.device):
+                            m, s = mean_std(self.adain_encoder(self._input(x)))
+                        return Stats(m[0, :, 0, 0], s[0, :, 0, 0])
+                    return self._tiled_content_stats(x, None, 1, tile)[0][0]
+            except OOM:
+                self._release()
+                tile = self._smaller_tile(min(tile, max(x.shape[-2:])), ADAIN_SCALE)
+
+    def _smaller_tile(self, tile: int, align: int) -> int:
+        if tile // 2 < MIN_TILE:
+            raise StyleCoreError(f"out of memory on {self.device} even with {tile}-pixel tiles")
+        return _align_down(tile // 2, align)
+
+    # -- running ----------------------------------------------------------------------------------
+    def _ff_batch(self, requests) -> list:
+        """Run feed-forward requests; returns, in order, (PIL image or the exception, compute ms) per request."""
+        out: list = [None] * len(requests)
+        items: list[FFItem] = []
+        with self._lock:
+            for i, req in enumerate(requests):
+                t0 = time.perf_counter()
+                try:
+                    items.append(self._prepare(i, req))
+                except Exception as e:  # noqa: BLE001 - a bad item fails alone
+                    out[i] = (e, (time.perf_counter() - t0) * 1000)
+            groups: dict[tuple, list[FFItem]] = {}
+            for it in items:
+                tile = self.tile_limit(it.options, ADAIN_SCALE if it.method == "adain" else JOHNSON_SCALE)
+                solo = it.labels is not None or max(it.hw) > tile
+                groups.setdefault((it.method, it.hw, it.index if solo else -1), []).append(it)
+            for group in groups.values():
+                for start in range(0, len(group), self.max_batch):
+                    self._run_chunk(group[start:start + self.max_batch], out)
+        return out
+
+    def _run_chunk(self, chunk: list[FFItem], out: list) -> None:
+        t0 = time.perf_counter()
+        try:
+            images = self._split_on_oom(chunk)
+        except Exception as e:  # noqa: BLE001
+            if len(chunk) > 1:  # isolate the failing item(s)
+                for it in chunk:
+                    self._run_chunk([it], out)
+                return
+            out[chunk[0].index] = (e, chunk[0].prep_ms + (time.perf_counter() - t0) * 1000)
+            return
+        share = (time.perf_counter() - t0) * 1000 / len(chunk)
+        for it, img in zip(chunk, images):
+            out[it.index] = (img, it.prep_ms + share)
+
+    def _split_on_oom(self, items: list[FFItem]) -> list[Image.Image]:
+        """Run a batch; on out-of-memory split it in halves, and retry a single image as smaller tiles."""
+        try:
+            return self._forward(items)
+        except OOM:
+            self._release()
+            if len(items) == 1:
+                return [self._forward_tiles_retry(items[0])]
+            self.oom_splits += 1
+            mid = len(items) // 2
+            return self._split_on_oom(items[:mid]) + self._split_on_oom(items[mid:])
+
+    def _forward_tiles_retry(self, item: FFItem) -> Image.Image:
+        align = ADAIN_SCALE if item.method == "adain" else JOHNSON_SCALE
+        tile = self._smaller_tile(min(self.tile_limit(item.options, align), max(item.hw)), align)
+        while True:
+            try:
+                return self._forward_tiled(item, tile)
+            except OOM:
+                self._release()
+                tile = self._smaller_tile(tile, align)
+
+    def _forward(self, items: list[FFItem]) -> list[Image.Image]:
+        """One batch of same-size, same-method items, or one item that is tiled when larger than its tile size."""
+        first = items[0]
+        align = ADAIN_SCALE if first.method == "adain" else JOHNSON_SCALE
+        tile = self.tile_limit(first.options, align)
+        if len(items) == 1 and max(first.hw) > tile:
+            return [self._forward_tiled(first, tile)]
+        h, w = first.hw
+        with torch.inference_mode():
+            x = self._input(torch.cat([it.pixels for it in items]))
+            with autocast(self.device):
+                if first.method == "adain":
+                    y = self._adain_direct(items, x)[..., :h, :w].float().clamp_(0, 1)
+                else:
+                    y = self.model(x * 255.0)[..., :h, :w].float().clamp_(0, 255).div_(255.0)
+            if first.method == "johnson":
+                y = self._johnson_color(items, y, x)
+            return [_to_image(y[i]) for i in range(len(items))]
+
+    def _adain_direct(self, items: list[FFItem], x: torch.Tensor) -> torch.Tensor:
+        f = self.adain_encoder(x)
+        if items[0].labels is not None:  # masked items run alone
+            it = items[0]
+            fl = feature_labels(it.labels, *f.shape[-2:])
+            acc = StatsAccumulator(f.shape[1], len(it.targets))
+            acc.add(f[0], fl)
+            cstats = [acc.stats(k) for k in range(len(it.targets))]
+            feat = adain_features(f, it.targets, it.options.alpha, cstats, fl.to(f.device))
+        else:
+            alphas = [it.options.alpha for it in items]
+            alpha = 1.0 if all(a == 1.0 for a in alphas) else torch.tensor(alphas).view(-1, 1, 1, 1)
+            feat = adain_features(f, [it.targets[0] for it in items], alpha)
+        return self.decoder(feat)
+
+    def _johnson_color(self, items: list[FFItem], y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """preserve_color for Johnson: the output's luminance with the content's chrominance (per pixel)."""
+        keep = [i for i, it in enumerate(items) if it.options.preserve_color]
+        if keep:
+            y = y.clone()
+            y[keep] = combine_luminance(y[keep], x[keep].float())
+        return y
+
+    # -- tiles ------------------------------------------------------------------------------------
+    def _tile_input(self, x: torch.Tensor, t) -> torch.Tensor:
+        return self._input(x[..., t.y0:t.y1, t.x0:t.x1])
+
+    def _tiled_content_stats(self, x: torch.Tensor, labels: torch.Tensor | None, n_labels: int, tile: int,
+                             keep_bytes: int = 0):
+        """Whole-image relu4_1 statistics per label, streamed over tiles; also returns up to ``keep_bytes`` of tile features."""
+        h, w = x.shape[-2:]
+        tiles = plan_tiles(h, w, tile, default_overlap(tile, ADAIN_SCALE), ADAIN_SCALE)
+        acc = StatsAccumulator(512, n_labels)
+        kept: dict = {}
+        for t in tiles:
+            with autocast(self.device):
+                f = self.adain_encoder(self._tile_input(x, t))
+            fh, fw = f.shape[-2:]
+            a, b = (t.oy0 - t.y0) // ADAIN_SCALE, -(-(t.oy1 - t.y0) // ADAIN_SCALE)
+            c, d = (t.ox0 - t.x0) // ADAIN_SCALE, -(-(t.ox1 - t.x0) // ADAIN_SCALE)
+            fl = None if labels is None else feature_labels(labels[t.y0:t.y1, t.x0:t.x1], fh, fw)
+            acc.add(f[0][:, a:b, c:d], None if fl is None else fl[a:b, c:d])
+            size = f.numel() * f.element_size()
+            if size <= keep_bytes:
+                kept[t], keep_bytes = f, keep_bytes - size
+        return [acc.stats(k) for k in range(n_labels)], tiles, kept
+
+    def _forward_tiled(self, item: FFItem, tile: int) -> Image.Image:
+        """Stylize one image as overlapping tiles blended with cosine ramps."""
+        h, w = item.hw
+        x = item.pixels
+        with torch.inference_mode():
+            if item.method == "adain":
+                n = len(item.targets) if item.labels is not None else 1
+                cstats, tiles, kept = self._tiled_content_stats(x, item.labels, n, tile, keep_bytes=256 << 20)
+                blender = Blender(h, w, tiles)
+                for t in tiles:
+                    with autocast(self.device):
+                        f = kept.pop(t) if t in kept else self.adain_encoder(self._tile_input(x, t))
+                        fl = None
+                        if item.labels is not None:
+                            fl = feature_labels(item.labels[t.y0:t.y1, t.x0:t.x1], *f.shape[-2:]).to(f.device)
+                        feat = adain_features(f, item.targets, item.options.alpha, cstats, fl)
+                        y = self.decoder(feat)[..., :t.y1 - t.y0, :t.x1 - t.x0].float().clamp_(0, 1)
+                    blender.add(t, y[0])
+            else:
+                tiles = plan_tiles(h, w, tile, default_overlap(tile, JOHNSON_SCALE), JOHNSON_SCALE)
+                blender = Blender(h, w, tiles)
+                for t in tiles:
+                    xt = self._tile_input(x, t)
+                    with autocast(self.device):
+                        y = self.model(xt * 255.0)[..., :t.y1 - t.y0, :t.x1 - t.x0].float().clamp_(0, 255).div_(255.0)
+                    blender.add(t, self._johnson_color([item], y, xt)[0])
+            return Image.fromarray(blender.result().numpy(), mode="RGB")
+
+
+def _to_image(y: torch.Tensor) -> Image.Image:
+    """(3, H, W) float in [0, 1] -> RGB PIL, rounded to the nearest level."""
+    arr = y.mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, mode="RGB")

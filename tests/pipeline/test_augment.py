@@ -1,0 +1,48 @@
+"""``augment-dataset``: incremental sample:K augmentation of an ImageFolder-style tree, with its index."""
+from __future__ import annotations
+
+import pandas as pd
+
+from flows.augment_dataset import augment_dataset
+from tests.conftest import make_photo, make_texture
+from tests.pipeline.helpers import ENGINE, output_files
+
+
+def _add_images(root, names):
+    for i, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_photo(40, 32, seed=hash(name) % 1000).save(path)
+
+
+def test_incremental_augmentation_and_index(prefect_server, tmp_path):
+    train, styles, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
+    _add_images(train, ["cat/a.jpg", "cat/b.jpg", "dog/c.jpg"])
+    styles.mkdir()
+    for s in range(3):
+        make_texture(32, seed=s + 3).save(styles / f"st{s}.png")
+    params = dict(source=str(train), styles=str(styles), output=str(out), k=2, seed=7, quality=False, **ENGINE)
+
+    first = augment_dataset(**params)
+    assert (first["total"], first["ok"], first["failed"]) == (6, 6, 0)
+    index = pd.read_parquet(out / "index.parquet")
+    assert len(index) == first["index_rows"] == 6
+    assert list(index.columns[:6]) == ["image", "image_uri", "source", "style", "method", "options_hash"]
+    assert sorted(index["label"]) == ["cat"] * 4 + ["dog"] * 2
+    assert index.groupby("source")["style"].nunique().eq(2).all()  # K distinct styles per image
+    # The class folders survive in the output keys, and the CSV index matches the Parquet one.
+    assert all(img.split("/")[0] in ("cat", "dog") for img in index["image"])
+    assert pd.read_csv(out / "index.csv")["image"].tolist() == index["image"].tolist()
+    assert sorted(str(f.relative_to(out)) for f in output_files(out) if f.suffix == ".jpg") == sorted(index["image"])
+
+    # Nightly: only the new images are processed; the index grows.
+    _add_images(train, ["dog/d.jpg"])
+    second = augment_dataset(**params)
+    assert (second["total"], second["ok"], second["skipped"]) == (2, 2, 0)
+    index2 = pd.read_parquet(out / "index.parquet")
+    assert len(index2) == 8 and set(index["image"]) < set(index2["image"])
+    assert set(index2.loc[~index2["image"].isin(index["image"]), "source"]) == {str(train / "dog" / "d.jpg")}
+
+    # Nothing new: no stylize run, the index is kept.
+    third = augment_dataset(**params)
+    assert third["total"] == 0 and third["index_rows"] == 8

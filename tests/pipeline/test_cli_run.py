@@ -1,0 +1,104 @@
+"""``stylize run`` in a subprocess: exit codes, bad rows, and a shard process killed mid-run."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from tests.conftest import ROOT, make_photo, run_cli
+from tests.pipeline.helpers import ENGINE_ARGS, output_files, write_manifest
+
+
+def _summary(stdout: str) -> dict:
+    report = [line for line in stdout.splitlines() if line.startswith("report: ")][-1][len("report: "):]
+    return json.loads((Path(report) / "summary.json").read_text()) | {"_metrics": pd.read_parquet(Path(report) / "metrics.parquet")}
+
+
+def test_bad_rows_counts_and_exit_codes(prefect_server, tmp_path):
+    buf = io.BytesIO()
+    make_photo(48, 40, seed=5).save(buf, format="JPEG")
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content" / "corrupt.jpg").write_bytes(buf.getvalue()[:300])
+    (tmp_path / "content" / "readme.jpg").write_text("not an image")
+    bad = [{"content": "content/corrupt.jpg", "style": "styles/s0.png", "label": "a"},
+           {"content": "content/absent.jpg", "style": "styles/s1.png", "label": "b"},
+           {"content": "content/readme.jpg", "style": "styles/s0.png", "label": "c"}]
+    path = write_manifest(tmp_path, 4, extra_rows=bad)
+    out = tmp_path / "out"
+    env = prefect_server.env
+    first = run_cli("run", path, "--output", out, *ENGINE_ARGS, "--shard-size", "4", "--no-quality", env=env)
+    assert first.returncode == 1, first.stderr
+    assert "error: 3 row(s) failed; --max-failed allows 0" in first.stderr
+    s = _summary(first.stdout)
+    m = s.pop("_metrics")
+    assert (s["total"], s["ok"], s["failed"], s["skipped"]) == (7, 4, 3, 0)
+    assert s["ok"] + s["failed"] + s["skipped"] == len(pd.read_csv(path))
+    errors = dict(zip(m["label"], m["error"]))
+    assert "corrupt.jpg" in errors["a"] and ("truncated" in errors["a"] or "corrupt" in errors["a"])
+    assert "absent.jpg: not found" in errors["b"]
+    assert "readme.jpg: not an image" in errors["c"]
+    assert len(output_files(out)) == 4
+    assert "7 rows: 4 ok, 3 failed, 0 skipped" in first.stdout
+
+    # Within --max-failed: exit 0; the good rows are skipped this time, the bad ones fail again.
+    second = run_cli("run", path, "--output", out, *ENGINE_ARGS, "--max-failed", "3", "--no-quality", env=env)
+    assert second.returncode == 0, second.stderr
+    s = _summary(second.stdout)
+    assert (s["ok"], s["failed"], s["skipped"]) == (0, 3, 4)
+
+
+def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
+    bad_opt = run_cli("run", tmp_path / "m.csv", "--output", tmp_path / "o", "--steps", "0", env=prefect_server.env)
+    assert bad_opt.returncode == 2 and bad_opt.stderr.startswith("error: ") and "Traceback" not in bad_opt.stderr
+    (tmp_path / "m.csv").write_text("content,style\nphoto.jpg,\n,style.jpg\n")
+    invalid = run_cli("run", tmp_path / "m.csv", "--output", tmp_path / "o", *ENGINE_ARGS, env=prefect_server.env)
+    assert invalid.returncode == 2, invalid.stderr
+    assert invalid.stderr.startswith("error: ") and "Traceback" not in invalid.stderr
+    assert "row 0" in invalid.stderr and "row 1" in invalid.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
+    n = 120
+    path = write_manifest(tmp_path, n, size=(40, 32))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output", str(out), *ENGINE_ARGS,
+            "--no-quality", "--batch-size", "1", "--shard-size", "30", "--format", "png"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=dict(prefect_server.env, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    def done() -> list[Path]:
+        return [f for f in output_files(out) if not f.name.endswith(".part")]
+
+    while len(done()) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    before = {f.name: f.stat().st_mtime_ns for f in done()}
+    assert 2 <= len(before) < n
+
+    rerun = run_cli(*args[3:], env=prefect_server.env)
+    assert rerun.returncode == 0, rerun.stderr
+    s = _summary(rerun.stdout)
+    m = s.pop("_metrics")
+    assert (s["total"], s["failed"]) == (n, 0)
+    assert s["skipped"] == len(before) and s["ok"] == n - len(before)
+    # Every row is written exactly once: the killed run's rows are skipped, the rest are ok.
+    assert sorted(m.loc[m["status"] == "skipped", "output"]) == sorted(before)
+    assert m["output"].is_unique and set(m["status"]) <= {"ok", "skipped"}
+    files = output_files(out)
+    assert sorted(f.name for f in files) == sorted(m["output"])  # no partial or leftover temporary files
+    for f in files:
+        with Image.open(f) as im:
+            im.load()  # complete, decodable images
+        if f.name in before:
+            assert f.stat().st_mtime_ns == before[f.name]

@@ -1,0 +1,106 @@
+"""``stylize-collection`` end to end on local disk (in this process, against the session's Prefect server)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flows.stylize_collection import stylize_collection
+from stylecore.engine import get_engine
+from tests.pipeline.helpers import ENGINE, output_files, write_manifest
+
+SUMMARY_KEYS = {"total", "ok", "failed", "skipped", "wall_seconds", "images_per_second", "method", "device",
+                "manifest", "flow_run_id"}
+METRICS_COLUMNS = ["id", "content", "style", "output", "status", "error", "read_ms", "compute_ms", "write_ms"]
+
+
+def _report(summary) -> tuple[pd.DataFrame, dict]:
+    from pathlib import Path
+
+    rd = Path(summary["report_dir"])
+    return pd.read_parquet(rd / "metrics.parquet"), json.loads((rd / "summary.json").read_text())
+
+
+@pytest.fixture
+def count_engine_calls(monkeypatch):
+    """Counts the rows the process engine is asked to stylize (the real engine still does the work)."""
+    engine = get_engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"])
+    calls: list[int] = []
+    real = engine.stylize_batch
+
+    def counted(requests):
+        calls.append(len(requests))
+        return real(requests)
+
+    monkeypatch.setattr(engine, "stylize_batch", counted)
+    return calls
+
+
+def test_local_end_to_end_and_resume(prefect_server, tmp_path, count_engine_calls):
+    path = write_manifest(tmp_path, 7)
+    out = tmp_path / "out"
+    params = dict(manifest=str(path), output=str(out), shard_size=3, **ENGINE)
+    state = stylize_collection(**params, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    metrics, written = _report(summary)
+
+    assert SUMMARY_KEYS <= set(summary) and written == json.loads(json.dumps(written))
+    assert (summary["total"], summary["ok"], summary["failed"], summary["skipped"]) == (7, 7, 0, 0)
+    assert written["ok"] == 7 and written["flow_run_id"] == str(state.state_details.flow_run_id)
+    assert summary["method"] == "adain" and summary["device"] == "cpu" and summary["shards"] == 3
+    assert summary["images_per_second"] > 0
+    assert list(metrics.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
+    assert metrics["row"].tolist() == list(range(7)) and (metrics["status"] == "ok").all()
+    assert metrics["label"].tolist() == [f"class{i % 3}" for i in range(7)]
+    # The quality hook scored every row (report issue), and the HTML report was written.
+    assert metrics[["content_loss", "style_loss", "ssim", "color_distance"]].notna().all().all()
+    assert (out / "_reports" / summary["run_id"] / "report.html").is_file()
+    files = output_files(out)
+    assert sorted(f.name for f in files) == sorted(metrics["output"])
+    for f in files:
+        with Image.open(f) as im:
+            im.load()
+            assert max(im.size) == 32
+    assert sum(count_engine_calls) == 7
+    # Shard manifests live under the report prefix.
+    assert len(list((out / "_reports" / summary["run_id"] / "shards").glob("shard-*.metrics.parquet"))) == 3
+
+    # The run is named after the manifest, and the progress artifact reached 100 %.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        assert run.name.startswith("pairs-")
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    progress = [a for a in arts if a.type == "progress"]
+    assert progress and progress[0].data == 100.0
+
+    # Resume: a second run skips every row and asks the engine for nothing.
+    count_engine_calls.clear()
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    again = stylize_collection(**params, return_state=True).result()
+    assert (again["total"], again["ok"], again["failed"], again["skipped"]) == (7, 0, 0, 7)
+    assert count_engine_calls == [] and again["shards"] == 0
+    assert {f: f.stat().st_mtime_ns for f in output_files(out)} == mtimes
+    metrics2, _ = _report(again)
+    assert (metrics2["status"] == "skipped").all() and len(metrics2) == 7
+
+
+def test_max_failed_count_and_fraction(prefect_server, tmp_path):
+    bad = [{"content": "content/gone.jpg", "style": "styles/s0.png", "label": "x"}]
+    path = write_manifest(tmp_path, 3, extra_rows=bad)
+    common = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
+    state = stylize_collection(**common, return_state=True)
+    assert state.is_failed() and "1 row(s) failed" in state.message
+    summary = state.result(raise_on_failure=False)
+    assert (summary["ok"], summary["failed"], summary["passed"]) == (3, 1, False)
+    assert summary["failure_reasons"] == {"not found": 1}
+    # A fraction of the rows: 0.25 of 4 rows allows one failure.
+    state = stylize_collection(**common, max_failed=0.25, return_state=True)
+    assert state.is_completed()
+    assert state.result()["failed"] == 1 and state.result()["skipped"] == 3

@@ -1,0 +1,92 @@
+"""Pool dispatch and deployments against a real Prefect server with real process workers.
+
+One module fixture creates the ``gpu`` and ``cpu`` process pools, runs ``prefect deploy --all`` from
+deployments/prefect.yaml and starts two ``gpu`` workers (one flow run at a time each) and a ``cpu`` worker.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.stylize_collection import stylize_collection
+from tests.conftest import ROOT
+from tests.pipeline.conftest import stop
+from tests.pipeline.helpers import ENGINE, output_files, write_manifest
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("worker-logs")
+    for pool in ("gpu", "cpu"):
+        r = prefect_server.cli("work-pool", "create", pool, "--type", "process")
+        assert r.returncode == 0, r.stdout + r.stderr
+    deploy = prefect_server.cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    workers = [prefect_server.start_worker("gpu", "w1", logs / "w1.log"),
+               prefect_server.start_worker("gpu", "w2", logs / "w2.log"),
+               prefect_server.start_worker("cpu", "c1", logs / "c1.log", limit=None)]
+    try:
+        yield deploy, logs
+    finally:
+        for w in workers:
+            stop(w)
+
+
+def test_prefect_deploy_all_succeeds(deployed, prefect_server):
+    deploy, _ = deployed
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        bulk = client.read_deployment_by_name("stylize-collection/bulk-archive")
+        shard = client.read_deployment_by_name("stylize-shard/gpu")
+        nightly = client.read_deployment_by_name("augment-dataset/nightly")
+    assert (bulk.work_pool_name, shard.work_pool_name, nightly.work_pool_name) == ("cpu", "gpu", "cpu")
+    assert bulk.parameters["dispatch"] == "pool" and not bulk.schedules
+    [schedule] = nightly.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    assert {"source", "styles", "k", "seed", "output"} <= set(nightly.parameters)
+    # The code location is this checkout (deploy ran from the repository root).
+    assert bulk.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+
+
+def test_pool_dispatch_uses_both_workers(deployed, prefect_server, tmp_path):
+    path = write_manifest(tmp_path, 4)
+    state = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool", shard_size=2,
+                               concurrency=2, quality=False, return_state=True, **ENGINE)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    metrics = pd.read_parquet(Path(summary["report_dir"]) / "metrics.parquet")
+    assert (summary["total"], summary["ok"], summary["failed"]) == (4, 4, 0)
+    assert metrics["row"].tolist() == list(range(4)) and (metrics["status"] == "ok").all()
+    assert {w.split(":")[0] for w in metrics["worker"]} == {"w1", "w2"}
+    assert len(output_files(tmp_path / "out")) == 4
+
+    # The shard runs are named after the manifest and tagged with their shard.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])))
+    names = sorted(r.name for r in runs)
+    assert names == [f"pairs-shard-{i:05d}" for i in range(2)]
+    assert all(f"shard:{r.name[-5:]}" in r.tags for r in runs)
+
+
+def test_deployment_run_bulk_archive_completes(deployed, prefect_server, tmp_path):
+    path = write_manifest(tmp_path, 4)
+    out = tmp_path / "out"
+    params = ["--param", f"manifest={path}", "--param", f"output={out}", "--param", "shard_size=4",
+              "--param", "quality=false"]
+    for key, value in ENGINE.items():
+        params += ["--param", f"{key}={value}"]
+    run = prefect_server.cli("deployment", "run", "stylize-collection/bulk-archive", *params, "--watch",
+                             "--watch-timeout", "300", timeout=360)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    [summary_file] = list((out / "_reports").glob("*/summary.json"))
+    summary = json.loads(summary_file.read_text())
+    assert (summary["total"], summary["ok"], summary["dispatch"]) == (4, 4, "pool")
+    assert len(output_files(out)) == 4

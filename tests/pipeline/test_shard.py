@@ -1,0 +1,137 @@
+"""The streaming shard runner with the real engine and the real storage layer (local disk)."""
+from __future__ import annotations
+
+import io
+import os
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stylecore import manifest, storage
+from stylecore.engine import get_engine
+from stylecore.options import StyleOptions
+from stylecore.shard import METRIC_COLUMNS, run_shard
+from tests.conftest import make_photo
+
+from tests.pipeline.helpers import ENGINE, write_manifest
+
+
+class CountingEngine:
+    """The real process engine, counting ``stylize_batch`` calls and the content sizes of each batch."""
+
+    def __init__(self, engine):
+        self.engine, self.device, self.max_pixels = engine, engine.device, engine.max_pixels
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def stylize_batch(self, requests):
+        self.batches.append([r.content.size for r in requests])
+        return self.engine.stylize_batch(requests)
+
+
+def _plan(tmp_path, manifest_path):
+    opts = StyleOptions.make(size=ENGINE["size"])
+    return manifest.plan(str(manifest_path), str(tmp_path / "out"), method=ENGINE["method"], options=opts,
+                         encoder=ENGINE["encoder"], decoder=ENGINE["decoder"], fmt="png")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return get_engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"], progress=False)
+
+
+def test_bad_rows_fail_alone_with_reasons(tmp_path, engine):
+    good = make_photo(48, 40, seed=9)
+    buf = io.BytesIO()
+    good.save(buf, format="JPEG")
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content" / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (tmp_path / "content" / "notes.jpg").write_text("this is not an image\n")
+    bad = [{"content": "content/truncated.jpg", "style": "styles/s0.png", "label": "x"},
+           {"content": "content/missing.jpg", "style": "styles/s0.png", "label": "y"},
+           {"content": "content/notes.jpg", "style": "styles/s1.png", "label": "z"},
+           {"content": "content/c000.jpg", "style": "styles/nostyle.png", "label": "w"}]
+    path = write_manifest(tmp_path, 5, extra_rows=bad)
+    plan = _plan(tmp_path, path)
+    counting = CountingEngine(engine)
+    metrics = run_shard(plan.rows, counting, batch_size=4)
+
+    assert list(metrics.columns[: len(METRIC_COLUMNS)]) == list(METRIC_COLUMNS)
+    assert len(metrics) == len(plan.rows) == 9
+    assert metrics["row"].tolist() == list(range(9))
+    status = metrics.set_index("row")["status"]
+    errors = metrics.set_index("row")["error"]
+    assert (status[:5] == "ok").all()
+    assert status[5:].tolist() == ["failed"] * 4
+    assert "truncated" in errors[5] and "truncated.jpg" in errors[5]
+    assert "missing.jpg" in errors[6] and "not found" in errors[6]
+    assert "notes.jpg" in errors[7] and "not an image" in errors[7]
+    assert "nostyle.png" in errors[8] and "not found" in errors[8]
+    assert all("\n" not in e for e in errors)
+    # Passthrough columns and per-row details.
+    assert metrics["label"].tolist() == ["class0", "class1", "class2", "class0", "class1", "x", "y", "z", "w"]
+    ok = metrics[metrics["status"] == "ok"]
+    assert ok[["read_ms", "compute_ms", "write_ms", "total_ms"]].notna().all().all()
+    assert (ok["total_ms"] >= ok["compute_ms"]).all()
+    assert set(ok["device"]) == {"cpu"} and ok["worker"].str.contains(":").all()
+    umask = os.umask(0)
+    os.umask(umask)
+    for _, r in ok.iterrows():
+        assert os.stat(r["output_uri"]).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+        img = Image.open(r["output_uri"])
+        img.load()
+        assert img.size == (r["width"], r["height"]) and max(img.size) == 32
+    # Failed rows wrote nothing; only ok rows reached the engine.
+    assert sum(len(b) for b in counting.batches) == 5
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(ok["output"])
+
+
+def test_rerun_skips_written_rows_without_engine_work(tmp_path, engine):
+    path = write_manifest(tmp_path, 6)
+    rows = _plan(tmp_path, path).rows
+    first = run_shard(rows, CountingEngine(engine), batch_size=4)
+    assert (first["status"] == "ok").all()
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+
+    counting = CountingEngine(engine)
+    done: list[tuple[int, int]] = []
+    again = run_shard(rows, counting, on_progress=lambda d, t: done.append((d, t)))
+    assert (again["status"] == "skipped").all()
+    assert counting.batches == []
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == mtimes
+    assert sorted(done) == [(i, 6) for i in range(1, 7)]
+
+    # overwrite=True redoes every row.
+    counting = CountingEngine(engine)
+    third = run_shard(rows, counting, overwrite=True)
+    assert (third["status"] == "ok").all() and sum(len(b) for b in counting.batches) == 6
+
+
+def test_batches_hold_same_size_contents(tmp_path, engine):
+    (tmp_path / "content").mkdir()
+    rows = []
+    for i in range(8):
+        # Landscape and portrait contents give two output sizes at size=32.
+        make_photo(48, 40, seed=i).save(tmp_path / "content" / f"l{i}.jpg") if i % 2 else \
+            make_photo(40, 48, seed=i).save(tmp_path / "content" / f"l{i}.jpg")
+        rows.append({"content": f"content/l{i}.jpg", "style": "styles/s0.png"})
+    path = write_manifest(tmp_path, 0, extra_rows=rows, styles=1)
+    counting = CountingEngine(engine)
+    metrics = run_shard(_plan(tmp_path, path).rows, counting, batch_size=4)
+    assert (metrics["status"] == "ok").all()
+    assert sum(len(b) for b in counting.batches) == 8
+    assert all(len(set(b)) == 1 for b in counting.batches)
+    assert max(len(b) for b in counting.batches) > 1
+
+
+def test_write_failure_fails_the_row(tmp_path, engine):
+    path = write_manifest(tmp_path, 2)
+    rows = _plan(tmp_path, path).rows
+    (tmp_path / "out").mkdir()
+    # A directory where the first output file should go: the write fails, the other row is ok.
+    storage_path = rows["output_uri"].iloc[0]
+    (tmp_path / "out" / rows["output"].iloc[0]).mkdir()
+    metrics = run_shard(rows, engine)
+    assert metrics["status"].tolist() == ["failed", "ok"]
+    assert rows["output"].iloc[0] in metrics["error"].iloc[0] or storage_path in metrics["error"].iloc[0]
+    assert not storage.exists(storage_path)
