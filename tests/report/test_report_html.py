@@ -108,7 +108,7 @@ def test_missing_images_show_placeholders(tmp_path, evaluator):
     assert "output unavailable" in html and "Images the report could not read" in html
 
 
-def test_report_on_s3(s3_server, tmp_path, evaluator):
+def test_report_on_s3(s3, tmp_path, evaluator):
     import urllib.request
 
     from stylecore import storage, tables
@@ -116,9 +116,10 @@ def test_report_on_s3(s3_server, tmp_path, evaluator):
     from tasks.artifacts import report_link
 
     m = sample_metrics(tmp_path)
-    prefix = f"s3://{s3_server}/runs/_reports/r1"
+    bucket = s3.bucket("report")
+    prefix = f"s3://{bucket}/runs/_reports/r1"
     for i in range(3):  # outputs live on S3 under the output root
-        storage.write_bytes(f"s3://{s3_server}/runs/out/c{i}.jpg", (tmp_path / "out" / f"c{i}.jpg").read_bytes())
+        storage.write_bytes(f"s3://{bucket}/runs/out/c{i}.jpg", (tmp_path / "out" / f"c{i}.jpg").read_bytes())
     tables.write_parquet(m, storage.join(prefix, "metrics.parquet"))
     storage.write_bytes(storage.join(prefix, "summary.json"), b'{"wall_seconds": 2.5, "flow_run_id": "abc"}')
     summary = build_report(prefix, metric="ssim", samples=1, breakdown_rows=0)
