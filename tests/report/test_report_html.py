@@ -131,3 +131,17 @@ def test_report_on_s3(s3, tmp_path, evaluator):
     assert signed
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/html") and r.read().decode() == html
+
+
+def test_breakdown_never_downloads_imagenet(tmp_path, evaluator, monkeypatch):
+    from stylecore.report import build_report
+
+    report_dir, _ = build_sample_report(tmp_path / "run", evaluator, breakdown_rows=0)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    m = pd.read_parquet(report_dir / "metrics.parquet")
+    m["evaluator"] = m["evaluator"].where(m["evaluator"].isna(), "imagenet")
+    summary = build_report(str(report_dir), metrics=m, metric="ssim", samples=1, breakdown_rows=2)
+    assert summary["evaluator"]["encoder"] == "imagenet"
+    html = (report_dir / "report.html").read_text()
+    assert "no breakdown: the evaluator&#x27;s imagenet weights are not cached on this machine" in html
+    assert not (tmp_path / "empty-torch-home").exists()
