@@ -11,14 +11,17 @@ Metrics (one dict per row: the keys in ``METRICS`` plus ``evaluator`` (the netwo
 - ``ssim``: SSIM between the luminance (Y of YIQ) of the output and of the content; Gaussian window 11,
   sigma 1.5, C1 = (0.01 L)², C2 = (0.03 L)², L = 1, mean over the valid (unpadded) windows;
 - ``color_distance``: sliced Wasserstein-2 distance between the CIE Lab pixel distributions of the
-  output and of the (blended) styles, in Lab units (L* spans 0..100).
+  output and of the (blended) styles, in Lab units (L* spans 0..100); 64 fixed projections, at most
+  4096 evenly strided pixels per image.
 
-All images are downscaled so that their longer side is at most ``size`` pixels (default 128) before measuring;
+All images are downscaled so that their longer side is at most ``size`` pixels (default 96) before measuring;
 the output is resized to the content's evaluation size so that both align pixel for pixel.
 
 The evaluator network is a weight spec (see ``stylecore.weights``); ``"auto"`` resolves to ``imagenet``
 when torchvision's cached VGG19 file exists and to ``random:0`` otherwise. ``QualityEvaluator.describe()``
-records which one ran; the run summary stores it.
+records which one ran; every metrics row and the run summary store it. ``get_evaluator()`` reads its
+defaults from ``STYLIZE_QUALITY_ENCODER`` (a weight spec or ``auto``) and ``STYLIZE_QUALITY_SIZE``, so a
+deployment can pin one evaluator for all its workers.
 """
 from __future__ import annotations
 
@@ -37,14 +40,15 @@ from PIL import Image
 from .color import luminance
 from .device import memory_format, resolve_device
 from .images import to_tensor
-from .losses import ContentLoss, StyleLoss
+from .losses import ContentLoss, StyleLoss, gram_matrix
 from .options import normalise_weights
 from .vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Encoder, load_vgg19_encoder
 
 METRICS = ("content_loss", "style_loss", "ssim", "color_distance")
-DEFAULT_SIZE = 128
+DEFAULT_SIZE = 96  # long side; keeps the cost under 10% of a 512 px feed-forward run (bench/bench_quality.py)
 DEFAULT_PROJECTIONS = 64
 _QUANTILES = 128
+MAX_COLOR_SAMPLES = 4096
 _FEATURE_LAYERS = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
 
 
@@ -75,13 +79,33 @@ def _projections(n: int, seed: int) -> torch.Tensor:
 
 
 def _quantiles(samples: torch.Tensor, n: int) -> torch.Tensor:
-    """(N, K) projected samples -> (n, K) values at quantiles (i + 0.5)/n, linear interpolation."""
-    s, _ = samples.sort(dim=0)
-    pos = (torch.arange(n, device=s.device, dtype=torch.float32) + 0.5) / n * (s.shape[0] - 1)
+    """(..., N, K) projected samples -> (..., n, K) values at quantiles (i + 0.5)/n, linear interpolation."""
+    s, _ = samples.sort(dim=-2)
+    m = s.shape[-2]
+    pos = (torch.arange(n, device=s.device, dtype=torch.float32) + 0.5) / n * (m - 1)
     lo = pos.floor().long()
-    hi = (lo + 1).clamp_max(s.shape[0] - 1)
+    hi = (lo + 1).clamp_max(m - 1)
     w = (pos - lo.float()).unsqueeze(1)
-    return s[lo] * (1 - w) + s[hi] * w
+    return s[..., lo, :] * (1 - w) + s[..., hi, :] * w
+
+
+def lab_quantiles(img: torch.Tensor, dirs: torch.Tensor, max_samples: int = MAX_COLOR_SAMPLES) -> torch.Tensor:
+    """(B, 128, K) quantiles of the Lab pixels of each image of ``img`` (B,3,H,W RGB) projected on ``dirs`` (3, K).
+
+    Above ``max_samples`` pixels an evenly strided subset is used (no averaging, so colours stay as they are).
+    """
+    lab = rgb_to_lab(img).flatten(2)  # (B, 3, N)
+    n = lab.shape[-1]
+    if max_samples and n > max_samples:
+        lab = lab[..., torch.linspace(0, n - 1, max_samples, device=lab.device).round().long()]
+    return _quantiles(lab.transpose(1, 2) @ dirs.to(lab.device), _QUANTILES)
+
+
+def swd_from_quantiles(qa: torch.Tensor, qb: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Sliced Wasserstein-2 from (n, K) quantiles of ``a`` and of each target (mixed by ``weights``)."""
+    blend = normalise_weights(list(weights) if weights else None, len(qb))
+    mixed = sum(w * q for q, w in zip(qb, blend))
+    return (qa - mixed).pow(2).mean(dim=0).mean().sqrt()
 
 
 def sliced_wasserstein_lab(a: torch.Tensor, b: Sequence[torch.Tensor], weights: Sequence[float] | None = None, *,
@@ -93,15 +117,7 @@ def sliced_wasserstein_lab(a: torch.Tensor, b: Sequence[torch.Tensor], weights: 
     (a cheap stand-in for the mixture). Identical inputs give exactly 0.
     """
     dirs = _projections(projections, seed).to(a.device)
-    blend = normalise_weights(list(weights) if weights else None, len(b))
-
-    def q(img: torch.Tensor) -> torch.Tensor:
-        lab = rgb_to_lab(img)[0].reshape(3, -1).T  # (N, 3)
-        return _quantiles(lab @ dirs, _QUANTILES)
-
-    qa = q(a)
-    qb = sum(w * q(t) for t, w in zip(b, blend))
-    return float((qa - qb).pow(2).mean(dim=0).mean().sqrt())
+    return float(swd_from_quantiles(lab_quantiles(a, dirs)[0], [lab_quantiles(t, dirs)[0] for t in b], weights))
 
 
 # -- SSIM ------------------------------------------------------------------------------------------
@@ -181,6 +197,7 @@ class QualityEvaluator:
         self._net: VGG19Encoder | None = None
         self._style_cache: dict[tuple, dict[str, torch.Tensor]] = {}
         self._style_cache_max = style_cache
+        self._dirs = _projections(self.projections, self.seed).to(self.device)
         self.seconds = 0.0  # total time spent measuring (for the cost fraction)
         self.rows = 0
 
@@ -214,18 +231,19 @@ class QualityEvaluator:
         with torch.inference_mode():
             return self.net(x.contiguous(memory_format=memory_format(self.device)), layers)
 
-    def _style_features(self, img: Image.Image, key: str | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _style_stats(self, img: Image.Image, key: str | None) -> dict:
+        """Gram matrices at the style layers and Lab quantiles of one style, cached by ``key``."""
         ck = (key, self.size) if key else None
         if ck is not None and ck in self._style_cache:
-            return self._style_cache[ck]["__img__"], self._style_cache[ck]
+            return self._style_cache[ck]
         t = self._tensor(img)
-        feats = {l: v for l, v in self._features(t, STYLE_LAYERS).items()}
-        feats["__img__"] = t
+        stats = {"gram": {l: gram_matrix(v) for l, v in self._features(t, STYLE_LAYERS).items()},
+                 "lab_q": lab_quantiles(t, self._dirs)[0]}
         if ck is not None:
             if len(self._style_cache) >= self._style_cache_max:
                 self._style_cache.pop(next(iter(self._style_cache)))
-            self._style_cache[ck] = feats
-        return t, feats
+            self._style_cache[ck] = stats
+        return stats
 
     def evaluate(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
                  style_weights: Sequence[float] | None = None, style_keys: Sequence[str] = ()) -> dict:
@@ -245,41 +263,46 @@ class QualityEvaluator:
             groups: dict[tuple, list[int]] = {}
             for i, (c, _) in enumerate(prepared):
                 groups.setdefault(tuple(c.shape[-2:]), []).append(i)
-            feats: dict[int, tuple[dict, dict]] = {}
+            values: list[torch.Tensor | None] = [None] * len(items)
             for idx in groups.values():
-                cf = self._features(torch.cat([prepared[i][0] for i in idx]), (CONTENT_LAYER,))
-                of = self._features(torch.cat([prepared[i][1] for i in idx]))
-                for j, i in enumerate(idx):
-                    feats[i] = ({k: v[j:j + 1] for k, v in cf.items()}, {k: v[j:j + 1] for k, v in of.items()})
+                cs = torch.cat([prepared[i][0] for i in idx])
+                os_ = torch.cat([prepared[i][1] for i in idx])
+                with torch.inference_mode():
+                    cf = self._features(cs, (CONTENT_LAYER,))
+                    of = self._features(os_)
+                    ssims = ssim(luminance(os_), luminance(cs))
+                    out_q = lab_quantiles(os_, self._dirs)
+                    for j, i in enumerate(idx):
+                        values[i] = self._metrics(items[i], {k: v[j:j + 1] for k, v in cf.items()},
+                                                  {k: v[j:j + 1] for k, v in of.items()}, ssims[j], out_q[j])
+            table = torch.stack(values).double().cpu().tolist()  # one device sync for the whole batch
             results = []
-            for i, it in enumerate(items):
-                c, o = prepared[i]
-                cf, of = feats[i]
-                results.append(self._metrics(it, c, o, cf, of))
+            for row in table:
+                res: dict = dict(zip(METRICS, row))
+                res["evaluator"], res["evaluator_size"] = self.spec, self.size
+                results.append(res)
         self.seconds += time.perf_counter() - t0
         self.rows += len(items)
         return results
 
     def _style_loss(self, it: QualityItem, of: dict[str, torch.Tensor]) -> tuple[StyleLoss, list[torch.Tensor]]:
+        """The StyleLoss against the item's blended styles, and each style's Lab quantiles."""
         keys = list(it.style_keys) + [None] * (len(it.styles) - len(it.style_keys))
-        pairs = [self._style_features(s, k) for s, k in zip(it.styles, keys)]
-        blend = normalise_weights(list(it.style_weights) if it.style_weights else None, len(pairs))
-        loss = StyleLoss.from_features([p[1] for p in pairs], blend, STYLE_LAYERS, normalize=True)
-        return loss, [p[0] for p in pairs]
+        stats = [self._style_stats(s, k) for s, k in zip(it.styles, keys)]
+        blend = normalise_weights(list(it.style_weights) if it.style_weights else None, len(stats))
+        # Same targets as StyleLoss.from_features: the blend-weighted mean of the styles' Gram matrices.
+        targets = {l: sum(w * st["gram"][l] for st, w in zip(stats, blend)) for l in STYLE_LAYERS}
+        return StyleLoss(targets, normalize=True), [st["lab_q"] for st in stats]
 
-    def _metrics(self, it: QualityItem, c: torch.Tensor, o: torch.Tensor, cf: dict, of: dict) -> dict:
-        content = ContentLoss(CONTENT_LAYER, cf[CONTENT_LAYER], normalize=True)
-        out = {"content_loss": float(content(of)), "ssim": float(ssim(luminance(o), luminance(c))[0])}
+    def _metrics(self, it: QualityItem, cf: dict, of: dict, ssim_value: torch.Tensor, out_q: torch.Tensor) -> torch.Tensor:
+        """The ``METRICS`` of one row as a tensor (NaN style metrics when the row has no style)."""
+        content = ContentLoss(CONTENT_LAYER, cf[CONTENT_LAYER], normalize=True)(of)
         if it.styles:
-            sl, style_t = self._style_loss(it, of)
-            out["style_loss"] = float(sl(of))
-            out["color_distance"] = sliced_wasserstein_lab(o, style_t, it.style_weights,
-                                                           projections=self.projections, seed=self.seed)
+            sl, style_q = self._style_loss(it, of)
+            style, color = sl(of), swd_from_quantiles(out_q, style_q, it.style_weights)
         else:
-            out["style_loss"] = out["color_distance"] = math.nan
-        res: dict = {k: out[k] for k in METRICS}
-        res["evaluator"], res["evaluator_size"] = self.spec, self.size
-        return res
+            style = color = torch.tensor(math.nan, device=content.device)
+        return torch.stack([content.float(), style.float(), ssim_value.float(), color.float()])
 
     def breakdown(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
                   style_weights: Sequence[float] | None = None, *, maps: int = 4) -> dict:
@@ -314,9 +337,15 @@ _EVALUATORS: dict[tuple, QualityEvaluator] = {}
 _EVALUATORS_LOCK = threading.Lock()
 
 
-def get_evaluator(encoder: str = "auto", *, size: int = DEFAULT_SIZE, device: str = "auto") -> QualityEvaluator:
-    """The process-wide evaluator for this config (built once, like ``engine.get_engine``)."""
-    key = (resolve_evaluator_spec(encoder), int(size), str(device))
+def get_evaluator(encoder: str | None = None, *, size: int | None = None, device: str = "auto") -> QualityEvaluator:
+    """The process-wide evaluator for this config (built once, like ``engine.get_engine``).
+
+    ``encoder``/``size`` default to ``$STYLIZE_QUALITY_ENCODER`` (else ``auto``) and ``$STYLIZE_QUALITY_SIZE``
+    (else ``DEFAULT_SIZE``).
+    """
+    encoder = encoder or os.environ.get("STYLIZE_QUALITY_ENCODER") or "auto"
+    size = int(size or os.environ.get("STYLIZE_QUALITY_SIZE") or DEFAULT_SIZE)
+    key = (resolve_evaluator_spec(encoder), size, str(device))
     with _EVALUATORS_LOCK:
         ev = _EVALUATORS.get(key)
         if ev is None:

@@ -266,13 +266,19 @@ def build_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_s
         raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; choose one of "
                              f"{', '.join(c for c in (*METRICS, 'total_ms') if c in metrics) or 'none'}")
     ev = summary.get("evaluator") or {}
+    skipped_breakdown = None
     if breakdown_rows and evaluator_obj is None and isinstance(ev.get("encoder"), str):
-        from .quality import DEFAULT_SIZE, get_evaluator
+        from .quality import DEFAULT_SIZE, get_evaluator, imagenet_cache_file
 
-        size = ev.get("size") if isinstance(ev.get("size"), int) else DEFAULT_SIZE
-        evaluator_obj = get_evaluator(ev["encoder"], size=size, device="cpu")
+        if ev["encoder"] == "imagenet" and not imagenet_cache_file().is_file():
+            # Never start a 550 MB download for a report: the workers had the weights, this machine has not.
+            skipped_breakdown = f"the evaluator's imagenet weights are not cached on this machine ({imagenet_cache_file()})"
+        else:
+            size = ev.get("size") if isinstance(ev.get("size"), int) else DEFAULT_SIZE
+            evaluator_obj = get_evaluator(ev["encoder"], size=size, device="cpu")
     html = render_report(metrics, summary, output_root=output_root_for(report_dir, summary), metric=metric,
-                         samples=samples, breakdown_rows=breakdown_rows, evaluator=evaluator_obj, seed=seed)
+                         samples=samples, breakdown_rows=breakdown_rows, evaluator=evaluator_obj, seed=seed,
+                         breakdown_note=skipped_breakdown)
     storage.write_bytes(paths.html, html.encode("utf-8"), content_type="text/html; charset=utf-8")
     storage.write_bytes(paths.summary, summary_json(summary), content_type="application/json")
     return summary

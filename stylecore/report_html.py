@@ -268,11 +268,11 @@ def _failures(df: pd.DataFrame, summary: Mapping[str, Any], limit: int = 200) ->
     return "".join(parts)
 
 
-def _breakdowns(df: pd.DataFrame, metric: str, n: int, images: _Images, evaluator) -> str:
+def _breakdowns(df: pd.DataFrame, metric: str | None, n: int, images: _Images, evaluator, note: str | None) -> str:
     if not n:
         return '<p class="muted">breakdown turned off</p>'
     if evaluator is None:
-        return '<p class="muted">no quality evaluator was used in this run</p>'
+        return f'<p class="muted">no breakdown: {esc(note or "the run measured no quality metrics")}</p>'
     ok = df[df["status"] == "ok"] if "status" in df else df
     picks = [sel.head(1) for _, sel in _select(ok, metric, 1, 0)] if metric in ok else [ok.head(n)]
     rows = pd.concat(picks).head(n)
@@ -304,13 +304,13 @@ def _breakdowns(df: pd.DataFrame, metric: str, n: int, images: _Images, evaluato
 
 def render_report(metrics: pd.DataFrame, summary: Mapping[str, Any], *, output_root: str | None = None,
                   metric: str | None = "style_loss", samples: int = 4, breakdown_rows: int = 2, evaluator=None,
-                  seed: int = 0) -> str:
+                  seed: int = 0, breakdown_note: str | None = None) -> str:
     """The complete HTML page for a run (see ``stylecore.report.build_report``)."""
     df = metrics.reset_index(drop=True)
     images = _Images(output_root)
     title = f"Stylize run {summary.get('flow_run_id') or summary.get('run_id') or ''}".strip()
     sheet = _contact_sheet(df, metric, samples, seed, images)
-    breakdown = _breakdowns(df, metric, breakdown_rows, images, evaluator)
+    breakdown = _breakdowns(df, metric, breakdown_rows, images, evaluator, breakdown_note)
     details = {k: summary.get(k) for k in ("manifest", "output", "method", "weight_specs", "workers", "evaluator", "parameters")
                if summary.get(k) is not None}
     unreadable = ""

@@ -25,12 +25,11 @@ def test_flow_writes_report_and_artifacts(prefect_api, tmp_path):
 
     from flows.stylize_collection import stylize_collection
     from stylecore.quality import resolve_evaluator_spec
-    from tests.pipeline.conftest import write_manifest
+    from tests.pipeline.helpers import ENGINE, write_manifest
 
     manifest = write_manifest(tmp_path, 3, extra_rows=[{"content": "content/b<a>d.jpg", "style": "styles/s0.png", "label": "x"}])
     (tmp_path / "content" / "b<a>d.jpg").write_bytes(b"not an image")
-    summary = stylize_collection(manifest=str(manifest), output=str(tmp_path / "out"), method="gatys", encoder="random:0",
-                                 device="cpu", size=32, steps=2, max_failed=1)
+    summary = stylize_collection(manifest=str(manifest), output=str(tmp_path / "out"), max_failed=1, **ENGINE)
     assert (summary["ok"], summary["failed"], summary["total"]) == (3, 1, 4)
     report_dir = tmp_path / "out" / "_reports" / summary["run_id"]
     assert {"report.html", "metrics.csv", "metrics.parquet", "summary.json"} <= {p.name for p in report_dir.iterdir()}
@@ -39,7 +38,7 @@ def test_flow_writes_report_and_artifacts(prefect_api, tmp_path):
     assert ok["ssim"].between(0, 1).all() and (ok["color_distance"] > 0).all() and ok["quality_ms"].notna().all()
     on_disk = json.loads((report_dir / "summary.json").read_text())
     assert on_disk["evaluator"]["encoder"] == resolve_evaluator_spec("auto")
-    assert on_disk["quality_cost"]["fraction_of_wall"] > 0 and on_disk["parameters"]["steps"] == 2
+    assert on_disk["quality_cost"]["fraction_of_wall"] > 0 and on_disk["parameters"]["size"] == 32
     assert on_disk["failure_reasons"] == {"not an image (unrecognised format)": 1}
 
     with get_client(sync_client=True) as client:
@@ -64,8 +63,8 @@ def test_markdown_escapes_run_text(tmp_path):
     assert "decoder \\<b\\>exploded\\</b\\>" in md  # run-provided text is escaped
 
 
-def test_presigned_link_for_s3(s3_server):
+def test_presigned_link_for_s3(s3):
     from tasks.artifacts import report_markdown
 
-    md = report_markdown(f"s3://{s3_server}/runs/_reports/r1/report.html", sample_summary())
+    md = report_markdown(f"s3://{s3.bucket('report')}/runs/_reports/r1/report.html", sample_summary())
     assert "Signature=" in md and "expires in 168 h" in md and "](http://127.0.0.1:" in md

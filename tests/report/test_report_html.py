@@ -108,7 +108,7 @@ def test_missing_images_show_placeholders(tmp_path, evaluator):
     assert "output unavailable" in html and "Images the report could not read" in html
 
 
-def test_report_on_s3(s3_server, tmp_path, evaluator):
+def test_report_on_s3(s3, tmp_path, evaluator):
     import urllib.request
 
     from stylecore import storage, tables
@@ -116,9 +116,10 @@ def test_report_on_s3(s3_server, tmp_path, evaluator):
     from tasks.artifacts import report_link
 
     m = sample_metrics(tmp_path)
-    prefix = f"s3://{s3_server}/runs/_reports/r1"
+    bucket = s3.bucket("report")
+    prefix = f"s3://{bucket}/runs/_reports/r1"
     for i in range(3):  # outputs live on S3 under the output root
-        storage.write_bytes(f"s3://{s3_server}/runs/out/c{i}.jpg", (tmp_path / "out" / f"c{i}.jpg").read_bytes())
+        storage.write_bytes(f"s3://{bucket}/runs/out/c{i}.jpg", (tmp_path / "out" / f"c{i}.jpg").read_bytes())
     tables.write_parquet(m, storage.join(prefix, "metrics.parquet"))
     storage.write_bytes(storage.join(prefix, "summary.json"), b'{"wall_seconds": 2.5, "flow_run_id": "abc"}')
     summary = build_report(prefix, metric="ssim", samples=1, breakdown_rows=0)
@@ -130,3 +131,17 @@ def test_report_on_s3(s3_server, tmp_path, evaluator):
     assert signed
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/html") and r.read().decode() == html
+
+
+def test_breakdown_never_downloads_imagenet(tmp_path, evaluator, monkeypatch):
+    from stylecore.report import build_report
+
+    report_dir, _ = build_sample_report(tmp_path / "run", evaluator, breakdown_rows=0)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    m = pd.read_parquet(report_dir / "metrics.parquet")
+    m["evaluator"] = m["evaluator"].where(m["evaluator"].isna(), "imagenet")
+    summary = build_report(str(report_dir), metrics=m, metric="ssim", samples=1, breakdown_rows=2)
+    assert summary["evaluator"]["encoder"] == "imagenet"
+    html = (report_dir / "report.html").read_text()
+    assert "no breakdown: the evaluator&#x27;s imagenet weights are not cached on this machine" in html
+    assert not (tmp_path / "empty-torch-home").exists()

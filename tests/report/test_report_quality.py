@@ -107,7 +107,7 @@ def test_batch_matches_single_and_breakdown_adds_up(evaluator):
     batch = evaluator.evaluate_batch(items)
     for it, got in zip(items, batch):
         single = evaluator.evaluate(it.content, it.styles, it.output, it.style_weights)
-        assert got["evaluator"] == "random:0" and got["evaluator_size"] == 128
+        assert got["evaluator"] == "random:0" and got["evaluator_size"] == evaluator.size == 96
         for k in METRICS:
             v = single[k]
             assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
