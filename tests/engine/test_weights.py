@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import socket
+import urllib.request
 
 import pytest
 import torch
@@ -30,6 +31,9 @@ def offline(monkeypatch, tmp_path):
         monkeypatch.setenv(var, proxy)
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
+    # urllib caches its opener (with the proxies of the moment) on first use: give this test its own,
+    # and restore the previous one afterwards so later tests don't inherit the closed-port proxy.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     return home
 
 
