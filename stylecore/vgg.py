@@ -115,11 +115,10 @@ class VGG19Encoder(nn.Module):
             raise WeightsError(f"{label}: shapes do not match VGG19 ({' '.join(first[1:2]).strip()[:200]})") from None
 
 
-def random_vgg19_features(seed: int) -> nn.Sequential:
-    """VGG19 features up to relu5_1 with torchvision's VGG initialisation scheme (Kaiming-normal, fan_out,
-    zero biases), drawn deterministically from ``seed`` without touching the global RNG."""
+def kaiming_init_(feats: nn.Sequential, seed: int) -> nn.Sequential:
+    """Re-initialise the convs of a VGG ``features`` stack in place with torchvision's VGG scheme
+    (Kaiming-normal, fan_out, zero biases), drawn deterministically from ``seed`` without touching the global RNG."""
     gen = torch.Generator().manual_seed(int(seed))
-    feats = vgg19_features()
     with torch.no_grad():
         for m in feats:
             if isinstance(m, nn.Conv2d):
@@ -127,6 +126,11 @@ def random_vgg19_features(seed: int) -> nn.Sequential:
                 m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)
                 m.bias.zero_()
     return feats
+
+
+def random_vgg19_features(seed: int) -> nn.Sequential:
+    """VGG19 features up to relu5_1 with torchvision's initialisation scheme, deterministic for ``seed``."""
+    return kaiming_init_(vgg19_features(), seed)
 
 
 def load_vgg19_encoder(spec: str | WeightSpec, *, progress: bool = True) -> VGG19Encoder:

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from ..errors import WeightsError
-from ..vgg import IMAGENET_MEAN, IMAGENET_STD
+from ..vgg import IMAGENET_MEAN, IMAGENET_STD, kaiming_init_
 from ..weights import WeightSpec, load_state_dict, parse_spec
 
 VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -59,17 +59,8 @@ def vgg16_features() -> nn.Sequential:
 
 
 def random_vgg16_features(seed: int) -> nn.Sequential:
-    """VGG16 features with torchvision's initialisation scheme (Kaiming-normal, fan_out, zero biases),
-    drawn deterministically from ``seed`` without touching the global RNG."""
-    gen = torch.Generator().manual_seed(int(seed))
-    feats = vgg16_features()
-    with torch.no_grad():
-        for m in feats:
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
-                m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)
-                m.bias.zero_()
-    return feats
+    """VGG16 features with torchvision's initialisation scheme, deterministic for ``seed``."""
+    return kaiming_init_(vgg16_features(), seed)
 
 
 def _vgg16_imagenet_state() -> dict[str, torch.Tensor]:
