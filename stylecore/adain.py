@@ -25,7 +25,7 @@ from torch import nn
 from .adain_net import ENCODER_RELU4_1, decoder as decoder_layout, normalised_vgg
 from .errors import WeightsError
 from .vgg import IMAGENET_MEAN, IMAGENET_STD, LAYERS, VGG19Encoder, random_vgg19_features
-from .weights import WeightSpec, load_state_dict, parse_spec, torchvision_imagenet_state_dict
+from .weights import WeightSpec, load_exact_state_dict, load_state_dict, parse_spec, torchvision_imagenet_state_dict
 
 EPS = 1e-5
 SCALE = 8  # the encoder downsamples by 8 (three ceil-mode max-pools); the decoder upsamples by 8
@@ -142,16 +142,7 @@ def load_adain_decoder(spec: str | WeightSpec) -> nn.Sequential:
         label = f"decoder {ws.text}"
         state = load_state_dict(ws, what="decoder")
         dec = decoder_layout()
-        expected = dec.state_dict()
-        missing = [k for k in expected if k not in state]
-        extra = [k for k in state if k not in expected]
-        if missing or extra:
-            what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
-            raise WeightsError(f"{label}: not a pytorch-AdaIN decoder.pth layout ({what})")
-        for k, v in expected.items():
-            if tuple(state[k].shape) != tuple(v.shape):
-                raise WeightsError(f"{label}: key {k} has shape {tuple(state[k].shape)}, decoder.pth has {tuple(v.shape)}")
-        dec.load_state_dict(state, strict=True)
+        load_exact_state_dict(dec, state, label, layout="pytorch-AdaIN decoder.pth layout", shape_name="decoder.pth")
     dec.requires_grad_(False)
     return dec.eval()
 

@@ -18,7 +18,7 @@ from torch import nn
 from .adain import he_init
 from .errors import WeightsError
 from .transformer_net import TransformerNet
-from .weights import WeightSpec, load_state_dict, parse_spec
+from .weights import WeightSpec, load_exact_state_dict, load_state_dict, parse_spec
 
 SCALE = 4  # two stride-2 convolutions down, two 2× upsamplings up
 _OLD_IN_KEY = re.compile(r"in\d+\.(running_mean|running_var|num_batches_tracked)$")
@@ -40,16 +40,7 @@ def load_transformer(spec: str | WeightSpec) -> TransformerNet:
         label = f"model {ws.text}"
         state = drop_old_instance_norm_keys(load_state_dict(ws, what="model"))
         net = TransformerNet()
-        expected = net.state_dict()
-        missing = [k for k in expected if k not in state]
-        extra = [k for k in state if k not in expected]
-        if missing or extra:
-            what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
-            raise WeightsError(f"{label}: not a fast_neural_style TransformerNet checkpoint ({what})")
-        for k, v in expected.items():
-            if tuple(state[k].shape) != tuple(v.shape):
-                raise WeightsError(f"{label}: key {k} has shape {tuple(state[k].shape)}, TransformerNet has {tuple(v.shape)}")
-        net.load_state_dict(state, strict=True)
+        load_exact_state_dict(net, state, label, layout="fast_neural_style TransformerNet checkpoint", shape_name="TransformerNet")
     net.requires_grad_(False)
     return net.eval()
 

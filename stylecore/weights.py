@@ -167,3 +167,19 @@ def imagenet_cache_path() -> Path:
     from torchvision.models import VGG19_Weights
 
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
+
+
+def load_exact_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], label: str, *,
+                          layout: str, shape_name: str) -> None:
+    """Load ``state`` into ``module`` only if its keys and shapes match exactly; else a one-line WeightsError
+    saying it is ``not a {layout}`` (naming the first missing/unexpected keys or the mismatched shape)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
+        raise WeightsError(f"{label}: not a {layout} ({what})")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise WeightsError(f"{label}: key {k} has shape {tuple(state[k].shape)}, {shape_name} has {tuple(v.shape)}")
+    module.load_state_dict(state, strict=True)
