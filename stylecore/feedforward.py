@@ -34,6 +34,9 @@ OOM = torch.cuda.OutOfMemoryError
 # channels_last on every device for the feed-forward nets: tensor cores on CUDA, and oneDNN's NHWC
 # convolutions measured 10-15% faster than NCHW on the CPU too.
 FF_MEMORY_FORMAT = torch.channels_last
+# Devices that run the networks with stylecore.fast_layers (phase-decomposed upsampling convs, ...):
+# measured on the CPU only.
+FAST_LAYER_DEVICES = ("cpu",)
 MIN_TILE = 64
 CPU_TILE = 1024  # automatic tile size on the CPU (about 1 GB of activations per AdaIN tile)
 COLOR_SAMPLE_PIXELS = 1 << 20  # preserve_color estimates the content's colour statistics from ≤ 1 MP
@@ -80,6 +83,11 @@ class FeedForwardMixin:
 
     max_batch: int = 16
     oom_splits: int = 0
+
+    # -- networks ---------------------------------------------------------------------------------
+    def _fast(self, net, convert):
+        """On the CPU, ``convert(net)``: the exact faster layer forms of ``stylecore.fast_layers``."""
+        return convert(net) if self.device.type in FAST_LAYER_DEVICES else net
 
     # -- tensors ----------------------------------------------------------------------------------
     def _input(self, x: torch.Tensor) -> torch.Tensor:
