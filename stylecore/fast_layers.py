@@ -79,20 +79,21 @@ class SpaceToDepthConv2d(nn.Conv2d):
         return new
 
     def prepare(self) -> None:
-        """Build the (out·4, in·4, K, K) kernel, K = ceil((k+1)/2), from ``weight``."""
+        """Build the (4·out, 4·in, K, K) kernel, K = ceil((k+1)/2), from ``weight``."""
         r, (kh, kw) = self.R, self.kernel_size
         o, c = self.out_channels, self.in_channels
         ky, kx = -(-(kh + r - 1) // r), -(-(kw + r - 1) // r)
         with torch.no_grad():
             w = self.weight.detach()
-            k = torch.zeros(o, r, r, c, r, r, ky, kx, dtype=w.dtype, device=w.device)
+            # output channel (o, py, px) as pixel_shuffle expects; input channel (sy, sx, c) as _unshuffle gives
+            k = torch.zeros(o, r, r, r, r, c, ky, kx, dtype=w.dtype, device=w.device)
             for py in range(r):
                 for px in range(r):
                     for ty in range(kh):
                         qy, sy = divmod(py + ty, r)
                         for tx in range(kw):
                             qx, sx = divmod(px + tx, r)
-                            k[:, py, px, :, sy, sx, qy, qx] = w[:, :, ty, tx]
+                            k[:, py, px, sy, sx, :, qy, qx] = w[:, :, ty, tx]
             k = k.reshape(o * r * r, c * r * r, ky, kx)
             self.register_buffer("s2d_weight", k.contiguous(memory_format=_fmt(self.weight)), persistent=False)
             bias = None if self.bias is None else self.bias.detach().repeat_interleave(r * r)
@@ -105,9 +106,17 @@ class SpaceToDepthConv2d(nn.Conv2d):
         need_h, need_w = r * (-(-h // r) + ky - 1), r * (-(-w // r) + kx - 1)
         if (need_h, need_w) != tuple(x.shape[-2:]):  # odd output sizes: zero rows/cols only feed cropped outputs
             x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]))
-        y = F.conv2d(F.pixel_unshuffle(x, r), self.s2d_weight.to(x.dtype),
+        y = F.conv2d(_unshuffle(x, r), self.s2d_weight.to(x.dtype),
                      None if self.s2d_bias is None else self.s2d_bias.to(x.dtype))
         return F.pixel_shuffle(y, r)[..., :h, :w]
+
+
+def _unshuffle(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Space-to-depth with channel order (sy, sx, c): one copy with c innermost, i.e. a channels_last result
+    (``F.pixel_unshuffle``'s (c, sy, sx) order measured 6× slower on channels_last inputs)."""
+    n, c, h, w = x.shape
+    v = x.permute(0, 2, 3, 1).reshape(n, h // r, r, w // r, r, c).permute(0, 1, 3, 2, 4, 5)
+    return v.reshape(n, h // r, w // r, r * r * c).permute(0, 3, 1, 2)
 
 
 class InstanceNorm2d(nn.InstanceNorm2d):
