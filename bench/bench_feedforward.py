@@ -7,7 +7,7 @@ reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, d
 ``torch.no_grad``) and fast_neural_style ``stylize`` (one image through TransformerNet), both with the
 networks loaded once and without file I/O. The reference loop is re-measured right before each row. Weights are random, saved in the public checkpoint formats.
 
-    python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N]
+    python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N] [--methods adain johnson]
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def run(args) -> None:
     print(f"{'method':8} {'px':>4} {'batch':>5} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} {'ratio':>6}")
     refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
     styles = [_photo(256, 100 + i) for i in range(2)]
-    for method in ("adain", "johnson"):
+    for method in args.methods:
         for size in sizes:
             n = args.images or (64 if device.type == "cuda" else (8 if size == 512 else 16))
             contents = [_photo(size, i) for i in range(n)]
@@ -163,6 +163,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="256 px only, batch sizes 1 and 4")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--methods", nargs="+", default=["adain", "johnson"], choices=["adain", "johnson"],
+                   help="methods to measure (default both)")
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes (default 256 512)")
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 4 16)")
     p.add_argument("--images", type=int, default=0, help="contents per measurement (default 16/8 on the CPU, 64 on CUDA)")
