@@ -3,7 +3,8 @@ features match the content at relu4_2 and the style's Gram matrices at relu1_1..
 
 Runs in float32 on every device: L-BFGS's curvature estimates are not reliable under bf16/fp16
 autocast, so mixed precision is used only by the feed-forward methods. On CUDA the image and the
-encoder use channels_last.
+encoder use channels_last, and cuDNN runs deterministic algorithms without TF32 (``device.exact_math``),
+so a seed gives the same bytes there too.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import combine_luminance, luminance, match_luminance
-from .device import memory_format
+from .device import exact_math, memory_format
 from .errors import ImageError
 from .losses import ContentLoss, StyleLoss, tv_loss
 from .options import StyleOptions
@@ -89,6 +90,11 @@ def stylize_gatys(
     callback: Callable[[StepInfo], None] | None = None,
 ) -> torch.Tensor:
     """Stylize ``content`` (1,3,H,W in [0,1]) with ``styles`` blended by ``blend``; returns (1,3,H,W) in [0,1]."""
+    with exact_math(content.device):
+        return _optimise(encoder, content, styles, blend, options, callback)
+
+
+def _optimise(encoder, content, styles, blend, options, callback) -> torch.Tensor:
     device = content.device
     fmt = memory_format(device)
     gen = torch.Generator(device="cpu").manual_seed(int(options.seed))
