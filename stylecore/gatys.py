@@ -143,7 +143,9 @@ def _optimise(encoder, content, styles, blend, options, callback) -> torch.Tenso
                 init = c.detach().clone()
         else:
             init = F.interpolate(x.detach(), size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-        x = init.contiguous(memory_format=fmt).requires_grad_(True)
+        # The optimised pixels stay in the default layout: L-BFGS flattens the gradient with .view(-1), which a
+        # channels_last gradient does not allow; the encoder gets a channels_last copy on CUDA.
+        x = init.contiguous().requires_grad_(True)
 
         budget = steps[level]
         evals = 0
@@ -155,7 +157,7 @@ def _optimise(encoder, content, styles, blend, options, callback) -> torch.Tenso
             if evals >= budget:
                 raise _BudgetSpent
             x.grad = None
-            feats = encoder(x, layer_set)
+            feats = encoder(x.contiguous(memory_format=fmt), layer_set)
             lc = content_loss(feats)
             ls = style_loss(feats)
             lt = tv_loss(x)
