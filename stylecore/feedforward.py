@@ -203,14 +203,17 @@ class FeedForwardMixin:
 
     def _run_chunk(self, chunk: list[FFItem], out: list) -> None:
         t0 = time.perf_counter()
+        failure = None
         try:
             images = self._split_on_oom(chunk)
         except Exception as e:  # noqa: BLE001
+            failure = e.with_traceback(None)  # a live traceback would pin the failed attempt's tensors
+        if failure is not None:
             if len(chunk) > 1:  # isolate the failing item(s)
                 for it in chunk:
                     self._run_chunk([it], out)
                 return
-            out[chunk[0].index] = (e, chunk[0].prep_ms + (time.perf_counter() - t0) * 1000)
+            out[chunk[0].index] = (failure, chunk[0].prep_ms + (time.perf_counter() - t0) * 1000)
             return
         share = (time.perf_counter() - t0) * 1000 / len(chunk)
         for it, img in zip(chunk, images):
@@ -221,12 +224,13 @@ class FeedForwardMixin:
         try:
             return self._forward(items)
         except OOM:
-            self._release()
-            if len(items) == 1:
-                return [self._forward_tiles_retry(items[0])]
-            self.oom_splits += 1
-            mid = len(items) // 2
-            return self._split_on_oom(items[:mid]) + self._split_on_oom(items[mid:])
+            pass  # retry after the handler: its traceback pins the failed attempt's activations until it ends
+        self._release()
+        if len(items) == 1:
+            return [self._forward_tiles_retry(items[0])]
+        self.oom_splits += 1
+        mid = len(items) // 2
+        return self._split_on_oom(items[:mid]) + self._split_on_oom(items[mid:])
 
     def _forward_tiles_retry(self, item: FFItem) -> Image.Image:
         align = ADAIN_SCALE if item.method == "adain" else JOHNSON_SCALE
