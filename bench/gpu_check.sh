@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session: CUDA tests, feed-forward and Gatys benchmarks, offline-model training runs.
+# One prepared GPU session: CUDA tests, feed-forward and Gatys benchmarks, profiles; offline-model training (STAGES=offline).
 #
 #   OUT=/tmp/gpu-check bash bench/gpu_check.sh            # all stages
 #   STAGES="tests bench" bash bench/gpu_check.sh          # some of them
@@ -11,7 +11,7 @@ set -u
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 PY=${PY:-python3}
-STAGES=${STAGES:-env tests bench gatys offline}
+STAGES=${STAGES:-env tests bench gatys profile}
 OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
 OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
 DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
@@ -50,10 +50,18 @@ run_offline() {  # name, extra recipe arguments...
       bench)
         stage "bench_feedforward --device $DEVICE"
         timeout 120 $PY bench/bench_feedforward.py --device $DEVICE
+        stage "bench_feedforward --device $DEVICE --autotune"
+        timeout 120 $PY bench/bench_feedforward.py --device $DEVICE --autotune
         ;;
       gatys)
         stage "bench_gatys --device $DEVICE"
         timeout 45 $PY bench/bench_gatys.py --device $DEVICE --sizes 256 512 1024 --steps 50
+        ;;
+      profile)
+        for m in johnson adain; do
+          stage "profile $m 256 px batch 16"
+          timeout 60 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
+        done
         ;;
       offline)
         stage "offline model: the recipe (80 px crops, batch 4)"

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .adain import SCALE as ADAIN_SCALE, Stats, StatsAccumulator, adain_features, feature_labels, mask_labels, mean_std
 from .color import combine_luminance, match_color_covariance
-from .device import autocast
+from .device import autocast, cudnn_autotune
 from .errors import OptionsError, StyleCoreError
 from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
 from .options import StyleOptions, normalise_weights, parse_style_weights
@@ -80,10 +80,13 @@ class FeedForwardMixin:
 
     max_batch: int = 16
     oom_splits: int = 0
+    autotune: bool = False  # CUDA: let cuDNN time its algorithms once per input shape (see device.cudnn_autotune)
 
     # -- tensors ----------------------------------------------------------------------------------
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,H,W) on the CPU (or float in [0,1]) -> float32 channels_last on the engine's device."""
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            x = x.pin_memory()  # page-locked: an asynchronous copy (pinned buffers are cached by torch)
         x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
@@ -185,7 +188,7 @@ class FeedForwardMixin:
         """Run feed-forward requests; returns, in order, (PIL image or the exception, compute ms) per request."""
         out: list = [None] * len(requests)
         items: list[FFItem] = []
-        with self._lock:
+        with self._lock, cudnn_autotune(self.device, self.autotune):
             for i, req in enumerate(requests):
                 t0 = time.perf_counter()
                 try:
@@ -257,7 +260,7 @@ class FeedForwardMixin:
                     y = self.model(x * 255.0)[..., :h, :w].float().clamp_(0, 255).div_(255.0)
             if first.method == "johnson":
                 y = self._johnson_color(items, y, x)
-            return [_to_image(y[i]) for i in range(len(items))]
+            return _to_images(y)
 
     def _adain_direct(self, items: list[FFItem], x: torch.Tensor) -> torch.Tensor:
         f = self.adain_encoder(x)
@@ -351,7 +354,7 @@ class FeedForwardMixin:
         return record
 
 
-def _to_image(y: torch.Tensor) -> Image.Image:
-    """(3, H, W) float in [0, 1] -> RGB PIL, rounded to the nearest level."""
-    arr = y.mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr, mode="RGB")
+def _to_images(y: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) float in [0, 1] -> RGB PIL images, with one device-to-host copy for the whole batch."""
+    arr = y.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return [Image.fromarray(a, mode="RGB") for a in arr]
