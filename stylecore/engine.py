@@ -16,6 +16,7 @@ from PIL import Image
 from .adain import AdaINEncoder, load_adain_decoder, load_adain_encoder
 from .device import memory_format, resolve_device
 from .errors import OptionsError
+from .fast_layers import fast_decoder, fast_encoder, fast_transformer
 from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
@@ -99,6 +100,7 @@ class Engine(FeedForwardMixin):
         with self._lock:
             if self._adain_encoder is None:
                 enc = load_adain_encoder(self.config.encoder, progress=self.progress)
+                enc = self._fast(enc, fast_encoder)
                 self._adain_encoder = enc.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._adain_encoder
 
@@ -110,7 +112,7 @@ class Engine(FeedForwardMixin):
                 if not self.config.decoder:
                     raise OptionsError("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
                                        "a decoder.pth path, file://, s3:// URI or random:SEED")
-                dec = load_adain_decoder(self.config.decoder)
+                dec = self._fast(load_adain_decoder(self.config.decoder), fast_decoder)
                 self._decoder = dec.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._decoder
 
@@ -122,7 +124,7 @@ class Engine(FeedForwardMixin):
                 if not self.config.model:
                     raise OptionsError("method johnson needs a model: pass --model SPEC (model= in Python): "
                                        "a fast_neural_style .pth path, file://, s3:// URI or random:SEED")
-                net = load_transformer(self.config.model)
+                net = self._fast(load_transformer(self.config.model), fast_transformer)
                 self._model = net.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._model
 

@@ -136,3 +136,22 @@ def test_out_of_memory_on_one_image_retries_as_tiles(ff_weights):
     engine._decoder.max_cells = 1  # nothing fits: a clear error, not a crash
     r = engine.stylize_batch([Request(content, [style], ["s"], None, "adain", StyleOptions.make(size=0, style_size=64), "k")])[0]
     assert r.image is None and "out of memory" in r.error and "\n" not in r.error
+
+
+def test_cpu_forward_passes_hold_at_most_cpu_batch_pixels(ff_weights):
+    engine = _engine(ff_weights)
+    sizes = []
+    engine.model.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    opts = StyleOptions.make(size=0)
+    reqs = [Request(make_photo(32, 24, seed=i), [], [], None, "johnson", opts, f"j{i}") for i in range(6)]
+    whole = engine.stylize_batch(reqs)
+    assert sizes == [6]  # small images still batch on the CPU
+    engine.cpu_batch_pixels = 2 * 32 * 24 + 1
+    sizes.clear()
+    parts = engine.stylize_batch(reqs)
+    assert sizes == [2, 2, 2]
+    assert max(_diff(a.image, b.image) for a, b in zip(whole, parts)) <= 1
+    engine.cpu_batch_pixels = 1  # larger than the budget: one image per pass, never zero
+    sizes.clear()
+    engine.stylize_batch(reqs[:2])
+    assert sizes == [1, 1]

@@ -1,0 +1,81 @@
+"""The exact faster layer forms (stylecore.fast_layers) against the plain layers they replace."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylecore.adain import load_adain_decoder
+from stylecore.fast_layers import InstanceNorm2d, SpaceToDepthConv2d, UpsampleConv2d, fast_decoder, fast_transformer
+from stylecore.johnson import load_transformer
+
+CL = torch.channels_last
+
+
+def _conv(cin, cout, k, seed):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k)
+    with torch.no_grad():
+        conv.bias.normal_()
+    return conv
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 9), (2, 4, 6, 5), (1, 3, 1, 1)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_upsample_conv_equals_upsample_reflectpad_conv(shape, layout):
+    conv = _conv(shape[1], 6, 3, seed=shape[2])
+    x = torch.randn(shape).contiguous(memory_format=layout)
+    ref = conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"))
+    fast = UpsampleConv2d.from_conv(conv).to(memory_format=layout)
+    with torch.inference_mode():
+        out = fast(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref.detach(), atol=1e-5, rtol=1e-5)
+    assert fast.weight is conv.weight  # the checkpoint parameter itself, not a copy
+
+
+@pytest.mark.parametrize("k,hw", [(9, (17, 20)), (9, (16, 16)), (3, (7, 10)), (4, (9, 9))])
+def test_space_to_depth_conv_equals_conv(k, hw):
+    conv = _conv(5, 3, k, seed=k)
+    x = torch.randn(2, 5, *hw)
+    with torch.inference_mode():
+        out = SpaceToDepthConv2d.from_conv(conv)(x)
+        ref = conv(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_instance_norm_keeps_channels_last_and_values():
+    torch.manual_seed(0)
+    ref = nn.InstanceNorm2d(8, affine=True)
+    with torch.no_grad():
+        ref.weight.normal_(), ref.bias.normal_()
+    fast = InstanceNorm2d(8, affine=True)
+    fast.load_state_dict(ref.state_dict())
+    x = (torch.randn(3, 8, 10, 12) * 5 + 2).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        out = fast(x)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out, ref(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_fast_networks_keep_state_dict_and_outputs():
+    net = load_transformer("random:3")
+    fast = fast_transformer(copy.deepcopy(net)).to(memory_format=CL)
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+    assert isinstance(fast.deconv1.conv2d, UpsampleConv2d) and isinstance(fast.deconv3.conv2d, SpaceToDepthConv2d)
+    x = torch.rand(2, 3, 45, 38) * 255
+    with torch.inference_mode():
+        a, b = net(x), fast(x.contiguous(memory_format=CL))
+    assert (a - b).abs().max() < 0.05  # levels on the 0-255 scale (fp32 rounding order only)
+
+    dec = load_adain_decoder("random:4")
+    fdec = fast_decoder(copy.deepcopy(dec))
+    assert list(fdec.state_dict()) == list(dec.state_dict())
+    assert sum(isinstance(m, UpsampleConv2d) for m in fdec) == 3
+    f = torch.rand(1, 512, 5, 7)
+    with torch.inference_mode():
+        torch.testing.assert_close(fdec(f), dec(f), atol=1e-4, rtol=1e-4)
