@@ -7,7 +7,7 @@ reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, d
 ``torch.no_grad``) and fast_neural_style ``stylize`` (one image through TransformerNet), both with the
 networks loaded once and without file I/O. The reference loop is re-measured right before each row. Weights are random, saved in the public checkpoint formats.
 
-    python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N] [--autotune]
+    python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N]
 """
 from __future__ import annotations
 
@@ -116,12 +116,11 @@ def run(args) -> None:
     engine = Engine(encoder=paths["vgg_normalised.pth"], decoder=paths["decoder.pth"], model=paths["johnson.pth"],
                     device=args.device, progress=False)
     device = engine.device
-    engine.autotune = args.autotune
     sizes = args.sizes or ([256] if args.quick else [256, 512])
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"engine cuDNN autotune {'on' if args.autotune else 'off'}")
+          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'plain')}")
     print(f"{'method':8} {'px':>4} {'batch':>5} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} {'ratio':>6}")
     refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
     styles = [_photo(256, 100 + i) for i in range(2)]
@@ -168,7 +167,6 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes (default 256 512)")
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 4 16)")
     p.add_argument("--images", type=int, default=0, help="contents per measurement (default 16/8 on the CPU, 64 on CUDA)")
-    p.add_argument("--autotune", action="store_true", help="CUDA: the engine uses cuDNN benchmark mode (Engine.autotune)")
     run(p.parse_args())
 
 

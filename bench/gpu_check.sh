@@ -15,6 +15,7 @@ STAGES=${STAGES:-env tests bench gatys profile}
 OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
 OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
 DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
+LAYERS=${LAYERS:-plain}               # STYLECORE_CUDA_LAYERS variants to test and benchmark
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log
 t0=$(date +%s)
@@ -44,14 +45,16 @@ run_offline() {  # name, extra recipe arguments...
         $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
         ;;
       tests)
-        stage "tests/gpu"
-        GPU_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest tests/gpu -v -p no:cacheprovider --durations=8 2>&1 | grep -v "^MEASURE"
+        for v in ${TEST_LAYERS:-$LAYERS}; do
+          stage "tests/gpu (STYLECORE_CUDA_LAYERS=$v)"
+          STYLECORE_CUDA_LAYERS=$v GPU_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | grep -v "^MEASURE" | tail -15
+        done
         ;;
       bench)
-        stage "bench_feedforward --device $DEVICE"
-        timeout 120 $PY bench/bench_feedforward.py --device $DEVICE
-        stage "bench_feedforward --device $DEVICE --autotune"
-        timeout 120 $PY bench/bench_feedforward.py --device $DEVICE --autotune
+        for v in $LAYERS; do
+          stage "bench_feedforward --device $DEVICE (STYLECORE_CUDA_LAYERS=$v)"
+          STYLECORE_CUDA_LAYERS=$v timeout 120 $PY bench/bench_feedforward.py --device $DEVICE
+        done
         ;;
       gatys)
         stage "bench_gatys --device $DEVICE"
@@ -60,7 +63,7 @@ run_offline() {  # name, extra recipe arguments...
       profile)
         for m in johnson adain; do
           stage "profile $m 256 px batch 16"
-          timeout 60 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
+          STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout 60 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
         done
         ;;
       offline)

@@ -7,6 +7,7 @@ Random weights in the public formats; the batch runs once untimed, then once und
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,14 +27,13 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="auto")
-    p.add_argument("--autotune", action="store_true")
     p.add_argument("--rows", type=int, default=18)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         w = _save_weights(Path(tmp))
         engine = Engine(encoder=w["vgg_normalised.pth"], decoder=w["decoder.pth"], model=w["johnson.pth"],
                         device=a.device, progress=False)
-        engine.max_batch, engine.autotune = a.batch, a.autotune
+        engine.max_batch = a.batch
         style = _photo(a.size, 100)
         reqs = [Request(_photo(a.size, i), [style] if a.method == "adain" else [], ["s"], None, a.method,
                         StyleOptions.make(size=0), str(i)) for i in range(a.batch)]
@@ -48,7 +48,7 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
         key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        print(f"{a.method} {a.size}px batch {a.batch} on {engine.device} (autotune {a.autotune})")
+        print(f"{a.method} {a.size}px batch {a.batch} on {engine.device} (CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'plain')})")
         print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=60))
 
 

@@ -42,21 +42,6 @@ def exact_math(device: torch.device):
     return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
 
 
-@contextlib.contextmanager
-def cudnn_autotune(device: torch.device, enabled: bool = True):
-    """On CUDA, cuDNN benchmark mode: the first batch of each new shape times the candidate algorithms
-    (a one-off cost per shape), later batches of that shape run the fastest. A no-op elsewhere."""
-    if not enabled or device.type != "cuda":
-        yield
-        return
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA (faster convolutions on tensor cores), contiguous on the CPU."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format

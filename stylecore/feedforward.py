@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ from PIL import Image
 
 from .adain import SCALE as ADAIN_SCALE, Stats, StatsAccumulator, adain_features, feature_labels, mask_labels, mean_std
 from .color import combine_luminance, match_color_covariance
-from .device import autocast, cudnn_autotune
+from .device import autocast
 from .errors import OptionsError, StyleCoreError
+from .fast_layers import channels_last_pads
 from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
 from .options import StyleOptions, normalise_weights, parse_style_weights
 from .style_cache import image_digest
@@ -37,6 +39,9 @@ FF_MEMORY_FORMAT = torch.channels_last
 # Devices that run the networks with stylecore.fast_layers (phase-decomposed upsampling convs, ...):
 # measured on the CPU only.
 FAST_LAYER_DEVICES = ("cpu",)
+# Layer forms on CUDA (STYLECORE_CUDA_LAYERS, for measurement): "plain" (the checkpoints' modules), "pads"
+# (layout-keeping reflection pads) or "fast+pads" (also the fast_layers forms above).
+CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "plain")
 MIN_TILE = 64
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
 CPU_TILE = 1024  # automatic tile size on the CPU (about 1 GB of activations per AdaIN tile)
@@ -85,12 +90,16 @@ class FeedForwardMixin:
     max_batch: int = 16
     cpu_batch_pixels: int = CPU_BATCH_PIXELS
     oom_splits: int = 0
-    autotune: bool = False  # CUDA: let cuDNN time its algorithms once per input shape (see device.cudnn_autotune)
 
     # -- networks ---------------------------------------------------------------------------------
     def _fast(self, net, convert):
-        """On the CPU, ``convert(net)``: the exact faster layer forms of ``stylecore.fast_layers``."""
-        return convert(net) if self.device.type in FAST_LAYER_DEVICES else net
+        """On the CPU, ``convert(net)``: the exact faster layer forms of ``stylecore.fast_layers``; on CUDA the
+        forms that ``CUDA_LAYERS`` names."""
+        if self.device.type in FAST_LAYER_DEVICES or (self.device.type == "cuda" and "fast" in CUDA_LAYERS):
+            net = convert(net)
+        if self.device.type == "cuda" and "pads" in CUDA_LAYERS:
+            net = channels_last_pads(net)
+        return net
 
     # -- tensors ----------------------------------------------------------------------------------
     def _input(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,7 +207,7 @@ class FeedForwardMixin:
         """Run feed-forward requests; returns, in order, (PIL image or the exception, compute ms) per request."""
         out: list = [None] * len(requests)
         items: list[FFItem] = []
-        with self._lock, cudnn_autotune(self.device, self.autotune):
+        with self._lock:
             for i, req in enumerate(requests):
                 t0 = time.perf_counter()
                 try:

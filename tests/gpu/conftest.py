@@ -48,6 +48,7 @@ def record(request):
 
     def _record(name: str, **figures):
         row = {"test": request.node.name, "name": name, "device": DEVICE,
+               "cuda_layers": os.environ.get("STYLECORE_CUDA_LAYERS", "plain"),
                **{k: (round(float(v), 6) if isinstance(v, (float, np.floating)) else v) for k, v in figures.items()}}
         print("MEASURE", json.dumps(row))
         out = os.environ.get("GPU_CHECK_OUT")

@@ -68,13 +68,10 @@ def test_a_batch_gives_the_pixels_of_single_images(gpu_weights, record, method):
     batched = engine.stylize_batch(reqs)
     engine.max_batch = 1
     single = engine.stylize_batch(reqs)
-    engine.max_batch, engine.autotune = 8, True
-    tuned = engine.stylize_batch(reqs)
-    assert all(r.error is None for r in batched + single + tuned)
-    for name, other in (("batch 1", single), ("batch 8 with cuDNN autotune", tuned)):
-        d = np.stack([level_diff(a.image, b.image) for a, b in zip(batched, other)])
-        record(f"{method} batch 8 vs {name}", mean_levels=d.mean(), max_levels=d.max())
-        assert d.mean() <= (0.5 if CUDA else 0.0) and d.max() <= (16 if CUDA else 1)
+    assert all(r.error is None for r in batched + single)
+    d = np.stack([level_diff(a.image, b.image) for a, b in zip(batched, single)])
+    record(f"{method} batch 8 vs batch 1", mean_levels=d.mean(), max_levels=d.max())
+    assert d.mean() <= (0.5 if CUDA else 0.0) and d.max() <= (16 if CUDA else 1)
 
 
 def test_each_style_is_encoded_once_on_the_device(gpu_weights):
