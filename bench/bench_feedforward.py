@@ -119,7 +119,8 @@ def run(args) -> None:
     sizes = args.sizes or ([256] if args.quick else [256, 512])
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'plain')}")
     print(f"{'method':8} {'px':>4} {'batch':>5} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} {'ratio':>6}")
     refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
     styles = [_photo(256, 100 + i) for i in range(2)]

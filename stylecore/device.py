@@ -34,6 +34,14 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def exact_math(device: torch.device):
+    """On CUDA: deterministic cuDNN algorithms and true fp32 convolutions (no TF32), so that an optimisation
+    is reproducible for a seed; a no-op on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+
+
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA (faster convolutions on tensor cores), contiguous on the CPU."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format

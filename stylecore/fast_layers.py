@@ -14,6 +14,7 @@ keep every parameter under its checkpoint key, so a converted network still load
 * ``InstanceNorm2d`` via ``batch_norm`` per image: keeps channels_last (``F.instance_norm`` returns a
   contiguous tensor, and every following layer then pays a layout copy).
 * ReLUs run in place.
+* ``ReflectionPad2d`` by slicing and concatenation: keeps channels_last (for CUDA; see ``channels_last_pads``).
 """
 from __future__ import annotations
 
@@ -128,6 +129,30 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         parts = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
                  for i in range(x.shape[0])]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """Reflection padding built from flipped edge slices and two concatenations: the same values as
+    ``F.pad(mode="reflect")``, and a channels_last input gives a channels_last output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = self.padding
+        if x.dim() != 4 or max(left, right) >= x.shape[-1] or max(top, bottom) >= x.shape[-2]:
+            return super().forward(x)
+        cols = ([x[..., 1:left + 1].flip(-1)] if left else []) + [x] + ([x[..., -right - 1:-1].flip(-1)] if right else [])
+        x = torch.cat(cols, -1) if len(cols) > 1 else x
+        rows = ([x[..., 1:top + 1, :].flip(-2)] if top else []) + [x] + ([x[..., -bottom - 1:-1, :].flip(-2)] if bottom else [])
+        return torch.cat(rows, -2) if len(rows) > 1 else x
+
+
+def channels_last_pads(net: nn.Module) -> nn.Module:
+    """Replace every ``nn.ReflectionPad2d`` of ``net`` in place by the layout-keeping ``ReflectionPad2d``
+    (padding has no parameters: the state_dict is unchanged)."""
+    for m in list(net.modules()):
+        for name, child in list(m.named_children()):
+            if type(child) is nn.ReflectionPad2d:
+                setattr(m, name, ReflectionPad2d(tuple(child.padding)))
+    return net
 
 
 def _fmt(t: torch.Tensor) -> torch.memory_format:

@@ -3,7 +3,8 @@ features match the content at relu4_2 and the style's Gram matrices at relu1_1..
 
 Runs in float32 on every device: L-BFGS's curvature estimates are not reliable under bf16/fp16
 autocast, so mixed precision is used only by the feed-forward methods. On CUDA the image and the
-encoder use channels_last.
+encoder use channels_last, and cuDNN runs deterministic algorithms without TF32 (``device.exact_math``),
+so a seed gives the same bytes there too.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import combine_luminance, luminance, match_luminance
-from .device import memory_format
+from .device import exact_math, memory_format
 from .errors import ImageError
 from .losses import ContentLoss, StyleLoss, tv_loss
 from .options import StyleOptions
@@ -89,6 +90,11 @@ def stylize_gatys(
     callback: Callable[[StepInfo], None] | None = None,
 ) -> torch.Tensor:
     """Stylize ``content`` (1,3,H,W in [0,1]) with ``styles`` blended by ``blend``; returns (1,3,H,W) in [0,1]."""
+    with exact_math(content.device):
+        return _optimise(encoder, content, styles, blend, options, callback)
+
+
+def _optimise(encoder, content, styles, blend, options, callback) -> torch.Tensor:
     device = content.device
     fmt = memory_format(device)
     gen = torch.Generator(device="cpu").manual_seed(int(options.seed))
@@ -137,7 +143,9 @@ def stylize_gatys(
                 init = c.detach().clone()
         else:
             init = F.interpolate(x.detach(), size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-        x = init.contiguous(memory_format=fmt).requires_grad_(True)
+        # The optimised pixels stay in the default layout: L-BFGS flattens the gradient with .view(-1), which a
+        # channels_last gradient does not allow; the encoder gets a channels_last copy on CUDA.
+        x = init.contiguous().requires_grad_(True)
 
         budget = steps[level]
         evals = 0
@@ -149,7 +157,7 @@ def stylize_gatys(
             if evals >= budget:
                 raise _BudgetSpent
             x.grad = None
-            feats = encoder(x, layer_set)
+            feats = encoder(x.contiguous(memory_format=fmt), layer_set)
             lc = content_loss(feats)
             ls = style_loss(feats)
             lt = tv_loss(x)

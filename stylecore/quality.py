@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .color import luminance
-from .device import memory_format, resolve_device
+from .device import exact_math, memory_format, resolve_device
 from .images import to_tensor
 from .losses import ContentLoss, StyleLoss, gram_matrix
 from .options import normalise_weights
@@ -228,7 +228,8 @@ class QualityEvaluator:
         return to_tensor(img).to(self.device)
 
     def _features(self, x: torch.Tensor, layers=_FEATURE_LAYERS) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
+        # exact fp32 on CUDA too (no TF32): the same row gets the same figures on any device
+        with torch.inference_mode(), exact_math(self.device):
             return self.net(x.contiguous(memory_format=memory_format(self.device)), layers)
 
     def _style_stats(self, img: Image.Image, key: str | None) -> dict:

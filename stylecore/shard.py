@@ -210,14 +210,17 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
         reqs = [Request(content=it.content, styles=it.styles, style_keys=str(it.row["style"]).split("|"),
                         style_weights=it.weights, method=str(it.row["method"]), options=it.options,
                         key=str(it.index)) for it in batch]
+        error = None
         try:
             outs = engine.stylize_batch(reqs)
         except Exception as e:  # noqa: BLE001 - e.g. device OOM: retry one by one, then fail the row
+            error = one_line(e)
+        if error is not None:  # outside the handler, whose traceback would pin the failed batch's tensors
             if len(batch) > 1:
                 for it in batch:
                     compute([it])
                 return
-            outs = [type("R", (), {"image": None, "error": one_line(e), "compute_ms": None})()]
+            outs = [type("R", (), {"image": None, "error": error, "compute_ms": None})()]
         good = []
         for it, res in zip(batch, outs):
             it.row["_compute_ms"] = res.compute_ms

@@ -1,6 +1,7 @@
 """Recipe of the built-in offline Johnson model: trained by the project itself, with no downloads.
 
     OMP_NUM_THREADS=1 python -m stylecore.training.offline_model            # train, evaluate, write the asset
+    python -m stylecore.training.offline_model --device cuda --steps 6000   # the same recipe on a GPU
     python -m stylecore.training.offline_model --eval-only                  # re-measure the shipped asset
 
 Content: procedural scenes (``procedural.py``). Style: ``examples/styles/mosaic.png`` (made by
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss-network", default="random:0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (the recipe's figures say which was used)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--eval-only", action="store_true", help="measure the existing asset (or --weights) only")
     p.add_argument("--weights", help="weights to evaluate with --eval-only (default: the asset)")
@@ -103,14 +106,16 @@ def main(argv: list[str] | None = None) -> int:
                                  loss_network=a.loss_network, steps=a.steps, batch_size=a.batch_size, crop=a.crop,
                                  lr=a.lr, content_weight=a.content_weight, style_weight=a.style_weight, seed=a.seed,
                                  color_weight=a.color_weight, content_luminance=True,
-                                 normalize_losses=True, checkpoint_every=100, log_every=10, workers=1, device="cpu")
+                                 normalize_losses=True, checkpoint_every=a.checkpoint_every, log_every=10, workers=1,
+                                 device=a.device)
         result = train_johnson(cfg, resume=a.resume)
         weights = result.weights
     else:
         weights = Path(a.weights) if a.weights else asset
     work.mkdir(parents=True, exist_ok=True)
     report = evaluate(weights, Path(a.style), contents, a.eval_size, work / "sheet.png")
-    report["recipe"] = {k: v for k, v in vars(a).items() if k not in ("eval_only", "weights", "no_install", "resume")}
+    report["recipe"] = {k: v for k, v in vars(a).items()
+                         if k not in ("eval_only", "weights", "no_install", "resume", "checkpoint_every")}
     work.mkdir(parents=True, exist_ok=True)
     (work / "metrics.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report["summary"]), file=sys.stderr)

@@ -140,3 +140,18 @@ def test_batch_api_and_engine_cache(engine, content, style):
     assert res[1].image is None and "at least one style image" in res[1].error
     assert res[2].image is None and "3 weights for 2 style images" in res[2].error
     assert get_engine("random:0", device="cpu") is get_engine("random:0", device="cpu")
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_the_cuda_layout_optimises_and_gives_the_default_layout_pixels(content, style, monkeypatch, optimizer):
+    """CUDA runs the encoder in channels_last; that layout (forced here on the CPU) must optimise the same picture."""
+    from stylecore import gatys
+    from stylecore.engine import Engine
+
+    engine = Engine(encoder="random:0", device="cpu", progress=False)
+    run = dict(method="gatys", size=0, steps=8, seed=3, optimizer=optimizer)
+    plain = np.asarray(engine.stylize(content, style, **run), np.int16)
+    monkeypatch.setattr(gatys, "memory_format", lambda device: torch.channels_last)
+    engine.vgg.to(memory_format=torch.channels_last)
+    channels_last = np.asarray(engine.stylize(content, style, **run), np.int16)
+    assert np.abs(plain - channels_last).mean() < 1.0

@@ -102,6 +102,28 @@ def test_out_of_memory_splits_the_batch(ff_weights):
     assert max(_diff(a.image, b.image) for a, b in zip(results, expected)) <= 1
 
 
+def test_the_failed_attempt_is_freed_before_the_retry(ff_weights):
+    """A retry inside the except block would keep the failed batch's activations alive (real OOMs then cascade)."""
+    import weakref
+
+    engine = _engine(ff_weights)
+    inner, alive = engine.decoder, []
+
+    class Pinning(nn.Module):
+        def forward(self, x):
+            activation = torch.empty(x.shape[0], 1 << 16)  # stands in for the failed attempt's activations
+            alive.append(weakref.ref(activation))
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            assert all(ref() is None for ref in alive[:-1]), "an earlier attempt's tensors are still referenced"
+            return inner(x)
+
+    engine._decoder = Pinning()
+    results = engine.stylize_batch(_requests(8, [make_texture(32, seed=3)], size=(32, 24)))
+    assert all(r.error is None for r in results), results[0].error
+    assert engine.oom_splits == 3
+
+
 def test_out_of_memory_on_one_image_retries_as_tiles(ff_weights):
     engine = _engine(ff_weights)
     content, style = make_photo(112, 64, seed=5), make_texture(64, seed=6)

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# One prepared GPU session: CUDA tests, feed-forward and Gatys benchmarks, profiles; offline-model training (STAGES=offline).
+#
+#   OUT=/tmp/gpu-check bash bench/gpu_check.sh            # all stages
+#   STAGES="tests bench" bash bench/gpu_check.sh          # some of them
+#
+# Everything goes to $OUT: gpu_check.log (all output), gpu_measures.jsonl (figures of tests/gpu),
+# offline_summary.json, offline_<name>_sheet.png and the best offline weights (offline_best.pth).
+# Needs python3 with torch, torchvision, pillow, numpy, pandas, pytest (no Prefect, no boto3).
+set -u
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+STAGES=${STAGES:-env tests bench gatys profile}
+OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
+OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
+DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
+LAYERS=${LAYERS:-plain}               # STYLECORE_CUDA_LAYERS variants to test and benchmark
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+LOG=$OUT/gpu_check.log
+t0=$(date +%s)
+stage() { echo; echo "=== $1 (t=$(( $(date +%s) - t0 )) s) ==="; }
+
+run_offline() {  # name, extra recipe arguments...
+  local name=$1; shift
+  local work=/tmp/offline-$name
+  rm -rf "$work"
+  timeout "$OFFLINE_LIMIT" $PY -m stylecore.training.offline_model --device "$DEVICE" --steps "$OFFLINE_STEPS" \
+    --checkpoint-every 1000 --work "$work" --no-install "$@"
+  if [ ! -f "$work/metrics.json" ]; then  # cut off: evaluate the newest checkpoint
+    local last
+    last=$(ls "$work"/train/checkpoints/*.pth 2>/dev/null | sort | tail -1)
+    [ -n "$last" ] && $PY -m stylecore.training.offline_model --eval-only --weights "$last" --work "$work" "$@"
+  fi
+  tail -3 "$work/train/losses.csv" 2>/dev/null
+  [ -f "$work/sheet.png" ] && cp "$work/sheet.png" "$OUT/offline_${name}_sheet.png"
+}
+
+{
+  for s in $STAGES; do
+    case $s in
+      env)
+        stage env
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+        $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+        ;;
+      tests)
+        for v in ${TEST_LAYERS:-$LAYERS}; do
+          stage "tests/gpu (STYLECORE_CUDA_LAYERS=$v)"
+          STYLECORE_CUDA_LAYERS=$v GPU_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | grep -v "^MEASURE" | tail -15
+        done
+        ;;
+      bench)
+        for v in $LAYERS; do
+          stage "bench_feedforward --device $DEVICE (STYLECORE_CUDA_LAYERS=$v)"
+          STYLECORE_CUDA_LAYERS=$v timeout 120 $PY bench/bench_feedforward.py --device $DEVICE
+        done
+        ;;
+      gatys)
+        stage "bench_gatys --device $DEVICE"
+        timeout 45 $PY bench/bench_gatys.py --device $DEVICE --sizes 256 512 1024 --steps 50
+        ;;
+      profile)
+        for m in johnson adain; do
+          stage "profile $m 256 px batch 16"
+          STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout 60 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
+        done
+        ;;
+      offline)
+        stage "offline model: the recipe (80 px crops, batch 4)"
+        run_offline recipe
+        stage "offline model: 128 px crops, batch 8, content weight 3"
+        run_offline crop128 --crop 128 --batch-size 8 --content-weight 3
+        stage "offline summary"
+        $PY - "$OUT" <<'EOF'
+import json, shutil, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+rows = {}
+for work in sorted(pathlib.Path("/tmp").glob("offline-*")):
+    m = work / "metrics.json"
+    if m.exists():
+        rows[work.name] = json.loads(m.read_text())
+(out / "offline_summary.json").write_text(json.dumps(rows, indent=1))
+def score(s):  # passing first, then the worst margin to the bar
+    return (s["passed"], min(0.5 - s["swd_ratio"], 0.5 - s["gram_ratio"], s["grad_corr"] - 0.5))
+best = max(rows, key=lambda k: score(rows[k]["summary"]), default=None)
+for k, r in rows.items():
+    print(k, r["summary"], r["recipe"].get("steps"))
+if best:
+    w = pathlib.Path("/tmp") / best / "train" / "model.pth"
+    if not w.exists():
+        w = sorted((pathlib.Path("/tmp") / best / "train" / "checkpoints").glob("*.pth"))[-1]
+    shutil.copy(w, out / "offline_best.pth")
+    print("best:", best, w)
+EOF
+        ;;
+    esac
+  done
+  stage done
+} 2>&1 | tee "$LOG"
