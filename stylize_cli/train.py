@@ -15,7 +15,8 @@ def _positive(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw: float, sw: float, every: int) -> None:
-    p.add_argument("--content", required=True, metavar="DIR", help="folder of content images (searched recursively)")
+    p.add_argument("--content", required=True, metavar="SRC",
+                   help="content images: a folder or s3:// prefix (searched recursively), or a manifest's content column")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: weights, train_state.pth, losses.csv")
     p.add_argument("--steps", type=_positive, default=steps, help="total optimisation steps")
     p.add_argument("--batch-size", type=_positive, default=batch)
@@ -42,7 +43,8 @@ def register(subparsers) -> None:
     a = which.add_parser("adain", help="train an AdaIN decoder (pytorch-AdaIN defaults)", formatter_class=HelpFormatter,
                          description="Writes OUTDIR/decoder.pth (public decoder.pth layout) for --method adain.")
     _common(a, steps=160_000, batch=8, lr=1e-4, cw=1.0, sw=10.0, every=10_000)
-    a.add_argument("--style", required=True, metavar="DIR", help="folder of style images (searched recursively)")
+    a.add_argument("--style", required=True, metavar="SRC",
+                   help="style images: a folder or s3:// prefix (searched recursively), or a manifest's style column")
     a.add_argument("--encoder", default="imagenet", metavar="SPEC",
                    help="imagenet, random:SEED, vgg_normalised.pth or a torchvision vgg19 state_dict path/s3 URI")
     a.add_argument("--load-size", type=_positive, default=512, help="images are resized to this square before cropping")

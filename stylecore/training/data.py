@@ -1,4 +1,4 @@
-"""Training images: recursive folder / S3 prefix listing and deterministic random crops.
+"""Training images: folders, S3 prefixes or manifests, and deterministic random crops.
 
 A batch is a pure function of ``(seed, step)``: image order is a per-epoch permutation drawn from the
 seed, crop offsets come from a generator seeded with ``(seed, step, slot)``. Resuming at step N therefore
@@ -21,9 +21,15 @@ from ..errors import ImageError, OptionsError, StorageError
 from ..images import is_image_name, load_image
 
 
+MANIFEST_EXTENSIONS = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")
+
+
 def list_images(source: str | os.PathLike, *, what: str = "content") -> list[str]:
-    """Image files under a folder or ``s3://`` prefix (recursive, sorted), or the single image file ``source``."""
+    """Image files under a folder or ``s3://`` prefix (recursive, sorted), the single image file ``source``,
+    or the ``what`` column of a manifest (``.csv`` / ``.parquet`` / ``.jsonl``, local or ``s3://``)."""
     text = str(source)
+    if text.lower().endswith(MANIFEST_EXTENSIONS):
+        return manifest_images(text, what=what)
     if text.lower().startswith("s3://"):
         from .. import storage
 
@@ -42,6 +48,40 @@ def list_images(source: str | os.PathLike, *, what: str = "content") -> list[str
     if not found:
         raise OptionsError(f"--{what} {text}: no images found (searched recursively for .jpg .png .webp ...)")
     return found
+
+
+def manifest_images(uri: str, *, what: str = "content") -> list[str]:
+    """The distinct images named in a manifest's ``what`` column (``content`` or ``style``; cells may list
+    several styles separated by ``|``), in first-seen order. Relative paths resolve against the manifest's
+    folder, as ``stylize run`` resolves them. A manifest that pairs each content with several styles
+    repeats it; each image is listed once, so every image weighs the same in an epoch."""
+    from .. import uris
+    from ..errors import ManifestError
+    from ..manifest import read_manifest
+
+    try:
+        label = uris.resolve(uri)
+        df = read_manifest(label)
+    except (ManifestError, StorageError) as e:
+        raise OptionsError(f"--{what} {uri}: {e}") from None
+    if what not in df.columns:
+        cols = ", ".join(map(str, df.columns)) or "none"
+        raise OptionsError(f"--{what} {uri}: the manifest has no {what!r} column (columns: {cols})")
+    base, seen = uris.parent(label), {}
+    for row, cell in enumerate(df[what].tolist()):
+        if cell is None or (isinstance(cell, float) and cell != cell):
+            continue
+        for part in str(cell).split("|"):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                seen.setdefault(uris.resolve(part, base), None)
+            except StorageError as e:
+                raise OptionsError(f"--{what} {uri}: row {row}: {e}") from None
+    if not seen:
+        raise OptionsError(f"--{what} {uri}: its {what!r} column names no images")
+    return list(seen)
 
 
 def _rng(*key: int) -> np.random.Generator:

@@ -45,3 +45,17 @@ def test_flow_trains_through_prefect(data, tmp_path):
         out = train_style_model("johnson", settings)
     assert out["step"] == 2 and out["weights"].endswith("model.pth")
     assert (tmp_path / "flow" / "losses.csv").read_text().count("\n") == 3
+
+
+def test_cli_train_adain_from_a_manifest(data, tmp_path):
+    import pandas as pd
+
+    manifest = data["root"] / "pairs.jsonl"
+    pd.DataFrame({"content": [f"content/p{i}.png" for i in range(3)],
+                  "style": ["style/t1.png", "style/t2.png", "style/t1.png"]}).to_json(manifest, orient="records", lines=True)
+    out = tmp_path / "adain"
+    r = run_cli("train", "adain", "--content", manifest, "--style", manifest, "-o", out, "--encoder", "random:0",
+                "--steps", "2", "--crop", "32", "--load-size", "40", "--batch-size", "2", "--log-every", "1",
+                "--workers", "1", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "step 2:" in r.stderr and (out / "decoder.pth").exists()

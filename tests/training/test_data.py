@@ -57,3 +57,47 @@ def test_training_images_from_an_s3_prefix(s3, data):
     assert x.shape == (3, 3, 16, 16) and x.std() > 0
     with pytest.raises(OptionsError, match="no images found"):
         list_images(f"s3://{bucket}/nothing-here")
+
+
+def test_training_images_from_a_local_manifest(data, tmp_path):
+    import pandas as pd
+
+    root = data["root"]
+    # A cross manifest repeats each content per style; paths are relative to the manifest's folder.
+    rows = [{"content": f"content/p{i}.png", "style": s} for i in range(3) for s in ("style/t1.png", "style/t2.png")]
+    rows.append({"content": "content/sub/p9.jpg", "style": "style/t2.png|style/t1.png"})
+    manifest = root / "pairs.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    contents = list_images(manifest)
+    assert contents == [str(root / "content" / f"p{i}.png") for i in range(3)] + [str(root / "content" / "sub" / "p9.jpg")]
+    assert list_images(manifest, what="style") == [str(root / "style" / "t1.png"), str(root / "style" / "t2.png")]
+    x = CropSampler(contents, crop=16, load_size=32, batch_size=4, seed=0, workers=1).batch(0)
+    assert x.shape == (4, 3, 16, 16) and x.std() > 0
+
+    pd.DataFrame({"content": ["content/p0.png"]}).to_csv(tmp_path / "no_style.csv", index=False)
+    with pytest.raises(OptionsError, match="no 'style' column"):
+        list_images(tmp_path / "no_style.csv", what="style")
+    with pytest.raises(OptionsError, match="not found"):
+        list_images(tmp_path / "missing.parquet")
+
+
+def test_training_images_from_a_parquet_manifest_on_s3(s3, data):
+    import io
+
+    import pandas as pd
+
+    from tests.conftest import make_photo
+
+    bucket = s3.bucket()
+    for i in range(2):
+        buf = io.BytesIO()
+        make_photo(48, 40, seed=i).save(buf, format="PNG")
+        s3.client.put_object(Bucket=bucket, Key=f"data/img/{i}.png", Body=buf.getvalue())
+    buf = io.BytesIO()
+    pd.DataFrame({"content": ["img/0.png", f"s3://{bucket}/data/img/1.png", "img/0.png"],
+                  "style": ["x.png"] * 3}).to_parquet(buf)
+    s3.client.put_object(Bucket=bucket, Key="data/m.parquet", Body=buf.getvalue())
+    paths = list_images(f"s3://{bucket}/data/m.parquet")
+    assert paths == [f"s3://{bucket}/data/img/0.png", f"s3://{bucket}/data/img/1.png"]
+    x = CropSampler(paths, crop=16, load_size=24, batch_size=2, seed=0, workers=1).batch(0)
+    assert x.shape == (2, 3, 16, 16) and x.std() > 0
