@@ -40,16 +40,21 @@ def test_each_epoch_visits_every_image_once(data):
     assert sorted(s._order(k) for k in range(4, 8)) == [0, 1, 2, 3]
 
 
-def test_training_images_from_an_s3_prefix(s3, data):
+def _put_photos(s3, bucket: str, prefix: str, n: int) -> None:
+    """Upload n small PNG photos as {prefix}{i}.png."""
     import io
 
     from tests.conftest import make_photo
 
-    bucket = s3.bucket()
-    for i in range(3):
+    for i in range(n):
         buf = io.BytesIO()
         make_photo(48, 40, seed=i).save(buf, format="PNG")
-        s3.client.put_object(Bucket=bucket, Key=f"train/set/{i}.png", Body=buf.getvalue())
+        s3.client.put_object(Bucket=bucket, Key=f"{prefix}{i}.png", Body=buf.getvalue())
+
+
+def test_training_images_from_an_s3_prefix(s3, data):
+    bucket = s3.bucket()
+    _put_photos(s3, bucket, "train/set/", 3)
     s3.client.put_object(Bucket=bucket, Key="train/readme.txt", Body=b"x")
     paths = list_images(f"s3://{bucket}/train")
     assert paths == [f"s3://{bucket}/train/set/{i}.png" for i in range(3)]
@@ -86,13 +91,8 @@ def test_training_images_from_a_parquet_manifest_on_s3(s3, data):
 
     import pandas as pd
 
-    from tests.conftest import make_photo
-
     bucket = s3.bucket()
-    for i in range(2):
-        buf = io.BytesIO()
-        make_photo(48, 40, seed=i).save(buf, format="PNG")
-        s3.client.put_object(Bucket=bucket, Key=f"data/img/{i}.png", Body=buf.getvalue())
+    _put_photos(s3, bucket, "data/img/", 2)
     buf = io.BytesIO()
     pd.DataFrame({"content": ["img/0.png", f"s3://{bucket}/data/img/1.png", "img/0.png"],
                   "style": ["x.png"] * 3}).to_parquet(buf)
