@@ -1,4 +1,5 @@
-"""Exact, faster inference forms of the feed-forward networks' layers (used by ``Engine`` on the CPU).
+"""Exact, faster inference forms of the feed-forward networks' layers (used by ``Engine``: on the CPU, and on
+CUDA as ``feedforward.CUDA_LAYERS`` names).
 
 The rewrites compute the same sums as the original layers (only the fp32 rounding order changes) and
 keep every parameter under its checkpoint key, so a converted network still loads/saves the public
@@ -179,7 +180,7 @@ def fast_transformer(net: nn.Module) -> nn.Module:
     channels_last instance norms, in-place ReLUs. Same outputs, same state_dict."""
     from .transformer_net import UpsampleConvLayer
 
-    for name, m in list(net.named_modules()):
+    for m in list(net.modules()):
         for child_name, child in list(m.named_children()):
             if type(child) is nn.InstanceNorm2d:
                 setattr(m, child_name, _fast_norm(child))

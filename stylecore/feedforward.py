@@ -40,7 +40,6 @@ FF_MEMORY_FORMAT = torch.channels_last
 # reflection pads. STYLECORE_CUDA_LAYERS=plain|pads|fast+pads picks the CUDA forms (for measurement); on an
 # H200, batch 16, fast+pads against plain: AdaIN 1144 vs 801 img/s at 256 px, 333 vs 207 at 512 px, half
 # the peak memory; Johnson within noise (957 vs 1085 at 256 px, 357 vs 334 at 512 px).
-FAST_LAYER_DEVICES = ("cpu",)
 CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fast+pads")
 MIN_TILE = 64
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
@@ -93,11 +92,12 @@ class FeedForwardMixin:
 
     # -- networks ---------------------------------------------------------------------------------
     def _fast(self, net, convert):
-        """On the CPU, ``convert(net)``: the exact faster layer forms of ``stylecore.fast_layers``; on CUDA the
+        """``convert(net)`` (the exact faster layer forms of ``stylecore.fast_layers``) on the CPU; on CUDA the
         forms that ``CUDA_LAYERS`` names."""
-        if self.device.type in FAST_LAYER_DEVICES or (self.device.type == "cuda" and "fast" in CUDA_LAYERS):
+        cuda = self.device.type == "cuda"
+        if not cuda or "fast" in CUDA_LAYERS:
             net = convert(net)
-        if self.device.type == "cuda" and "pads" in CUDA_LAYERS:
+        if cuda and "pads" in CUDA_LAYERS:
             net = channels_last_pads(net)
         return net
 
