@@ -8,6 +8,10 @@ reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, d
 networks loaded once and without file I/O. The reference loop is re-measured right before each row. Weights are random, saved in the public checkpoint formats.
 
     python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N] [--methods adain johnson]
+        [--compile off default reduce-overhead] [--compile-batches 16] [--repeat 3]
+
+Every figure is the best of ``--repeat`` timed runs. With several ``--compile`` modes each row is measured
+for each mode (``stylecore.ff_graphs``; the warm-up column includes compilation).
 """
 from __future__ import annotations
 
@@ -110,53 +114,75 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _best_ips(fn, n: int, repeat: int, device) -> float:
+    """Images per second of ``fn()`` (which processes ``n`` images): the best of ``repeat`` timed runs."""
+    best = 0.0
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
 def run(args) -> None:
     tmp = tempfile.TemporaryDirectory()
     paths = _save_weights(Path(tmp.name))
-    engine = Engine(encoder=paths["vgg_normalised.pth"], decoder=paths["decoder.pth"], model=paths["johnson.pth"],
-                    device=args.device, progress=False)
-    device = engine.device
+    engines = {mode: Engine(encoder=paths["vgg_normalised.pth"], decoder=paths["decoder.pth"], model=paths["johnson.pth"],
+                            device=args.device, progress=False, compile=mode) for mode in args.compile}
+    device = next(iter(engines.values())).device
     sizes = args.sizes or ([256] if args.quick else [256, 512])
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'plain')}")
-    print(f"{'method':8} {'px':>4} {'batch':>5} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} {'ratio':>6}")
+          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; best of {args.repeat} runs per figure")
+    print(f"{'method':8} {'px':>4} {'batch':>5} {'compile':>15} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} "
+          f"{'ratio':>6} {'warm-up s':>9} {'levels vs off':>13}")
     refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
     styles = [_photo(256, 100 + i) for i in range(2)]
     for method in args.methods:
         for size in sizes:
-            n = args.images or (64 if device.type == "cuda" else (8 if size == 512 else 16))
+            n = args.images or (128 if device.type == "cuda" and size <= 256 else 64 if device.type == "cuda"
+                                else 8 if size == 512 else 16)
             contents = [_photo(size, i) for i in range(n)]
             style_imgs = [s.resize((size, size)) for s in styles]
             ref = refs[method]
             ref(contents[0], style_imgs[0])  # warm-up
 
-            def reference_ips() -> float:
-                _sync(device)
-                t0 = time.perf_counter()
+            def reference_loop() -> None:
                 for i, c in enumerate(contents):
                     ref(c, style_imgs[i % 2])
-                _sync(device)
-                return n / (time.perf_counter() - t0)
 
             opts = StyleOptions.make(size=0)
             reqs = [Request(c, [style_imgs[i % 2]] if method == "adain" else [], [f"style{i % 2}"], None, method, opts,
                             str(i)) for i, c in enumerate(contents)]
             for batch in batches:
-                ref_ips = reference_ips()  # measured next to each row, so that load changes hit both alike
-                engine.max_batch = batch
-                engine.stylize_batch(reqs[:batch])  # warm-up (allocator, kernels)
-                engine.style_cache.clear()
-                _sync(device)
-                t0 = time.perf_counter()
-                results = engine.stylize_batch(reqs)
-                _sync(device)
-                ips = n / (time.perf_counter() - t0)
-                errors = [r.error for r in results if r.error]
-                if errors:
-                    raise SystemExit(f"engine failed: {errors[0]}")
-                print(f"{method:8} {size:>4} {batch:>5} {n:>6} {ips:>13.2f} {ref_ips:>16.2f} {ips / ref_ips:>5.2f}x", flush=True)
+                ref_ips = _best_ips(reference_loop, n, args.repeat, device)  # next to each row: load changes hit both
+                eager_pixels = None
+                for mode, engine in engines.items():
+                    if mode != "off" and args.compile_batches and batch not in args.compile_batches:
+                        continue
+                    engine.max_batch = batch
+                    t0 = time.perf_counter()
+                    engine.stylize_batch(reqs[:batch])  # warm-up (allocator, kernels, compilation)
+                    warm = time.perf_counter() - t0
+                    results = []
+
+                    def engine_run() -> None:
+                        engine.style_cache.clear()  # each timed run encodes its styles again
+                        results[:] = engine.stylize_batch(reqs)
+
+                    ips = _best_ips(engine_run, n, args.repeat, device)
+                    errors = [r.error for r in results if r.error]
+                    if errors:
+                        raise SystemExit(f"engine ({mode}) failed: {errors[0]}")
+                    pixels = np.stack([np.asarray(r.image, dtype=np.int16) for r in results])
+                    levels = "" if eager_pixels is None else f"{np.abs(pixels - eager_pixels).mean():.3f}"
+                    if mode == "off":
+                        eager_pixels = pixels
+                    print(f"{method:8} {size:>4} {batch:>5} {mode:>15} {n:>6} {ips:>13.2f} {ref_ips:>16.2f} "
+                          f"{ips / ref_ips:>5.2f}x {warm:>9.1f} {levels:>13}", flush=True)
     tmp.cleanup()
 
 
@@ -168,7 +194,13 @@ def main() -> None:
                    help="methods to measure (default both)")
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes (default 256 512)")
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 4 16)")
-    p.add_argument("--images", type=int, default=0, help="contents per measurement (default 16/8 on the CPU, 64 on CUDA)")
+    p.add_argument("--images", type=int, default=0,
+                   help="contents per measurement (default 16/8 on the CPU, 128/64 on CUDA at 256/512 px)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per figure; the best is printed (default 3)")
+    p.add_argument("--compile", nargs="+", default=["off"], metavar="MODE",
+                   help="engine compile modes to compare, each against the same reference (default: off); "
+                        "'levels vs off' is the mean 8-bit difference from the first mode's images")
+    p.add_argument("--compile-batches", type=int, nargs="+", help="batch sizes measured for compiled modes (default all)")
     run(p.parse_args())
 
 

@@ -15,7 +15,10 @@ STAGES=${STAGES:-env tests bench gatys profile}
 OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
 OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
 DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
-LAYERS=${LAYERS:-plain}               # STYLECORE_CUDA_LAYERS variants to test and benchmark
+LAYERS=${LAYERS:-fast+pads}           # STYLECORE_CUDA_LAYERS variants to test and benchmark
+COMPILE=${COMPILE:-off default reduce-overhead}  # engine compile modes the bench compares (stylecore.ff_graphs)
+COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
+PROFILE_COMPILE=${PROFILE_COMPILE:-default}  # STYLECORE_COMPILE for the profiles
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log
 t0=$(date +%s)
@@ -43,17 +46,20 @@ run_offline() {  # name, extra recipe arguments...
         stage env
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
         $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+        $PY -c "import triton; print('triton', triton.__version__)" 2>&1 | tail -1
+        (gcc --version || cc --version) 2>&1 | head -1; nproc
         ;;
       tests)
         for v in ${TEST_LAYERS:-$LAYERS}; do
           stage "tests/gpu (STYLECORE_CUDA_LAYERS=$v)"
-          STYLECORE_CUDA_LAYERS=$v GPU_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | grep -v "^MEASURE" | tail -15
+          STYLECORE_CUDA_LAYERS=$v GPU_TEST_DEVICE=$DEVICE timeout ${TEST_LIMIT:-300} $PY -m pytest tests/gpu -q -p no:cacheprovider --durations=6 2>&1 | grep -v "^MEASURE" | tail -25
         done
         ;;
       bench)
         for v in $LAYERS; do
           stage "bench_feedforward --device $DEVICE (STYLECORE_CUDA_LAYERS=$v)"
-          STYLECORE_CUDA_LAYERS=$v timeout 120 $PY bench/bench_feedforward.py --device $DEVICE
+          STYLECORE_CUDA_LAYERS=$v timeout ${BENCH_LIMIT:-300} $PY bench/bench_feedforward.py --device $DEVICE \
+            --compile $COMPILE --compile-batches $COMPILE_BATCHES
         done
         ;;
       gatys)
@@ -61,9 +67,9 @@ run_offline() {  # name, extra recipe arguments...
         timeout 45 $PY bench/bench_gatys.py --device $DEVICE --sizes 256 512 1024 --steps 50
         ;;
       profile)
-        for m in johnson adain; do
-          stage "profile $m 256 px batch 16"
-          STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout 60 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
+        for m in ${PROFILE_METHODS:-johnson adain}; do
+          stage "profile $m 256 px batch 16 (compile $PROFILE_COMPILE)"
+          STYLECORE_COMPILE=$PROFILE_COMPILE STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout 90 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
         done
         ;;
       offline)

@@ -48,7 +48,7 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
         key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        print(f"{a.method} {a.size}px batch {a.batch} on {engine.device} (CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'plain')})")
+        print(f"{a.method} {a.size}px batch {a.batch} on {engine.device} (CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}, compile {engine.compile_mode})")
         print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=60))
 
 

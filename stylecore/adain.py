@@ -242,12 +242,17 @@ def adain_features(content_f: torch.Tensor, target: list[Stats], alpha: float | 
         tm = torch.stack([t.mean for t in target]).to(dev)[..., None, None]
         ts = torch.stack([t.std for t in target]).to(dev)[..., None, None]
         out = (cf - cm) / csd * ts + tm
+    return blend_alpha(out, cf, alpha)
+
+
+def blend_alpha(stylized: torch.Tensor, content: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """``alpha·stylized + (1−alpha)·content`` in feature space; ``alpha`` is a number or a (B,1,1,1) tensor."""
     if isinstance(alpha, torch.Tensor):
-        alpha = alpha.to(dev, torch.float32)
-        out = alpha * out + (1.0 - alpha) * cf
-    elif alpha != 1.0:
-        out = alpha * out + (1.0 - alpha) * cf
-    return out
+        alpha = alpha.to(content.device, torch.float32)
+        return alpha * stylized + (1.0 - alpha) * content
+    if alpha != 1.0:
+        return alpha * stylized + (1.0 - alpha) * content
+    return stylized
 
 
 # -- masks (spatial control) ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .device import memory_format, resolve_device
 from .errors import OptionsError
 from .fast_layers import fast_decoder, fast_encoder, fast_transformer
 from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
+from .ff_graphs import compile_mode
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
 from .johnson import load_transformer
@@ -66,7 +67,8 @@ class Engine(FeedForwardMixin):
     """Holds the networks on one device and runs every method. Thread-safe for sequential use per thread."""
 
     def __init__(self, encoder: str = "imagenet", decoder: str | None = None, model: str | None = None,
-                 device: str = "auto", *, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 device: str = "auto", *, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 compile: str | None = None):
         # Parse specs now so that a malformed spec fails before any work; weights load lazily on first use.
         parse_spec(encoder, what="encoder")
         if decoder:
@@ -83,6 +85,8 @@ class Engine(FeedForwardMixin):
         self._decoder: torch.nn.Module | None = None
         self._model: TransformerNet | None = None
         self.style_cache = StyleCache()
+        self.compile_mode = compile_mode(compile)  # feed-forward graphs: off, or a torch.compile mode
+        self._graphs: dict = {}
 
     # -- networks -------------------------------------------------------------------------------
     @property

@@ -16,6 +16,9 @@ keep every parameter under its checkpoint key, so a converted network still load
   contiguous tensor, and every following layer then pays a layout copy).
 * ReLUs run in place.
 * ``ReflectionPad2d`` by slicing and concatenation: keeps channels_last (for CUDA; see ``channels_last_pads``).
+
+Under ``torch.compile`` (``stylecore.ff_graphs``) the instance norms and reflection pads take their plain
+forms, which the compiler fuses into its generated kernels.
 """
 from __future__ import annotations
 
@@ -125,8 +128,8 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     """InstanceNorm2d (affine, no running stats) through ``batch_norm`` per image, keeping channels_last."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.track_running_stats or x.dim() != 4:
-            return super().forward(x)
+        if self.track_running_stats or x.dim() != 4 or torch.compiler.is_compiling():
+            return super().forward(x)  # compiled: the generated kernels keep the layout, and the batch stays symbolic
         parts = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
                  for i in range(x.shape[0])]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -138,8 +141,9 @@ class ReflectionPad2d(nn.ReflectionPad2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right, top, bottom = self.padding
-        if x.dim() != 4 or max(left, right) >= x.shape[-1] or max(top, bottom) >= x.shape[-2]:
-            return super().forward(x)
+        if x.dim() != 4 or torch.compiler.is_compiling() or max(left, right) >= x.shape[-1] \
+                or max(top, bottom) >= x.shape[-2]:
+            return super().forward(x)  # compiled: the pad is index arithmetic inside the next fused kernel
         cols = ([x[..., 1:left + 1].flip(-1)] if left else []) + [x] + ([x[..., -right - 1:-1].flip(-1)] if right else [])
         x = torch.cat(cols, -1) if len(cols) > 1 else x
         rows = ([x[..., 1:top + 1, :].flip(-2)] if top else []) + [x] + ([x[..., -bottom - 1:-1, :].flip(-2)] if bottom else [])

@@ -17,6 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .color import combine_luminance, match_color_covariance
 from .device import autocast
 from .errors import OptionsError, StyleCoreError
 from .fast_layers import channels_last_pads
+from .ff_graphs import AdaINGraph, JohnsonGraph, amp_dtype, compile_graph
 from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
 from .options import StyleOptions, normalise_weights, parse_style_weights
 from .style_cache import image_digest
@@ -53,16 +55,24 @@ class FFItem:
 
     index: int
     method: str
-    pixels: torch.Tensor  # (1, 3, H, W) uint8 on the CPU
+    image: Image.Image  # the content
     options: StyleOptions
     targets: list[Stats] | None = None  # adain: one target per mask label (one without a mask)
     labels: torch.Tensor | None = None  # adain with a mask: (H, W) long
     tile: int = 0  # longest side run in one piece
     prep_ms: float = 0.0
+    _pixels: torch.Tensor | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
-        return tuple(self.pixels.shape[-2:])
+        return self.image.size[::-1]
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The content as a (1, 3, H, W) uint8 tensor on the CPU (converted on first use)."""
+        if self._pixels is None:
+            self._pixels = pixels(self.image)
+        return self._pixels
 
 
 def pixels(img: Image.Image) -> torch.Tensor:
@@ -131,17 +141,16 @@ class FeedForwardMixin:
     def _prepare(self, index: int, req) -> FFItem:
         t0 = time.perf_counter()
         opts = req.options
-        content = pixels(req.content)
         if req.method == "johnson":
             self.model  # noqa: B018 - load now so that a missing/bad model fails here
-            item = FFItem(index, "johnson", content, opts)
+            item = FFItem(index, "johnson", req.content, opts)
         else:
-            item = self._prepare_adain(index, req, content)
+            item = self._prepare_adain(index, req)
         item.tile = self.tile_limit(opts, ADAIN_SCALE if item.method == "adain" else JOHNSON_SCALE)
         item.prep_ms = (time.perf_counter() - t0) * 1000
         return item
 
-    def _prepare_adain(self, index: int, req, content: torch.Tensor) -> FFItem:
+    def _prepare_adain(self, index: int, req) -> FFItem:
         opts = req.options
         styles = list(req.styles)
         if not styles:
@@ -156,11 +165,12 @@ class FeedForwardMixin:
             if req.style_weights:
                 raise OptionsError("mask and style weights cannot be combined: the mask gives each region one style")
             labels = mask_labels(mask, n, req.content.size)
+        item = FFItem(index, "adain", req.content, opts, labels=labels)
         stats = []
         keys = list(req.style_keys or [])
         for i, style in enumerate(styles):
             if opts.preserve_color:
-                stats.append(self._recoloured_style_stats(style, content, opts))
+                stats.append(self._recoloured_style_stats(style, item.pixels, opts))
                 continue
             key = ("adain", self.config.encoder, keys[i] if i < len(keys) and keys[i] else image_digest(style),
                    style.size)
@@ -170,7 +180,8 @@ class FeedForwardMixin:
         else:
             weights = normalise_weights(parse_style_weights(req.style_weights, n), n)
             targets = [Stats.blend(stats, weights)]
-        return FFItem(index, "adain", content, opts, targets, labels)
+        item.targets = targets
+        return item
 
     def _recoloured_style_stats(self, style: Image.Image, content: torch.Tensor, opts: StyleOptions) -> Stats:
         """preserve_color: match the style's colour mean/covariance to the content's, then encode it (not cached)."""
@@ -204,7 +215,11 @@ class FeedForwardMixin:
 
     # -- running ----------------------------------------------------------------------------------
     def _ff_batch(self, requests) -> list:
-        """Run feed-forward requests; returns, in order, (PIL image or the exception, compute ms) per request."""
+        """Run feed-forward requests; returns, in order, (PIL image or the exception, compute ms) per request.
+
+        Batches are pipelined on CUDA: the next batch is launched before the previous one's images are
+        copied out and converted, so the host work overlaps the device's.
+        """
         out: list = [None] * len(requests)
         items: list[FFItem] = []
         with self._lock:
@@ -218,10 +233,16 @@ class FeedForwardMixin:
             for it in items:
                 solo = it.labels is not None or max(it.hw) > it.tile
                 groups.setdefault((it.method, it.hw, it.index if solo else -1), []).append(it)
+            pending = None
             for group in groups.values():
                 step = self._chunk_size(group[0].hw)
                 for start in range(0, len(group), step):
-                    self._run_chunk(group[start:start + step], out)
+                    launched = self._run_chunk(group[start:start + step], out)
+                    if pending is not None:
+                        pending()
+                    pending = launched
+            if pending is not None:
+                pending()
         return out
 
     def _chunk_size(self, hw: tuple[int, int]) -> int:
@@ -234,33 +255,48 @@ class FeedForwardMixin:
             return self.max_batch
         return max(1, min(self.max_batch, self.cpu_batch_pixels // (hw[0] * hw[1])))
 
-    def _run_chunk(self, chunk: list[FFItem], out: list) -> None:
+    def _run_chunk(self, chunk: list[FFItem], out: list) -> Callable[[], None]:
+        """Launch one chunk; returns the function that waits for it and fills ``out`` (failures fill it at once)."""
         t0 = time.perf_counter()
         failure = None
         try:
-            images = self._split_on_oom(chunk)
+            waits = self._split_on_oom(chunk)
         except Exception as e:  # noqa: BLE001
             failure = e.with_traceback(None)  # a live traceback would pin the failed attempt's tensors
         if failure is not None:
             if len(chunk) > 1:  # isolate the failing item(s)
                 for it in chunk:
-                    self._run_chunk([it], out)
-                return
-            out[chunk[0].index] = (failure, chunk[0].prep_ms + (time.perf_counter() - t0) * 1000)
-            return
-        share = (time.perf_counter() - t0) * 1000 / len(chunk)
-        for it, img in zip(chunk, images):
-            out[it.index] = (img, it.prep_ms + share)
+                    self._run_chunk([it], out)()
+            else:
+                out[chunk[0].index] = (failure, chunk[0].prep_ms + (time.perf_counter() - t0) * 1000)
+            return lambda: None
+        launch_ms = (time.perf_counter() - t0) * 1000
 
-    def _split_on_oom(self, items: list[FFItem]) -> list[Image.Image]:
-        """Run a batch; on out-of-memory split it in halves, and retry a single image as smaller tiles."""
+        def finish() -> None:
+            t1 = time.perf_counter()
+            try:
+                images = [img for wait in waits for img in wait()]
+            except Exception as e:  # noqa: BLE001 - an asynchronous device error: the whole chunk failed
+                images = [e.with_traceback(None)] * len(chunk)
+            share = (launch_ms + (time.perf_counter() - t1) * 1000) / len(chunk)
+            for it, img in zip(chunk, images):
+                out[it.index] = (img, it.prep_ms + share)
+
+        return finish
+
+    def _split_on_oom(self, items: list[FFItem]) -> list[Callable[[], list[Image.Image]]]:
+        """Launch a batch; on out-of-memory split it in halves, and retry a single image as smaller tiles.
+
+        Returns functions that wait for the launched parts and give their images, in order.
+        """
         try:
-            return self._forward(items)
+            return [self._forward(items)]
         except OOM:
             pass  # retry after the handler: its traceback pins the failed attempt's activations until it ends
         self._release()
         if len(items) == 1:
-            return [self._forward_tiles_retry(items[0])]
+            image = self._forward_tiles_retry(items[0])
+            return [lambda: [image]]
         self.oom_splits += 1
         mid = len(items) // 2
         return self._split_on_oom(items[:mid]) + self._split_on_oom(items[mid:])
@@ -275,37 +311,81 @@ class FeedForwardMixin:
                 self._release()
                 tile = self._smaller_tile(tile, align)
 
-    def _forward(self, items: list[FFItem]) -> list[Image.Image]:
-        """One batch of same-size, same-method items, or one item that is tiled when larger than its tile size."""
+    def _graph(self, method: str):
+        """The uint8-to-uint8 module for plain batches of ``method``, compiled per ``compile_mode`` (built once per
+        set of networks)."""
+        nets = (self.adain_encoder, self.decoder) if method == "adain" else (self.model,)
+        key = (method, *map(id, nets))  # rebuilt if a network is replaced
+        graph = self._graphs.get(key)
+        if graph is None:
+            dtype = amp_dtype(self.device)
+            module = AdaINGraph(*nets, dtype) if method == "adain" else JohnsonGraph(*nets, dtype)
+            graph = self._graphs[key] = compile_graph(module, self.compile_mode)
+        return graph
+
+    def _forward(self, items: list[FFItem]) -> Callable[[], list[Image.Image]]:
+        """Launch one batch of same-size, same-method items (or one item, tiled when larger than its tile size);
+        returns the function that waits for it and gives the images."""
         first = items[0]
         if len(items) == 1 and max(first.hw) > first.tile:
-            return [self._forward_tiled(first, first.tile)]
+            image = self._forward_tiled(first, first.tile)
+            return lambda: [image]
+        if first.labels is not None or (first.method == "johnson" and any(it.options.preserve_color for it in items)):
+            images = self._forward_modules(items)
+            return lambda: images
+        with torch.inference_mode():
+            x = self._batch_pixels(items)
+            if first.method == "adain":
+                dev = self.device
+                t_mean = torch.stack([it.targets[0].mean for it in items]).to(dev, torch.float32)
+                t_std = torch.stack([it.targets[0].std for it in items]).to(dev, torch.float32)
+                alpha = torch.tensor([float(it.options.alpha) for it in items], dtype=torch.float32).to(dev)
+                y = self._graph("adain")(x, t_mean, t_std, alpha)
+            else:
+                y = self._graph("johnson")(x)
+            return _host_images(y)
+
+    def _batch_pixels(self, items: list[FFItem]) -> torch.Tensor:
+        """Same-size contents as one uint8 (B,3,H,W) channels_last batch on the device.
+
+        Each image is copied once into one (page-locked, on CUDA) buffer, which is uploaded without blocking.
+        Contents are converted here, when their batch launches, so on CUDA this overlaps the previous batch.
+        """
+        h, w = items[0].hw
+        cuda = self.device.type == "cuda"
+        buf = torch.empty((len(items), h, w, 3), dtype=torch.uint8, pin_memory=cuda)
+        dst = buf.numpy()
+        for i, it in enumerate(items):
+            if it._pixels is not None:
+                dst[i] = it._pixels[0].permute(1, 2, 0).numpy()
+            else:
+                dst[i] = np.asarray(it.image if it.image.mode == "RGB" else it.image.convert("RGB"))
+        x = buf.permute(0, 3, 1, 2)  # channels_last strides
+        return x.to(self.device, non_blocking=True) if cuda else x
+
+    def _forward_modules(self, items: list[FFItem]) -> list[Image.Image]:
+        """A batch through the eager modules: AdaIN with a mask, Johnson with preserve_color."""
+        first = items[0]
         h, w = first.hw
         with torch.inference_mode():
             x = self._input(torch.cat([it.pixels for it in items]))
             with autocast(self.device):
                 if first.method == "adain":
-                    y = self._adain_direct(items, x)[..., :h, :w].float().clamp_(0, 1)
+                    y = self._adain_masked(first, x)[..., :h, :w].float().clamp_(0, 1)  # masked items run alone
                 else:
                     y = self.model(x * 255.0)[..., :h, :w].float().clamp_(0, 255).div_(255.0)
             if first.method == "johnson":
                 y = self._johnson_color(items, y, x)
             return _to_images(y)
 
-    def _adain_direct(self, items: list[FFItem], x: torch.Tensor) -> torch.Tensor:
+    def _adain_masked(self, item: FFItem, x: torch.Tensor) -> torch.Tensor:
+        """AdaIN with spatial control: each mask region normalised with its own statistics toward its style."""
         f = self.adain_encoder(x)
-        if items[0].labels is not None:  # masked items run alone
-            it = items[0]
-            fl = feature_labels(it.labels, *f.shape[-2:])
-            acc = StatsAccumulator(f.shape[1], len(it.targets))
-            acc.add(f[0], fl)
-            cstats = [acc.stats(k) for k in range(len(it.targets))]
-            feat = adain_features(f, it.targets, it.options.alpha, cstats, fl.to(f.device))
-        else:
-            alphas = [it.options.alpha for it in items]
-            alpha = 1.0 if all(a == 1.0 for a in alphas) else torch.tensor(alphas).view(-1, 1, 1, 1)
-            feat = adain_features(f, [it.targets[0] for it in items], alpha)
-        return self.decoder(feat)
+        fl = feature_labels(item.labels, *f.shape[-2:])
+        acc = StatsAccumulator(f.shape[1], len(item.targets))
+        acc.add(f[0], fl)
+        cstats = [acc.stats(k) for k in range(len(item.targets))]
+        return self.decoder(adain_features(f, item.targets, item.options.alpha, cstats, fl.to(f.device)))
 
     def _johnson_color(self, items: list[FFItem], y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """preserve_color for Johnson: the output's luminance with the content's chrominance (per pixel)."""
@@ -382,6 +462,26 @@ class FeedForwardMixin:
         with instance_norm_stats(self.model) as record, autocast(self.device):
             self.model(self._input(pixels(small)) * 255.0)
         return record
+
+
+def _host_images(y: torch.Tensor) -> Callable[[], list[Image.Image]]:
+    """Start copying a (B, H, W, 3) uint8 batch to the host; returns the function that waits and gives PIL images.
+
+    On CUDA the copy goes to page-locked memory without blocking, so the host can launch the next batch.
+    """
+    if y.device.type != "cuda":
+        arr = y.cpu().numpy()
+        return lambda: [Image.fromarray(a, mode="RGB") for a in arr]
+    host = torch.empty(y.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(y, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait() -> list[Image.Image]:
+        done.synchronize()
+        return [Image.fromarray(a, mode="RGB") for a in host.numpy()]
+
+    return wait
 
 
 def _to_images(y: torch.Tensor) -> list[Image.Image]:
