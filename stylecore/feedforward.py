@@ -106,7 +106,7 @@ class FeedForwardMixin:
         forms that ``CUDA_LAYERS`` names."""
         cuda = self.device.type == "cuda"
         if not cuda or "fast" in CUDA_LAYERS:
-            net = convert(net)
+            net = convert(net, winograd=not cuda)  # cuDNN picks its own algorithms on CUDA
         if cuda and "pads" in CUDA_LAYERS:
             net = channels_last_pads(net)
         return net

@@ -48,9 +48,9 @@ def test_the_captured_graph_gives_the_eager_pixels_for_every_size(ff_weights, me
         want, got = _pixels(eager.stylize_batch(reqs)), _pixels(compiled.stylize_batch(reqs))
         assert [g.shape for g in got] == [(size[1], size[0], 3)] * n
         diff = np.abs(np.stack(want).astype(int) - np.stack(got).astype(int))
-        # AdaIN runs the same modules: identical bytes. Johnson's instance norms take their plain form under
-        # capture (per-image batch_norm in eager mode), which rounds differently: at most one level.
-        assert diff.max() <= (0 if method == "adain" else 1) and diff.mean() < 0.05
+        # Under capture the Winograd convolutions and Johnson's instance norms take their plain forms, which
+        # round differently from the eager CPU forms: at most one level, rarely.
+        assert diff.max() <= 1 and diff.mean() < 0.05
     graph = next(iter(compiled._graphs.values()))
     assert graph.compiled is not None and graph.failure is None  # it really ran compiled
 

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylecore.adain import load_adain_decoder
-from stylecore.fast_layers import InstanceNorm2d, SpaceToDepthConv2d, UpsampleConv2d, fast_decoder, fast_transformer
+from stylecore import fast_layers
+from stylecore.fast_layers import (InstanceNorm2d, SpaceToDepthConv2d, UpsampleConv2d, WinogradConv2d, fast_decoder,
+                                   fast_transformer)
 from stylecore.johnson import load_transformer
 
 CL = torch.channels_last
@@ -67,6 +69,7 @@ def test_fast_networks_keep_state_dict_and_outputs():
     fast = fast_transformer(copy.deepcopy(net)).to(memory_format=CL)
     assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     assert isinstance(fast.deconv1.conv2d, UpsampleConv2d) and isinstance(fast.deconv3.conv2d, SpaceToDepthConv2d)
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 10  # the residual blocks' convs
     x = torch.rand(2, 3, 45, 38) * 255
     with torch.inference_mode():
         a, b = net(x), fast(x.contiguous(memory_format=CL))
@@ -76,6 +79,7 @@ def test_fast_networks_keep_state_dict_and_outputs():
     fdec = fast_decoder(copy.deepcopy(dec))
     assert list(fdec.state_dict()) == list(dec.state_dict())
     assert sum(isinstance(m, UpsampleConv2d) for m in fdec) == 3
+    assert sum(isinstance(m, WinogradConv2d) for m in fdec) == 4  # 512→256, 3 × 256→256 (128-wide ones upsample)
     f = torch.rand(1, 512, 5, 7)
     with torch.inference_mode():
         torch.testing.assert_close(fdec(f), dec(f), atol=1e-4, rtol=1e-4)
@@ -95,3 +99,33 @@ def test_layout_keeping_reflection_pad_matches_f_pad(padding):
     channels_last_pads(net)
     assert type(net[0]) is ReflectionPad2d and torch.equal(net(x), out)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("shape,cout,padding,bias", [((1, 128, 10, 13), 128, 0, True), ((2, 128, 9, 7), 256, 1, False),
+                                                     ((1, 256, 18, 6), 128, 1, True)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_winograd_conv_equals_conv(monkeypatch, shape, cout, padding, bias, layout):
+    torch.manual_seed(shape[2])
+    conv = nn.Conv2d(shape[1], cout, 3, padding=padding, bias=bias)
+    x = torch.randn(shape).contiguous(memory_format=layout)
+    fast = WinogradConv2d.from_conv(conv)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_CHUNK", 2 * 4 * 256)  # several passes, the last one partial
+    with torch.inference_mode():
+        ref, out = conv(x), fast(x)
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=CL)
+    # the same sum up to fp32 rounding: Winograd's transforms round differently (~1e-5 of the output's scale)
+    assert (out - ref).abs().max() <= 2e-5 * ref.abs().max()
+    assert fast.weight is conv.weight and list(fast.state_dict()) == list(conv.state_dict())
+    y = fast(x)  # with autograd on, the plain convolution runs
+    assert y.requires_grad and torch.equal(y.detach(), ref)
+
+
+def test_winograd_is_only_used_where_it_pays_off():
+    from stylecore.fast_layers import winograd_applies
+
+    assert winograd_applies(nn.Conv2d(128, 128, 3)) and winograd_applies(nn.Conv2d(256, 512, 3, padding=1))
+    assert not winograd_applies(nn.Conv2d(64, 64, 3))  # measured slower below 128 channels
+    assert not winograd_applies(nn.Conv2d(128, 128, 3, stride=2)) and not winograd_applies(nn.Conv2d(128, 128, 5))
+    assert not winograd_applies(nn.Conv2d(128, 128, 3, padding=1, padding_mode="reflect"))
+    dec = fast_decoder(load_adain_decoder("random:4"), winograd=False)  # as on CUDA, where cuDNN chooses
+    assert not any(isinstance(m, WinogradConv2d) for m in dec)
