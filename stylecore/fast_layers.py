@@ -15,6 +15,9 @@ keep every parameter under its checkpoint key, so a converted network still load
 * ``InstanceNorm2d`` via ``batch_norm`` per image: keeps channels_last (``F.instance_norm`` returns a
   contiguous tensor, and every following layer then pays a layout copy).
 * ReLUs run in place.
+* ``WinogradConv2d`` (CPU only): wide 3×3 convolutions by Winograd F(4×4, 3×3), 4× fewer multiplies.
+  Unlike the forms above it does not add the same products in another order: its transforms round
+  differently, by ~1e-5 of the output's scale.
 * ``ReflectionPad2d`` by slicing and concatenation: keeps channels_last (for CUDA; see ``channels_last_pads``).
 
 Under ``torch.compile`` (``stylecore.ff_graphs``) the instance norms and reflection pads take their plain
@@ -125,7 +128,7 @@ _AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0]
                    dtype=torch.float64)
 _BB, _AA = torch.kron(_BT, _BT).float(), torch.kron(_AT, _AT).float()  # (36, 36), (16, 36): 2-D transforms
 WINOGRAD_MIN_CHANNELS = 128  # below this the transforms cost more than the 4× fewer multiplies save
-WINOGRAD_CHUNK = 1 << 17  # tiles × channels per pass: bounds the transform buffers (~20 MB each) and keeps them in cache
+WINOGRAD_CHUNK = 1 << 16  # tiles × channels per pass: bounded transform buffers (~9 MB) that stay in cache
 
 
 class WinogradConv2d(nn.Conv2d):
