@@ -336,14 +336,20 @@ class FeedForwardMixin:
         with torch.inference_mode():
             x = self._batch_pixels(items)
             if first.method == "adain":
-                dev = self.device
-                t_mean = torch.stack([it.targets[0].mean for it in items]).to(dev, torch.float32)
-                t_std = torch.stack([it.targets[0].std for it in items]).to(dev, torch.float32)
-                alpha = torch.tensor([float(it.options.alpha) for it in items], dtype=torch.float32).to(dev)
+                t_mean = self._upload(torch.stack([it.targets[0].mean.float() for it in items]))
+                t_std = self._upload(torch.stack([it.targets[0].std.float() for it in items]))
+                alpha = self._upload(torch.tensor([float(it.options.alpha) for it in items], dtype=torch.float32))
                 y = self._graph("adain")(x, t_mean, t_std, alpha)
             else:
                 y = self._graph("johnson")(x)
             return _host_images(y)
+
+    def _upload(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the engine's device; from the CPU to CUDA through page-locked memory without blocking (a
+        blocking upload would wait for the previous batch to finish)."""
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def _batch_pixels(self, items: list[FFItem]) -> torch.Tensor:
         """Same-size contents as one uint8 (B,3,H,W) channels_last batch on the device.
