@@ -24,6 +24,7 @@ from tasks.plan import plan_task
 from tasks.shards import default_shard_size, run_shard_task, write_shard_manifests
 
 DISPATCH = ("local", "pool")
+IDLE_POOL_CHECK_SECONDS = 30.0  # while shard runs wait to start, check this often that the pool has a worker
 
 
 def manifest_name(uri: str) -> str:
@@ -72,15 +73,29 @@ def _run_local(shards, engine, *, overwrite, batch_size, quality, concurrency, r
     return outcomes
 
 
-def _run_pool(shards, engine, *, deployment, name, run, overwrite, batch_size, quality, concurrency, retries,
+def idle_pool_warning(client, pool: str) -> str | None:
+    """A one-line warning when work pool ``pool`` has no online worker (its runs then wait), else None."""
+    from prefect.client.schemas.objects import WorkerStatus
+
+    workers = client.read_workers_for_work_pool(work_pool_name=pool)
+    if any(w.status == WorkerStatus.ONLINE for w in workers):
+        return None
+    return (f"work pool {pool!r} has no online worker, so its shard runs wait in state Scheduled; "
+            f"start one with: prefect worker start --pool {pool}")
+
+
+def _run_pool(shards, engine, *, pool, name, run, overwrite, batch_size, quality, concurrency, retries,
               on_done, poll: float = 1.0) -> dict[int, dict]:
-    """Run each shard as a ``stylize-shard`` deployment run on the work pool, at most ``concurrency`` in
-    flight; a shard run that fails or crashes is started again up to ``retries`` times."""
+    """Run each shard as a ``stylize-shard/{pool}`` deployment run, at most ``concurrency`` in flight; a
+    shard run that fails or crashes is started again up to ``retries`` times. While runs wait to start on
+    a pool that has no online worker, a warning says so every ``IDLE_POOL_CHECK_SECONDS``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
+    deployment = f"stylize-shard/{pool}"
+    next_idle_check = time.monotonic() + IDLE_POOL_CHECK_SECONDS
     todo = deque((s, 0) for s in shards)
     running: dict[Any, tuple[dict, int]] = {}
     outcomes: dict[int, dict] = {}
@@ -98,6 +113,12 @@ def _run_pool(shards, engine, *, deployment, name, run, overwrite, batch_size, q
                 logger.info("started %s (flow run %s) on %s", label, fr.id, deployment)
             time.sleep(poll)
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(running))))
+            if time.monotonic() >= next_idle_check:
+                next_idle_check = time.monotonic() + IDLE_POOL_CHECK_SECONDS
+                if any(fr.state is not None and fr.state.is_scheduled() for fr in runs):
+                    warning = idle_pool_warning(client, pool)
+                    if warning:
+                        logger.warning(warning)
             for fr in runs:
                 if fr.state is None or not fr.state.is_final():
                     continue
@@ -196,7 +217,7 @@ def stylize_collection(
     elif dispatch == "local":
         outcomes = _run_local(shards, engine, **common)
     else:
-        outcomes = _run_pool(shards, engine, deployment=f"stylize-shard/{pool}", name=name, run=run, **common)
+        outcomes = _run_pool(shards, engine, pool=pool, name=name, run=run, **common)
     artifact.update(1, 1)
 
     metrics = merge_task(rows, shards, outcomes)

@@ -90,3 +90,22 @@ def test_deployment_run_bulk_archive_completes(deployed, prefect_server, tmp_pat
     summary = json.loads(summary_file.read_text())
     assert (summary["total"], summary["ok"], summary["dispatch"]) == (4, 4, "pool")
     assert len(output_files(out)) == 4
+
+
+def test_a_pool_without_an_online_worker_is_reported(deployed, prefect_server):
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from flows.stylize_collection import idle_pool_warning
+
+    r = prefect_server.cli("work-pool", "create", "idle", "--type", "process")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with get_client(sync_client=True) as client:
+        assert idle_pool_warning(client, "idle") == (
+            "work pool 'idle' has no online worker, so its shard runs wait in state Scheduled; "
+            "start one with: prefect worker start --pool idle")
+        deadline = time.monotonic() + 30
+        while idle_pool_warning(client, "gpu") is not None and time.monotonic() < deadline:
+            time.sleep(1)  # the gpu workers register with their first heartbeat
+        assert idle_pool_warning(client, "gpu") is None
