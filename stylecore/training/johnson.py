@@ -52,6 +52,8 @@ class JohnsonTrainConfig:
     normalize_losses: bool = False  # divide each term by its target's mean square (for random:SEED loss networks)
     color_weight: float = 0.0  # extra Gram term on the loss network's (normalised) RGB input: colour mean/covariance
     content_luminance: bool = False  # content loss between the luminances (grey images) of output and input
+    histogram_weight: float = 0.0  # sliced-Wasserstein loss between the output's and the style's colour distributions
+    edge_weight: float = 0.0  # MSE between the luminance gradients of output and input (keeps the content's edges)
     checkpoint_every: int = 2_000
     log_every: int = 10
     workers: int = 2
@@ -62,6 +64,34 @@ def _luminance(x: torch.Tensor) -> torch.Tensor:
     """Rec. 601 luma of RGB images, repeated on three channels."""
     y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     return y.expand(-1, 3, -1, -1)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+
+def edge_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """MSE between the horizontal/vertical luminance differences of ``y`` and ``x``, over their mean square."""
+    ly, lx = _luma(y), _luma(x)
+    dy = torch.cat([(ly[:, 1:] - ly[:, :-1]).flatten(1), (ly[:, :, 1:] - ly[:, :, :-1]).flatten(1)], 1)
+    dx = torch.cat([(lx[:, 1:] - lx[:, :-1]).flatten(1), (lx[:, :, 1:] - lx[:, :, :-1]).flatten(1)], 1)
+    return F.mse_loss(dy, dx) / (dx.pow(2).mean() + 1e-12)
+
+
+def sliced_colour_loss(y: torch.Tensor, style_pixels: torch.Tensor, generator: torch.Generator,
+                       projections: int = 16) -> torch.Tensor:
+    """Sliced-Wasserstein distance between each image's colours and the style's (Risser et al. 2017's histogram
+    matching, along random RGB directions): sorted projections against the style's quantiles, over their variance.
+
+    ``y``: (B, 3, H, W); ``style_pixels``: (M, 3) on the same scale; directions are drawn from ``generator``.
+    """
+    dirs = F.normalize(torch.randn(3, projections, generator=generator), dim=0).to(y.device, y.dtype)
+    b = y.shape[0]
+    py = (y.flatten(2).transpose(1, 2) @ dirs).sort(dim=1).values  # (B, HW, K)
+    ps = (style_pixels.to(y.device, y.dtype) @ dirs).sort(dim=0).values  # (M, K)
+    idx = torch.linspace(0, ps.shape[0] - 1, py.shape[1], device=y.device).round().long()
+    target = ps[idx].unsqueeze(0).expand(b, -1, -1)
+    return F.mse_loss(py, target) / (ps.var(dim=0).mean() + 1e-12)
 
 
 def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
@@ -80,6 +110,9 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
         style_grams = {n: gram_matrix(style_feats[n]) for n in VGG16_LAYERS}
         style_grams["rgb"] = gram_matrix(vgg.normalize(to_tensor(style_img).to(device) * 255.0))
         style_scale = {n: float(style_grams[n].pow(2).mean()) + 1e-20 if cfg.normalize_losses else 1.0 for n in (*VGG16_LAYERS, "rgb")}
+        style_pixels = (to_tensor(style_img) * 255.0).reshape(3, -1).T  # (M, 3), for the colour histogram loss
+        if style_pixels.shape[0] > 65536:
+            style_pixels = style_pixels[torch.randperm(style_pixels.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:65536]]
     torch.manual_seed(cfg.seed)
     net = TransformerNet().to(device, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -105,6 +138,13 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
             g = gram_matrix(vgg.normalize(y))
             loss_rgb = cfg.color_weight * F.mse_loss(g, style_grams["rgb"].expand_as(g)) / style_scale["rgb"]
             out.update(total=out["total"] + loss_rgb, color=loss_rgb.detach())
+        if cfg.histogram_weight:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # fresh directions each step, reproducible
+            loss_h = cfg.histogram_weight * sliced_colour_loss(y, style_pixels, gen)
+            out.update(total=out["total"] + loss_h, histogram=loss_h.detach())
+        if cfg.edge_weight:
+            loss_e = cfg.edge_weight * edge_loss(y, x)
+            out.update(total=out["total"] + loss_e, edges=loss_e.detach())
         return out
 
     settings = dict(asdict(cfg))

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--content-weight", type=float, default=2.0)
     p.add_argument("--style-weight", type=float, default=1.0)
     p.add_argument("--color-weight", type=float, default=1.0)
+    p.add_argument("--histogram-weight", type=float, default=0.0, help="sliced-Wasserstein colour loss weight")
+    p.add_argument("--edge-weight", type=float, default=0.0, help="luminance-gradient loss weight")
     p.add_argument("--loss-network", default="random:0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-size", type=int, default=256)
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                                  loss_network=a.loss_network, steps=a.steps, batch_size=a.batch_size, crop=a.crop,
                                  lr=a.lr, content_weight=a.content_weight, style_weight=a.style_weight, seed=a.seed,
                                  color_weight=a.color_weight, content_luminance=True,
+                                 histogram_weight=a.histogram_weight, edge_weight=a.edge_weight,
                                  normalize_losses=True, checkpoint_every=a.checkpoint_every, log_every=10, workers=1,
                                  device=a.device)
         result = train_johnson(cfg, resume=a.resume)
