@@ -21,12 +21,15 @@ install: $(STAMP)
 
 # The demo is a real `stylize run` (Prefect flow stylize-collection, ephemeral) over the example manifest:
 # outputs in demo-output/, report in demo-output/_reports/<run>/report.html. Offline: the ImageNet encoder
-# when torchvision's file is cached, else random:0.
+# when torchvision's file is cached, else random:0. Then the fast method: the four photos through the
+# project's own offline Johnson model (builtin:johnson_mosaic) into demo-output/fast/.
 DEMO_ENCODER = $(shell $(PY) -c "from stylecore.weights import imagenet_cache_path as p; print('imagenet' if p().is_file() else 'random:0')" 2>/dev/null || echo random:0)
 
 demo: $(STAMP)
 	$(PY) -m stylize_cli.main run examples/demo_manifest.csv --output demo-output --method gatys \
 		--encoder $(DEMO_ENCODER) --size 160 --steps 60 --max-failed 0
+	$(PY) -m stylize_cli.main run examples/demo_fast_manifest.csv --output demo-output/fast --method johnson \
+		--model builtin:johnson_mosaic --size 256 --max-failed 0
 
 # The same pairs through the engine alone (no Prefect), with a contact sheet.
 demo-engine: $(STAMP)

@@ -102,3 +102,17 @@ def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
             im.load()  # complete, decodable images
         if f.name in before:
             assert f.stat().st_mtime_ns == before[f.name]
+
+
+def test_make_demo_fast_part_runs_the_builtin_model(prefect_server, tmp_path):
+    """The second command of ``make demo``: the fast manifest through builtin:johnson_mosaic (small size here)."""
+    out = tmp_path / "fast"
+    r = run_cli("run", ROOT / "examples" / "demo_fast_manifest.csv", "--output", out, "--method", "johnson",
+                "--model", "builtin:johnson_mosaic", "--size", "64", "--max-failed", "0", "--no-quality",
+                env=prefect_server.env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "4 rows: 4 ok, 0 failed, 0 skipped" in r.stdout + r.stderr
+    from PIL import Image
+
+    outputs = sorted(p for p in out.glob("*.jpg"))
+    assert len(outputs) == 4 and all(max(Image.open(p).size) == 64 for p in outputs)
