@@ -67,6 +67,10 @@ def register(subparsers) -> None:
                    help="weight of an extra Gram term on the RGB input (colour mean/covariance toward the style)")
     j.add_argument("--content-luminance", action="store_true",
                    help="content loss on luminance only (recolouring is not counted as a content change)")
+    j.add_argument("--histogram-weight", type=float, default=0.0,
+                   help="weight of a sliced-Wasserstein loss between the output's and the style's colour distributions")
+    j.add_argument("--edge-weight", type=float, default=0.0,
+                   help="weight of a loss between the luminance gradients of output and content (keeps edges)")
     j.set_defaults(func=_run_johnson)
 
 
@@ -98,5 +102,6 @@ def _run_johnson(args) -> int:
 
     cfg = JohnsonTrainConfig(loss_network=args.loss_network, style_size=args.style_size,
                              normalize_losses=args.normalize_losses, color_weight=args.color_weight,
-                             content_luminance=args.content_luminance, **_fields(args))
+                             content_luminance=args.content_luminance, histogram_weight=args.histogram_weight,
+                             edge_weight=args.edge_weight, **_fields(args))
     return _report(train_johnson(cfg, resume=args.resume, on_log=None if args.quiet else print_progress), args)

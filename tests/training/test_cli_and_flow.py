@@ -59,3 +59,14 @@ def test_cli_train_adain_from_a_manifest(data, tmp_path):
                 "--workers", "1", env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert "step 2:" in r.stderr and (out / "decoder.pth").exists()
+
+
+def test_cli_train_johnson_with_the_offline_recipe_terms(data, tmp_path):
+    out = tmp_path / "terms"
+    r = run_cli("train", "johnson", "--content", data["content"], "--style", data["style_image"], "-o", out,
+                "--crop", "32", "--batch-size", "2", "--loss-network", "random:0", "--log-every", "1", "--workers", "1",
+                "--steps", "2", "--normalize-losses", "--content-luminance", "--color-weight", "2",
+                "--histogram-weight", "20", "--edge-weight", "4", "-q", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    header = (out / "losses.csv").read_text().splitlines()[0].split(",")
+    assert {"content", "style", "color", "histogram", "edges"} <= set(header)
