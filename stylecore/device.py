@@ -26,12 +26,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise OptionsError(f"unknown device {device!r}; expected one of auto, cpu, cuda, cuda:N")
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 (fp16 where bf16 is missing) for autocast on CUDA; None (fp32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool = True):
     """Autocast context for feed-forward inference: bf16 (or fp16) on CUDA, a no-op (fp32) on the CPU."""
-    if not enabled or device.type != "cuda":
+    dtype = amp_dtype(device)
+    if not enabled or dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def exact_math(device: torch.device):

@@ -198,13 +198,17 @@ def winograd_applies(conv: nn.Module) -> bool:
             and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
 
 
-def _winograd_convs(net: nn.Module, enabled: bool) -> None:
-    if not enabled:
-        return
+def _replace_children(net: nn.Module, applies, make) -> None:
+    """Replace, in place, every submodule ``c`` of ``net`` with ``applies(c)`` by ``make(c)``."""
     for m in list(net.modules()):
         for name, child in list(m.named_children()):
-            if winograd_applies(child):
-                setattr(m, name, WinogradConv2d.from_conv(child))
+            if applies(child):
+                setattr(m, name, make(child))
+
+
+def _winograd_convs(net: nn.Module, enabled: bool) -> None:
+    if enabled:
+        _replace_children(net, winograd_applies, WinogradConv2d.from_conv)
 
 
 def _unshuffle(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -244,10 +248,7 @@ class ReflectionPad2d(nn.ReflectionPad2d):
 def channels_last_pads(net: nn.Module) -> nn.Module:
     """Replace every ``nn.ReflectionPad2d`` of ``net`` in place by the layout-keeping ``ReflectionPad2d``
     (padding has no parameters: the state_dict is unchanged)."""
-    for m in list(net.modules()):
-        for name, child in list(m.named_children()):
-            if type(child) is nn.ReflectionPad2d:
-                setattr(m, name, ReflectionPad2d(tuple(child.padding)))
+    _replace_children(net, lambda c: type(c) is nn.ReflectionPad2d, lambda c: ReflectionPad2d(tuple(c.padding)))
     return net
 
 
@@ -276,10 +277,8 @@ def fast_transformer(net: nn.Module, winograd: bool = True) -> nn.Module:
     ReLUs. Same outputs, same state_dict."""
     from .transformer_net import UpsampleConvLayer
 
+    _replace_children(net, lambda c: type(c) is nn.InstanceNorm2d, _fast_norm)
     for m in list(net.modules()):
-        for child_name, child in list(m.named_children()):
-            if type(child) is nn.InstanceNorm2d:
-                setattr(m, child_name, _fast_norm(child))
         if isinstance(m, UpsampleConvLayer) and m.upsample == 2 and m.conv2d.kernel_size == (3, 3):
             m.conv2d = UpsampleConv2d.from_conv(m.conv2d)
             m.upsample, m.reflection_pad = None, nn.Identity()

@@ -25,10 +25,10 @@ from PIL import Image
 
 from .adain import SCALE as ADAIN_SCALE, Stats, StatsAccumulator, adain_features, feature_labels, mask_labels, mean_std
 from .color import combine_luminance, match_color_covariance
-from .device import autocast
+from .device import amp_dtype, autocast
 from .errors import OptionsError, StyleCoreError
 from .fast_layers import channels_last_pads
-from .ff_graphs import AdaINGraph, JohnsonGraph, amp_dtype, compile_graph
+from .ff_graphs import AdaINGraph, JohnsonGraph, compile_graph, to_uint8_hwc
 from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
 from .options import StyleOptions, normalise_weights, parse_style_weights
 from .style_cache import image_digest
@@ -114,9 +114,7 @@ class FeedForwardMixin:
     # -- tensors ----------------------------------------------------------------------------------
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,H,W) on the CPU (or float in [0,1]) -> float32 channels_last on the engine's device."""
-        if self.device.type == "cuda" and x.device.type == "cpu":
-            x = x.pin_memory()  # page-locked: an asynchronous copy (pinned buffers are cached by torch)
-        x = x.to(self.device, non_blocking=True)
+        x = self._upload(x)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         return x.contiguous(memory_format=FF_MEMORY_FORMAT)
@@ -331,8 +329,7 @@ class FeedForwardMixin:
             image = self._forward_tiled(first, first.tile)
             return lambda: [image]
         if first.labels is not None or (first.method == "johnson" and any(it.options.preserve_color for it in items)):
-            images = self._forward_modules(items)
-            return lambda: images
+            return self._forward_modules(items)
         with torch.inference_mode():
             x = self._batch_pixels(items)
             if first.method == "adain":
@@ -346,10 +343,10 @@ class FeedForwardMixin:
 
     def _upload(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` on the engine's device; from the CPU to CUDA through page-locked memory without blocking (a
-        blocking upload would wait for the previous batch to finish)."""
-        if self.device.type == "cuda" and t.device.type == "cpu":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        blocking upload would wait for the previous batch to finish; pinned buffers are cached by torch)."""
+        if self.device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
 
     def _batch_pixels(self, items: list[FFItem]) -> torch.Tensor:
         """Same-size contents as one uint8 (B,3,H,W) channels_last batch on the device.
@@ -366,11 +363,11 @@ class FeedForwardMixin:
                 dst[i] = it._pixels[0].permute(1, 2, 0).numpy()
             else:
                 dst[i] = np.asarray(it.image if it.image.mode == "RGB" else it.image.convert("RGB"))
-        x = buf.permute(0, 3, 1, 2)  # channels_last strides
-        return x.to(self.device, non_blocking=True) if cuda else x
+        return self._upload(buf.permute(0, 3, 1, 2))  # channels_last strides
 
-    def _forward_modules(self, items: list[FFItem]) -> list[Image.Image]:
-        """A batch through the eager modules: AdaIN with a mask, Johnson with preserve_color."""
+    def _forward_modules(self, items: list[FFItem]) -> Callable[[], list[Image.Image]]:
+        """Launch a batch through the eager modules (AdaIN with a mask, Johnson with preserve_color); returns the
+        function that waits for it and gives the images."""
         first = items[0]
         h, w = first.hw
         with torch.inference_mode():
@@ -382,7 +379,7 @@ class FeedForwardMixin:
                     y = self.model(x * 255.0)[..., :h, :w].float().clamp_(0, 255).div_(255.0)
             if first.method == "johnson":
                 y = self._johnson_color(items, y, x)
-            return _to_images(y)
+            return _host_images(to_uint8_hwc(y, 1.0))
 
     def _adain_masked(self, item: FFItem, x: torch.Tensor) -> torch.Tensor:
         """AdaIN with spatial control: each mask region normalised with its own statistics toward its style."""
@@ -489,8 +486,3 @@ def _host_images(y: torch.Tensor) -> Callable[[], list[Image.Image]]:
 
     return wait
 
-
-def _to_images(y: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) float in [0, 1] -> RGB PIL images, with one device-to-host copy for the whole batch."""
-    arr = y.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    return [Image.fromarray(a, mode="RGB") for a in arr]

@@ -42,13 +42,6 @@ def compile_mode(value: str | None = None) -> str:
     return mode
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 (fp16 where bf16 is missing) for autocast on CUDA; None (fp32) elsewhere."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _amp(device_type: str, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()

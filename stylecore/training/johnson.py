@@ -60,21 +60,25 @@ class JohnsonTrainConfig:
     device: str = "auto"
 
 
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of RGB images, (B, 1, H, W)."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
 def _luminance(x: torch.Tensor) -> torch.Tensor:
     """Rec. 601 luma of RGB images, repeated on three channels."""
-    y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    return y.expand(-1, 3, -1, -1)
+    return _luma(x).expand(-1, 3, -1, -1)
 
 
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+def _luma_differences(x: torch.Tensor) -> torch.Tensor:
+    """Vertical and horizontal neighbour differences of the luma, flattened per image."""
+    lum = _luma(x)
+    return torch.cat([lum.diff(dim=-2).flatten(1), lum.diff(dim=-1).flatten(1)], 1)
 
 
 def edge_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """MSE between the horizontal/vertical luminance differences of ``y`` and ``x``, over their mean square."""
-    ly, lx = _luma(y), _luma(x)
-    dy = torch.cat([(ly[:, 1:] - ly[:, :-1]).flatten(1), (ly[:, :, 1:] - ly[:, :, :-1]).flatten(1)], 1)
-    dx = torch.cat([(lx[:, 1:] - lx[:, :-1]).flatten(1), (lx[:, :, 1:] - lx[:, :, :-1]).flatten(1)], 1)
+    dy, dx = _luma_differences(y), _luma_differences(x)
     return F.mse_loss(dy, dx) / (dx.pow(2).mean() + 1e-12)
 
 
@@ -105,12 +109,13 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
                            batch_size=cfg.batch_size, seed=cfg.seed, resize="short", workers=cfg.workers)
     style_img = resize_long_side(load_image(cfg.style), cfg.style_size)
     vgg = load_vgg16_loss(cfg.loss_network).to(device, memory_format=fmt)
+    style_255 = to_tensor(style_img) * 255.0  # (1, 3, H, W) on the CPU
     with torch.no_grad():
-        style_feats = vgg(to_tensor(style_img).to(device, memory_format=fmt) * 255.0)
+        style_feats = vgg(style_255.to(device, memory_format=fmt))
         style_grams = {n: gram_matrix(style_feats[n]) for n in VGG16_LAYERS}
-        style_grams["rgb"] = gram_matrix(vgg.normalize(to_tensor(style_img).to(device) * 255.0))
+        style_grams["rgb"] = gram_matrix(vgg.normalize(style_255.to(device)))
         style_scale = {n: float(style_grams[n].pow(2).mean()) + 1e-20 if cfg.normalize_losses else 1.0 for n in (*VGG16_LAYERS, "rgb")}
-        style_pixels = (to_tensor(style_img) * 255.0).reshape(3, -1).T  # (M, 3), for the colour histogram loss
+        style_pixels = style_255.reshape(3, -1).T  # (M, 3), for the colour histogram loss
         if style_pixels.shape[0] > 65536:
             style_pixels = style_pixels[torch.randperm(style_pixels.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:65536]]
     torch.manual_seed(cfg.seed)
