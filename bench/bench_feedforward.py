@@ -5,13 +5,16 @@ images per second of ``Engine.stylize_batch`` (contents × a few repeated styles
 before each measurement) and, in the same process on the same weights, of a loop equivalent to the
 reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, decode, per pair, under
 ``torch.no_grad``) and fast_neural_style ``stylize`` (one image through TransformerNet), both with the
-networks loaded once and without file I/O. The reference loop is re-measured right before each row. Weights are random, saved in the public checkpoint formats.
+networks loaded once and without file I/O. Weights are random, saved in the public checkpoint formats.
 
     python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N] [--methods adain johnson]
         [--compile off default reduce-overhead] [--compile-batches 16] [--repeat 3]
 
-Every figure is the best of ``--repeat`` timed runs. With several ``--compile`` modes each row is measured
-for each mode (``stylecore.ff_graphs``; the warm-up column includes compilation).
+The img/s figures and ``ratio`` are the best of ``--repeat`` rounds; ``median`` is the median over the
+rounds of each round's own ratio, the figure to trust on a shared machine whose speed drifts. In each round the reference loop and the engine (each
+``--compile`` mode, ``stylecore.ff_graphs``) run one after the other on the same images, so that the slow
+and fast phases of a shared machine fall on both sides of each ratio. The warm-up column includes
+compilation; 'levels vs off' is the mean 8-bit difference from the first mode's images.
 """
 from __future__ import annotations
 
@@ -114,16 +117,19 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _best_ips(fn, n: int, repeat: int, device) -> float:
-    """Images per second of ``fn()`` (which processes ``n`` images): the best of ``repeat`` timed runs."""
-    best = 0.0
+def _round_ips(fns: dict, n: int, repeat: int, device) -> dict[str, list[float]]:
+    """Images per second of each ``fns[name]()`` (each processes ``n`` images) in each of ``repeat`` rounds.
+    The functions run in turn within every round, so a slow phase of a shared machine hits all of them
+    alike instead of one figure, and each round gives a ratio measured under one condition."""
+    ips = {name: [] for name in fns}
     for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = max(best, n / (time.perf_counter() - t0))
-    return best
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ips[name].append(n / (time.perf_counter() - t0))
+    return ips
 
 
 def run(args) -> None:
@@ -136,9 +142,9 @@ def run(args) -> None:
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; best of {args.repeat} runs per figure")
+          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; {args.repeat} interleaved rounds per row")
     print(f"{'method':8} {'px':>4} {'batch':>5} {'compile':>15} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} "
-          f"{'ratio':>6} {'warm-up s':>9} {'levels vs off':>13}")
+          f"{'ratio':>6} {'median':>7} {'warm-up s':>9} {'levels vs off':>13}")
     refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
     styles = [_photo(256, 100 + i) for i in range(2)]
     for method in args.methods:
@@ -158,31 +164,36 @@ def run(args) -> None:
             reqs = [Request(c, [style_imgs[i % 2]] if method == "adain" else [], [f"style{i % 2}"], None, method, opts,
                             str(i)) for i, c in enumerate(contents)]
             for batch in batches:
-                ref_ips = _best_ips(reference_loop, n, args.repeat, device)  # next to each row: load changes hit both
-                eager_pixels = None
+                runs, results, warm = {"reference": reference_loop}, {}, {}
                 for mode, engine in engines.items():
                     if mode != "off" and args.compile_batches and batch not in args.compile_batches:
                         continue
                     engine.max_batch = batch
                     t0 = time.perf_counter()
                     engine.stylize_batch(reqs[:batch])  # warm-up (allocator, kernels, compilation)
-                    warm = time.perf_counter() - t0
-                    results = []
+                    warm[mode] = time.perf_counter() - t0
+                    results[mode] = []
 
-                    def engine_run() -> None:
+                    def engine_run(engine=engine, out=results[mode]) -> None:
                         engine.style_cache.clear()  # each timed run encodes its styles again
-                        results[:] = engine.stylize_batch(reqs)
+                        out[:] = engine.stylize_batch(reqs)
 
-                    ips = _best_ips(engine_run, n, args.repeat, device)
-                    errors = [r.error for r in results if r.error]
+                    runs[mode] = engine_run
+                ips = _round_ips(runs, n, args.repeat, device)
+                ref_ips = ips["reference"]
+                eager_pixels = None
+                for mode in warm:
+                    errors = [r.error for r in results[mode] if r.error]
                     if errors:
                         raise SystemExit(f"engine ({mode}) failed: {errors[0]}")
-                    pixels = np.stack([np.asarray(r.image, dtype=np.int16) for r in results])
+                    pixels = np.stack([np.asarray(r.image, dtype=np.int16) for r in results[mode]])
                     levels = "" if eager_pixels is None else f"{np.abs(pixels - eager_pixels).mean():.3f}"
-                    if mode == "off":
+                    if eager_pixels is None:
                         eager_pixels = pixels
-                    print(f"{method:8} {size:>4} {batch:>5} {mode:>15} {n:>6} {ips:>13.2f} {ref_ips:>16.2f} "
-                          f"{ips / ref_ips:>5.2f}x {warm:>9.1f} {levels:>13}", flush=True)
+                    best, ref_best = max(ips[mode]), max(ref_ips)
+                    per_round = float(np.median([e / r for e, r in zip(ips[mode], ref_ips)]))
+                    print(f"{method:8} {size:>4} {batch:>5} {mode:>15} {n:>6} {best:>13.2f} {ref_best:>16.2f} "
+                          f"{best / ref_best:>5.2f}x {per_round:>6.2f}x {warm[mode]:>9.1f} {levels:>13}", flush=True)
     tmp.cleanup()
 
 
@@ -196,7 +207,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 4 16)")
     p.add_argument("--images", type=int, default=0,
                    help="contents per measurement (default 16/8 on the CPU, 128/64 on CUDA at 256/512 px)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per figure; the best is printed (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="timed rounds per row; the best of each side is printed (default 3)")
     p.add_argument("--compile", nargs="+", default=["off"], metavar="MODE",
                    help="engine compile modes to compare, each against the same reference (default: off); "
                         "'levels vs off' is the mean 8-bit difference from the first mode's images")
