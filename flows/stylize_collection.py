@@ -8,6 +8,7 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -82,6 +83,30 @@ def idle_pool_warning(client, pool: str) -> str | None:
         return None
     return (f"work pool {pool!r} has no online worker, so its shard runs wait in state Scheduled; "
             f"start one with: prefect worker start --pool {pool}")
+
+
+def check_shard_deployment(pool: str) -> None:
+    """Raise a one-line ``OptionsError`` when the ``stylize-shard/{pool}`` deployment does not exist on the
+    Prefect server (before any planning, instead of Prefect's bare ``ObjectNotFound`` mid-run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    name = f"stylize-shard/{pool}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+    url = PREFECT_API_URL.value()
+    if url:
+        parts = urlsplit(url)
+        where = f"the Prefect server at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    else:
+        where = "the ephemeral Prefect server (PREFECT_API_URL is not set, so no worker could reach this run)"
+    raise OptionsError(f"dispatch pool: no deployment {name!r} on {where}; create it with "
+                       f"`prefect deploy --all --prefect-file deployments/prefect.yaml` or choose a deployed pool")
 
 
 def _run_pool(shards, engine, *, pool, name, run, overwrite, batch_size, quality, concurrency, retries,
@@ -184,6 +209,8 @@ def stylize_collection(
     overrides.update({k: v for k, v in dict(size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed,
                                             preserve_color=preserve_color).items() if v is not None})
     StyleOptions.make(**overrides)  # fail fast on a bad option
+    if dispatch == "pool":
+        check_shard_deployment(pool)
     engine = {"encoder": encoder, "decoder": decoder, "model": model, "device": device}
     name = manifest_name(manifest)
     run = run_id()

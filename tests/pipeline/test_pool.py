@@ -109,3 +109,83 @@ def test_a_pool_without_an_online_worker_is_reported(deployed, prefect_server):
         while idle_pool_warning(client, "gpu") is not None and time.monotonic() < deadline:
             time.sleep(1)  # the gpu workers register with their first heartbeat
         assert idle_pool_warning(client, "gpu") is None
+
+
+def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_rows(
+        deployed, prefect_server, tmp_path, monkeypatch):
+    """End to end: stylize-collection dispatches to a pool that has no worker; while its shard runs wait the
+    flow logs the idle-pool warning, and when the waiting runs are cancelled their rows fail, counted."""
+    import contextvars
+    import logging
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.states import Cancelled
+
+    import flows.stylize_collection as collection
+
+    pool = "idle-e2e"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        flow_id = client.create_flow_from_name("stylize-shard")
+        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool,
+                                 entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT))
+    monkeypatch.setattr(collection, "IDLE_POOL_CHECK_SECONDS", 1.0)
+    warnings: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                warnings.append(record.getMessage())
+
+    handler = Capture()
+    logging.getLogger("prefect.flow_runs").addHandler(handler)
+    path = write_manifest(tmp_path, 4)
+    result: dict = {}
+
+    def run() -> None:
+        result["state"] = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool",
+                                             pool=pool, shard_size=2, concurrency=2, max_shard_retries=0,
+                                             quality=False, return_state=True, **ENGINE)
+
+    # the flow thread needs this thread's Prefect settings context (PREFECT_API_URL of the test server)
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 90
+        while not any("has no online worker" in w for w in warnings) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert any(f"work pool {pool!r} has no online worker" in w for w in warnings), warnings
+        with get_client(sync_client=True) as client:
+            children = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            assert len(children) == 2 and all(c.state.is_scheduled() for c in children)
+            for child in children:
+                client.set_flow_run_state(child.id, Cancelled(message="cancelled by the test"), force=True)
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(handler)
+    state = result["state"]
+    assert state.is_failed() and "4 row(s) failed" in state.message
+    summary = state.result(raise_on_failure=False)
+    assert (summary["total"], summary["ok"], summary["failed"], summary["shards_failed"]) == (4, 0, 4, 2)
+    assert output_files(tmp_path / "out") == []
+
+
+def test_pool_dispatch_without_the_shard_deployment_is_a_one_line_error(prefect_server, tmp_path):
+    """A pool whose ``stylize-shard/POOL`` deployment does not exist fails before planning, with the fix."""
+    from stylecore.errors import OptionsError
+
+    path = write_manifest(tmp_path, 2)
+    with pytest.raises(OptionsError) as err:
+        stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool", pool="nowhere",
+                           quality=False, **ENGINE)
+    host = prefect_server.url.split("//")[1].split("/")[0]
+    assert str(err.value) == (f"dispatch pool: no deployment 'stylize-shard/nowhere' on the Prefect server at "
+                              f"http://{host}/api; create it with `prefect deploy --all --prefect-file "
+                              f"deployments/prefect.yaml` or choose a deployed pool")
+    assert not (tmp_path / "out").exists()  # nothing planned or written
