@@ -112,7 +112,7 @@ def check_shard_deployment(pool: str) -> None:
 def _run_pool(shards, engine, *, pool, name, run, overwrite, batch_size, quality, concurrency, retries,
               on_done, poll: float = 1.0) -> dict[int, dict]:
     """Run each shard as a ``stylize-shard/{pool}`` deployment run, at most ``concurrency`` in flight; a
-    shard run that fails or crashes is started again up to ``retries`` times. While runs wait to start on
+    shard run that fails or crashes is started again up to ``retries`` times (a cancelled one is not). While runs wait to start on
     a pool that has no online worker, a warning says so every ``IDLE_POOL_CHECK_SECONDS``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -150,7 +150,7 @@ def _run_pool(shards, engine, *, pool, name, run, overwrite, batch_size, quality
                 shard, attempt = running.pop(fr.id)
                 if fr.state.is_completed():
                     outcomes[shard["index"]] = {"status": "ok", "flow_run_id": str(fr.id)}
-                elif attempt < retries:
+                elif attempt < retries and not fr.state.is_cancelled():  # a cancelled run was stopped on purpose
                     logger.warning("shard %05d run %s ended %s (%s); retrying", shard["index"], fr.name,
                                    fr.state.name, fr.state.message)
                     todo.append((shard, attempt + 1))

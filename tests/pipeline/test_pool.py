@@ -114,7 +114,8 @@ def test_a_pool_without_an_online_worker_is_reported(deployed, prefect_server):
 def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_rows(
         deployed, prefect_server, tmp_path, monkeypatch):
     """End to end: stylize-collection dispatches to a pool that has no worker; while its shard runs wait the
-    flow logs the idle-pool warning, and when the waiting runs are cancelled their rows fail, counted."""
+    flow logs the idle-pool warning, and when the waiting runs are cancelled their rows fail, counted, and
+    the cancelled runs are not started again (retries are for failed and crashed runs)."""
     import contextvars
     import logging
     import threading
@@ -148,7 +149,7 @@ def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_r
 
     def run() -> None:
         result["state"] = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool",
-                                             pool=pool, shard_size=2, concurrency=2, max_shard_retries=0,
+                                             pool=pool, shard_size=2, concurrency=2,
                                              quality=False, return_state=True, **ENGINE)
 
     # the flow thread needs this thread's Prefect settings context (PREFECT_API_URL of the test server)
@@ -167,6 +168,9 @@ def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_r
                 client.set_flow_run_state(child.id, Cancelled(message="cancelled by the test"), force=True)
         thread.join(timeout=60)
         assert not thread.is_alive()
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        assert sorted(r.id for r in runs) == sorted(c.id for c in children)  # no retry runs
     finally:
         logging.getLogger("prefect.flow_runs").removeHandler(handler)
     state = result["state"]
