@@ -85,14 +85,15 @@ def test_fast_networks_keep_state_dict_and_outputs():
         torch.testing.assert_close(fdec(f), dec(f), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (4, 4, 4, 4), (2, 0, 1, 3)])
-def test_layout_keeping_reflection_pad_matches_f_pad(padding):
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (4, 4, 4, 4), (2, 0, 1, 3), (0, 3, 0, 0)])
+def test_layout_keeping_reflection_pad_matches_f_pad(padding, layout):
     from stylecore.fast_layers import ReflectionPad2d, channels_last_pads
 
-    x = torch.randn(2, 5, 11, 9).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 5, 11, 9).contiguous(memory_format=layout)
     y = ReflectionPad2d(padding)(x)
     assert torch.equal(y, F.pad(x, padding, mode="reflect"))
-    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=layout)
     net = torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(5, 3, 3))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     out = net(x)
