@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("jpg", "png", "webp"), default="jpg", help="output format (default: jpg)")
     run = p.add_argument_group("run options")
     run.add_argument("--shard-size", type=_positive, default=None, metavar="N",
-                     help="rows per shard (default: sized so a shard takes minutes: 32 for gatys, 1000 feed-forward)")
+                     help="rows per shard (default: sized so a shard takes minutes: 32 for gatys, 5000 feed-forward)")
     run.add_argument("--dispatch", choices=("local", "pool"), default="local",
                      help="local: shards run in this process; pool: runs of the stylize-shard/POOL deployment")
     run.add_argument("--pool", default="gpu", metavar="NAME", help="work pool of the shard deployment (default: gpu)")

@@ -16,7 +16,10 @@ from stylecore.shard import run_shard
 from . import progress
 
 # Rows per shard when not given: a shard should take minutes, and per-row cost differs by method.
-DEFAULT_SHARD_SIZE = {"gatys": 32, "adain": 1000, "johnson": 1000}
+# A shard run on a process worker costs ~6 s before its first image (measured on the CPU: worker poll, process
+# start, imports, Prefect's run bootstrap; CUDA adds its context), so a feed-forward shard must hold enough rows
+# to amortise that at GPU speed (hundreds of images/s): 5000 rows are ~4 min of Johnson on a 2-core CPU.
+DEFAULT_SHARD_SIZE = {"gatys": 32, "adain": 5000, "johnson": 5000}
 
 
 def default_shard_size(method: str) -> int:
