@@ -25,10 +25,12 @@ deployment can pin one evaluator for all its workers.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -187,7 +189,8 @@ class QualityEvaluator:
     columns = METRICS
 
     def __init__(self, encoder: str = "auto", *, size: int = DEFAULT_SIZE, device: str = "auto",
-                 projections: int = DEFAULT_PROJECTIONS, seed: int = 0, style_cache: int = 256):
+                 projections: int = DEFAULT_PROJECTIONS, seed: int = 0, style_cache: int = 256,
+                 content_cache: int = 64):
         self.spec = resolve_evaluator_spec(encoder)
         self.requested = str(encoder)
         self.size = int(size)
@@ -197,6 +200,10 @@ class QualityEvaluator:
         self._net: VGG19Encoder | None = None
         self._style_cache: dict[tuple, dict[str, torch.Tensor]] = {}
         self._style_cache_max = style_cache
+        # relu4_2 features of recent contents (~220 KB each at 96 px): a content paired with several styles
+        # (cross or sample:K manifests, whose rows of one content are adjacent) goes through the network once
+        self._content_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # by evaluation-size pixel digest
+        self._content_cache_max = content_cache
         self._dirs = _projections(self.projections, self.seed).to(self.device)
         self.seconds = 0.0  # total time spent measuring (for the cost fraction)
         self.rows = 0
@@ -219,13 +226,17 @@ class QualityEvaluator:
         scale = min(1.0, self.size / max(w, h)) if self.size else 1.0
         return max(1, round(w * scale)), max(1, round(h * scale))
 
-    def _tensor(self, img: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """RGB tensor at ``size`` (default: the long side at most ``self.size``); one filter for every image."""
+    def _eval_image(self, img: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
+        """``img`` in RGB at ``size`` (default: the long side at most ``self.size``); one filter for every image."""
         img = img.convert("RGB")
         size = size or self._eval_size(img)
         if img.size != size:
             img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return to_tensor(img).to(self.device)
+        return img
+
+    def _tensor(self, img: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """RGB tensor at ``size`` (default: the long side at most ``self.size``)."""
+        return to_tensor(self._eval_image(img, size)).to(self.device)
 
     def _features(self, x: torch.Tensor, layers=_FEATURE_LAYERS) -> dict[str, torch.Tensor]:
         # exact fp32 on CUDA too (no TF32): the same row gets the same figures on any device
@@ -256,10 +267,12 @@ class QualityEvaluator:
         """Metrics for many rows; rows whose evaluation size matches run through the network together."""
         t0 = time.perf_counter()
         with self._lock:
-            prepared = []
+            prepared, digests = [], []
             for it in items:
-                c = self._tensor(it.content)
-                o = self._tensor(it.output, size=(c.shape[-1], c.shape[-2]))
+                small = self._eval_image(it.content)
+                digests.append(hashlib.blake2b(small.tobytes(), digest_size=16).digest() + bytes(str(small.size), "ascii"))
+                c = to_tensor(small).to(self.device)
+                o = self._tensor(it.output, size=small.size)
                 prepared.append((c, o))
             groups: dict[tuple, list[int]] = {}
             for i, (c, _) in enumerate(prepared):
@@ -269,12 +282,12 @@ class QualityEvaluator:
                 cs = torch.cat([prepared[i][0] for i in idx])
                 os_ = torch.cat([prepared[i][1] for i in idx])
                 with torch.inference_mode():
-                    cf = self._features(cs, (CONTENT_LAYER,))
+                    cf = self._content_features([digests[i] for i in idx], cs)
                     of = self._features(os_)
                     ssims = ssim(luminance(os_), luminance(cs))
                     out_q = lab_quantiles(os_, self._dirs)
                     for j, i in enumerate(idx):
-                        values[i] = self._metrics(items[i], {k: v[j:j + 1] for k, v in cf.items()},
+                        values[i] = self._metrics(items[i], {CONTENT_LAYER: cf[j]},
                                                   {k: v[j:j + 1] for k, v in of.items()}, ssims[j], out_q[j])
             table = torch.stack(values).double().cpu().tolist()  # one device sync for the whole batch
             results = []
@@ -285,6 +298,29 @@ class QualityEvaluator:
         self.seconds += time.perf_counter() - t0
         self.rows += len(items)
         return results
+
+    def _content_features(self, digests: Sequence[bytes], cs: torch.Tensor) -> list[torch.Tensor]:
+        """The (1, C, h, w) content-layer features of each content of a same-size group ``cs``, given the digests
+        of their evaluation-size pixels: each distinct content runs through the network once, and recently
+        seen ones come from the cache (a content paired with several styles is measured once)."""
+        feats: list[torch.Tensor | None] = [None] * len(digests)
+        todo: dict[bytes, list[int]] = {}
+        for j, key in enumerate(digests):
+            if key in self._content_cache:
+                self._content_cache.move_to_end(key)
+                feats[j] = self._content_cache[key]
+            else:
+                todo.setdefault(key, []).append(j)
+        if todo:
+            f = self._features(cs[[rows[0] for rows in todo.values()]], (CONTENT_LAYER,))[CONTENT_LAYER]
+            for n, (key, rows) in enumerate(todo.items()):
+                one = f[n:n + 1].clone()  # not a view: a cached entry must not pin the whole batch
+                for j in rows:
+                    feats[j] = one
+                self._content_cache[key] = one
+                if len(self._content_cache) > self._content_cache_max:
+                    self._content_cache.popitem(last=False)
+        return feats
 
     def _style_loss(self, it: QualityItem, of: dict[str, torch.Tensor]) -> tuple[StyleLoss, list[torch.Tensor]]:
         """The StyleLoss against the item's blended styles, and each style's Lab quantiles."""

@@ -116,3 +116,27 @@ def test_batch_matches_single_and_breakdown_adds_up(evaluator):
     assert total == pytest.approx(batch[2]["style_loss"], rel=1e-4)
     assert all(len(maps) == 4 and maps[0].mode == "L" for maps in b["feature_maps"].values())
     assert evaluator.describe()["encoder"] == "random:0"
+
+
+def test_a_content_paired_with_several_styles_goes_through_the_network_once():
+    from stylecore.quality import QualityEvaluator, QualityItem
+
+    photo, other, tex, tex2 = make_photo(64, 48, seed=1), make_photo(64, 48, seed=5), make_texture(64), make_texture(64, seed=7)
+    items = [QualityItem(photo, [tex], shifted(photo, 30), style_keys=["t"]),
+             QualityItem(photo, [tex2], shifted(photo, 50), style_keys=["t2"]),
+             QualityItem(other, [tex], other, style_keys=["t"]), QualityItem(photo.copy(), [tex], photo, style_keys=["t"])]
+    cached = QualityEvaluator("random:0", device="cpu")
+    seen = []
+    cached.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    got = cached.evaluate_batch(items)
+    # 4 outputs + 2 distinct contents (the third `photo` row is an equal copy) + 2 style encodings
+    assert sum(seen) == 4 + 2 + 2
+    seen.clear()
+    again = cached.evaluate_batch(items[:2])  # contents and styles from the caches: only the outputs run
+    assert sum(seen) == 2
+    for it, row, row2 in zip(items, got, again + [None, None]):
+        alone = QualityEvaluator("random:0", device="cpu").evaluate(it.content, it.styles, it.output)
+        for k in METRICS:
+            assert row[k] == pytest.approx(alone[k], rel=1e-5, abs=1e-7), k
+            if row2 is not None:
+                assert row2[k] == pytest.approx(alone[k], rel=1e-5, abs=1e-7), k
