@@ -20,7 +20,7 @@ from .fast_layers import fast_decoder, fast_encoder, fast_transformer
 from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
 from .ff_graphs import compile_mode
 from .gatys import StepInfo, stylize_gatys
-from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, resize_long_side, to_pil, to_tensor
+from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, resize_long_side, to_pil, to_tensor
 from .johnson import load_transformer
 from .options import StyleOptions, check_method, normalise_weights, parse_style_weights
 from .style_cache import StyleCache
@@ -135,8 +135,7 @@ class Engine(FeedForwardMixin):
     # -- inputs ---------------------------------------------------------------------------------
     def load(self, source: ImageSource | Image.Image, size: int, *, name: str | None = None) -> Image.Image:
         """Decode ``source`` to RGB and resize its longer side to ``size`` (0 keeps it)."""
-        img = load_image(source, name=name, max_pixels=self.max_pixels)
-        return resize_long_side(img, size)
+        return load_resized(source, size, name=name, max_pixels=self.max_pixels)
 
     def _tensor(self, img: Image.Image) -> torch.Tensor:
         return to_tensor(img).to(self.device)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .errors import StyleCoreError
 from .fsutil import remove_partials
-from .images import encode_image, load_image, resize_long_side
+from .images import encode_image, load_image, load_resized, resize_long_side
 from .options import StyleOptions, parse_style_weights
 
 # Columns a plan row carries that are not passed through to the metrics unchanged.
@@ -155,8 +155,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             style_uris = [s for s in str(rec["style"]).split("|") if s]
             item.weights = parse_style_weights(rec.get("style_weights") or None, len(style_uris), sep="|")
             data = storage.read_bytes(rec["content"])
-            item.content = resize_long_side(
-                load_image(data, name=rec["content"], max_pixels=getattr(engine, "max_pixels", 0)), item.options.size)
+            item.content = load_resized(data, item.options.size, name=rec["content"],
+                                        max_pixels=getattr(engine, "max_pixels", 0))
             long_side = item.options.style_size or max(item.content.size)
             item.styles = [styles.get(u, long_side) for u in style_uris]
         except Exception as e:  # noqa: BLE001 - a bad row fails alone

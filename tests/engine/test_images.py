@@ -162,3 +162,31 @@ def test_atomic_write_gives_normal_permissions(tmp_path, photo):
     os.chmod(existing, 0o640)
     atomic_write_bytes(existing, b"new")
     assert existing.read_bytes() == b"new" and existing.stat().st_mode & 0o777 == 0o640
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_for_the_requested_size(tmp_path, photo):
+    from stylecore.images import load_resized
+
+    big = photo.resize((800, 600), Image.Resampling.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=95)
+    big.save(tmp_path / "big.png")
+    # the JPEG decodes at 1/4 scale: the smallest DCT scale whose long side is still >= 2 x 100
+    assert load_image(tmp_path / "big.jpg", long_side=100).size == (200, 150)
+    assert load_image(tmp_path / "big.jpg", long_side=400).size == (800, 600)  # 800 <= 2 x 400: full decode
+    assert load_image(tmp_path / "big.png", long_side=100).size == (800, 600)  # not a JPEG
+    fast = np.asarray(load_resized(tmp_path / "big.jpg", 100)).astype(int)
+    full = np.asarray(resize_long_side(load_image(tmp_path / "big.jpg"), 100)).astype(int)
+    assert fast.shape == full.shape == (75, 100, 3)
+    assert np.abs(fast - full).mean() < 1.0 and np.abs(fast - full).max() <= 8
+    assert load_resized(tmp_path / "big.jpg", 0).size == (800, 600)
+    # EXIF orientation after the reduced decode: stored 800x600, shown 600x800
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    rot = load_resized(tmp_path / "rot.jpg", 100)
+    assert rot.size == (75, 100)
+    ref = resize_long_side(load_image(tmp_path / "rot.jpg"), 100)
+    assert np.abs(np.asarray(rot).astype(int) - np.asarray(ref).astype(int)).mean() < 1.0
+    # the pixel limit still applies to the file's full size
+    with pytest.raises(ImageError, match="exceeds the pixel limit"):
+        load_resized(tmp_path / "big.jpg", 100, max_pixels=100_000)
