@@ -53,6 +53,21 @@ class _Item:
     image: Image.Image | None = None
 
 
+def io_threads(kind: str) -> int:
+    """Reader or writer threads per shard: ``$STYLIZE_READERS`` / ``$STYLIZE_WRITERS``, else one per CPU core
+    between 4 and 16. Decoding large photos and uploading to S3 are what feed a GPU, and both scale with
+    threads (Pillow and boto3 release the GIL)."""
+    value = os.environ.get(f"STYLIZE_{kind.upper()}")
+    if value:
+        try:
+            if int(value) >= 1:
+                return int(value)
+        except ValueError:
+            pass
+        raise StyleCoreError(f"STYLIZE_{kind.upper()}={value!r}: expected a whole number of threads >= 1")
+    return max(4, min(16, os.cpu_count() or 4))
+
+
 def worker_id() -> str:
     """``name:pid`` of this process (recorded per row); the name is ``$STYLIZE_WORKER_NAME`` or the host name."""
     return f"{os.environ.get('STYLIZE_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
@@ -100,14 +115,15 @@ class StyleCache:
             return self._sized[key]
 
 
-def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 4,
-              writers: int = 4, quality: QualityFn | None = None,
+def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 0,
+              writers: int = 0, quality: QualityFn | None = None,
               on_progress: Callable[[int, int], None] | None = None, storage=None) -> pd.DataFrame:
     """Stylize every row of a shard with ``engine``; returns one metrics row per input row (same order).
 
     ``rows`` has the plan's columns (``content``, ``style``, ``style_weights``, ``options_json``,
     ``output``, ``output_uri``, ...). Rows whose outputs exist are ``skipped`` unless ``overwrite``.
-    ``quality`` (optional) scores finished rows in batches; ``on_progress(done, total)`` is called from
+    ``readers`` / ``writers``: threads (0: ``io_threads``, from ``$STYLIZE_READERS`` / ``$STYLIZE_WRITERS`` or the
+    CPU count). ``quality`` (optional) scores finished rows in batches; ``on_progress(done, total)`` is called from
     worker threads after each row. ``storage`` defaults to ``stylecore.storage``.
     """
     if storage is None:
@@ -115,6 +131,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     records = rows.to_dict("records")
     n = len(records)
     worker, device = worker_id(), str(getattr(engine, "device", "cpu"))
+    readers, writers = readers or io_threads("readers"), writers or io_threads("writers")
     results: list[dict[str, Any] | None] = [None] * n
     lock = threading.Lock()
     done = [0]

@@ -135,3 +135,29 @@ def test_write_failure_fails_the_row(tmp_path, engine):
     assert metrics["status"].tolist() == ["failed", "ok"]
     assert rows["output"].iloc[0] in metrics["error"].iloc[0] or storage_path in metrics["error"].iloc[0]
     assert not storage.exists(storage_path)
+
+
+def test_reader_and_writer_threads_follow_the_environment(tmp_path, engine, monkeypatch):
+    import threading
+
+    from stylecore.errors import StyleCoreError
+    from stylecore.shard import io_threads
+
+    monkeypatch.delenv("STYLIZE_READERS", raising=False)
+    assert io_threads("readers") == max(4, min(16, os.cpu_count() or 4))
+    monkeypatch.setenv("STYLIZE_READERS", "1")
+    monkeypatch.setenv("STYLIZE_WRITERS", "3")
+    plan = _plan(tmp_path, write_manifest(tmp_path, 3))
+    names: set[str] = set()
+
+    def seen(done, total):
+        names.update(t.name for t in threading.enumerate() if t.name.startswith("shard-"))
+
+    metrics = run_shard(plan.rows, engine, batch_size=2, on_progress=seen)
+    assert (metrics["status"] == "ok").all()
+    assert {n for n in names if n.startswith("shard-read")} <= {"shard-read-0"}
+    # writers live until the shard ends, so every progress call sees all of them
+    assert {n for n in names if n.startswith("shard-write")} == {"shard-write-0", "shard-write-1", "shard-write-2"}
+    monkeypatch.setenv("STYLIZE_READERS", "many")
+    with pytest.raises(StyleCoreError, match="STYLIZE_READERS='many': expected a whole number of threads >= 1"):
+        run_shard(plan.rows, engine)
