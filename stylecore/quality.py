@@ -158,6 +158,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
 
 
 # -- evaluator -------------------------------------------------------------------------------------
+def _pixel_digest(img: Image.Image) -> bytes:
+    """A cache key for an (evaluation-size, RGB) image: a hash of its pixels and its size."""
+    return hashlib.blake2b(img.tobytes(), digest_size=16).digest() + str(img.size).encode()
+
+
 def imagenet_cache_file() -> Path:
     """Where torchvision keeps VGG19_Weights.IMAGENET1K_V1 (``$TORCH_HOME/hub/checkpoints``)."""
     from torchvision.models import VGG19_Weights
@@ -244,17 +249,21 @@ class QualityEvaluator:
             return self.net(x.contiguous(memory_format=memory_format(self.device)), layers)
 
     def _style_stats(self, img: Image.Image, key: str | None) -> dict:
-        """Gram matrices at the style layers and Lab quantiles of one style, cached by ``key``."""
-        ck = (key, self.size) if key else None
-        if ck is not None and ck in self._style_cache:
+        """Gram matrices at the style layers and Lab quantiles of one style, cached by ``key`` (e.g. its URI), or
+        without a key by a digest of its evaluation-size pixels."""
+        small = None
+        if not key:
+            small = self._eval_image(img)
+            key = _pixel_digest(small)
+        ck = (key, self.size)
+        if ck in self._style_cache:
             return self._style_cache[ck]
-        t = self._tensor(img)
+        t = to_tensor(small if small is not None else self._eval_image(img)).to(self.device)
         stats = {"gram": {l: gram_matrix(v) for l, v in self._features(t, STYLE_LAYERS).items()},
                  "lab_q": lab_quantiles(t, self._dirs)[0]}
-        if ck is not None:
-            if len(self._style_cache) >= self._style_cache_max:
-                self._style_cache.pop(next(iter(self._style_cache)))
-            self._style_cache[ck] = stats
+        if len(self._style_cache) >= self._style_cache_max:
+            self._style_cache.pop(next(iter(self._style_cache)))
+        self._style_cache[ck] = stats
         return stats
 
     def evaluate(self, content_img: Image.Image, style_imgs: Sequence[Image.Image], output_img: Image.Image,
@@ -270,7 +279,7 @@ class QualityEvaluator:
             prepared, digests = [], []
             for it in items:
                 small = self._eval_image(it.content)
-                digests.append(hashlib.blake2b(small.tobytes(), digest_size=16).digest() + bytes(str(small.size), "ascii"))
+                digests.append(_pixel_digest(small))
                 c = to_tensor(small).to(self.device)
                 o = self._tensor(it.output, size=small.size)
                 prepared.append((c, o))

@@ -140,3 +140,21 @@ def test_a_content_paired_with_several_styles_goes_through_the_network_once():
             assert row[k] == pytest.approx(alone[k], rel=1e-5, abs=1e-7), k
             if row2 is not None:
                 assert row2[k] == pytest.approx(alone[k], rel=1e-5, abs=1e-7), k
+
+
+def test_styles_without_keys_are_encoded_once_per_distinct_image():
+    from stylecore.quality import QualityEvaluator
+
+    photo, tex, tex2 = make_photo(64, 48, seed=1), make_texture(64), make_texture(64, seed=7)
+    ev = QualityEvaluator("random:0", device="cpu")
+    seen = []
+    ev.net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    first = ev.evaluate(photo, [tex], shifted(photo, 20))
+    assert sum(seen) == 3  # content, output, style
+    seen.clear()
+    again = ev.evaluate(photo, [tex.copy()], shifted(photo, 20))  # an equal style, no key: from the cache
+    assert sum(seen) == 1  # the output only (the content is cached too)
+    assert again == first
+    seen.clear()
+    other = ev.evaluate(photo, [tex2], shifted(photo, 20))  # a different style is encoded
+    assert sum(seen) == 2 and other["style_loss"] != first["style_loss"]
