@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -23,7 +24,7 @@ from PIL import Image
 
 from .errors import StyleCoreError
 from .fsutil import remove_partials
-from .images import encode_image, load_image, load_resized, resize_long_side
+from .images import encode_image, load_resized
 from .options import StyleOptions, parse_style_weights
 
 # Columns a plan row carries that are not passed through to the metrics unchanged.
@@ -33,6 +34,8 @@ METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "stat
                   "compute_ms", "write_ms", "total_ms", "width", "height", "method", "options_hash", "worker",
                   "device")
 
+
+CONTENT_CACHE_BYTES = 256 << 20  # decoded contents kept per shard (RGB bytes), for rows that share a content
 
 # A quality evaluator (e.g. ``stylecore.quality.get_evaluator().evaluate_batch``) takes a batch of
 # ``stylecore.quality.QualityItem`` and returns one dict of metric columns per item.
@@ -85,34 +88,54 @@ def row_options(row: dict[str, Any]) -> StyleOptions:
     return StyleOptions.make(**(doc.get("options", doc) if isinstance(doc, dict) else {}))
 
 
-class StyleCache:
-    """Style images for one shard: each URI fetched and decoded once, resized once per size."""
+class ImageCache:
+    """Decoded images for one shard, keyed by (URI, long side): each fetched and decoded once (large JPEGs at
+    a reduced scale, see ``images.load_resized``), concurrent readers of one key wait for the first.
+    Failures are cached and raised again for every row that uses the key. ``max_bytes`` bounds the pixels
+    kept (least recently used out first; a larger image is not kept); None keeps everything (styles: few,
+    and reused by every row)."""
 
-    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int):
+    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int | None = None):
         self._read = read_bytes
         self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-        self._decoded: dict[str, Image.Image | BaseException] = {}
-        self._sized: dict[tuple[str, int], Image.Image] = {}
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._images: OrderedDict[tuple[str, int], Image.Image | BaseException] = OrderedDict()
 
     def get(self, uri: str, long_side: int) -> Image.Image:
-        """The style at ``uri`` resized to ``long_side`` (0 keeps it). Raises the cached error for a bad style."""
+        """The image at ``uri`` resized to ``long_side`` (0 keeps its size)."""
+        key = (uri, int(long_side or 0))
         with self._lock:
-            lock = self._locks.setdefault(uri, threading.Lock())
+            lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            if uri not in self._decoded:
+            with self._lock:
+                img = self._images.get(key)
+                if img is not None:
+                    self._images.move_to_end(key)
+            if img is None:
                 try:
-                    self._decoded[uri] = load_image(self._read(uri), name=uri, max_pixels=self._max_pixels)
-                except Exception as e:  # noqa: BLE001 - cached and re-raised for every row using this style
-                    self._decoded[uri] = e
-            img = self._decoded[uri]
-            if isinstance(img, BaseException):
-                raise img
-            key = (uri, int(long_side or 0))
-            if key not in self._sized:
-                self._sized[key] = resize_long_side(img, long_side)
-            return self._sized[key]
+                    img = load_resized(self._read(uri), key[1], name=uri, max_pixels=self._max_pixels)
+                except Exception as e:  # noqa: BLE001 - cached and re-raised for every row using this image
+                    img = e
+                self._keep(key, img)
+        if isinstance(img, BaseException):
+            raise img
+        return img
+
+    def _keep(self, key: tuple[str, int], img: Image.Image | BaseException) -> None:
+        size = 0 if isinstance(img, BaseException) else img.width * img.height * 3
+        with self._lock:
+            if self._max_bytes is not None and size > self._max_bytes:
+                self._locks.pop(key, None)
+                return
+            self._images[key] = img
+            self._bytes += size
+            while self._max_bytes is not None and self._bytes > self._max_bytes:
+                old, gone = self._images.popitem(last=False)
+                self._locks.pop(old, None)
+                self._bytes -= 0 if isinstance(gone, BaseException) else gone.width * gone.height * 3
 
 
 def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 0,
@@ -136,7 +159,10 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     lock = threading.Lock()
     done = [0]
     batch_size = max(1, int(batch_size))
-    styles = StyleCache(storage.read_bytes, getattr(engine, "max_pixels", 0))
+    max_pixels = getattr(engine, "max_pixels", 0)
+    styles = ImageCache(storage.read_bytes, max_pixels)
+    # rows of one content with several styles (cross, sample:K) are adjacent and read by concurrent readers
+    contents = ImageCache(storage.read_bytes, max_pixels, max_bytes=CONTENT_CACHE_BYTES)
 
     def finish(item: _Item, status: str, error: str = "", **timings) -> None:
         res = {"status": status, "error": error, "width": None, "height": None,
@@ -171,9 +197,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             item.options = row_options(rec)
             style_uris = [s for s in str(rec["style"]).split("|") if s]
             item.weights = parse_style_weights(rec.get("style_weights") or None, len(style_uris), sep="|")
-            data = storage.read_bytes(rec["content"])
-            item.content = load_resized(data, item.options.size, name=rec["content"],
-                                        max_pixels=getattr(engine, "max_pixels", 0))
+            item.content = contents.get(rec["content"], item.options.size)
             long_side = item.options.style_size or max(item.content.size)
             item.styles = [styles.get(u, long_side) for u in style_uris]
         except Exception as e:  # noqa: BLE001 - a bad row fails alone
@@ -316,4 +340,4 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-__all__ = ["run_shard", "StyleCache", "worker_id", "one_line", "row_options", "METRIC_COLUMNS"]
+__all__ = ["run_shard", "ImageCache", "worker_id", "one_line", "row_options", "METRIC_COLUMNS"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -161,3 +162,63 @@ def test_reader_and_writer_threads_follow_the_environment(tmp_path, engine, monk
     monkeypatch.setenv("STYLIZE_READERS", "many")
     with pytest.raises(StyleCoreError, match="STYLIZE_READERS='many': expected a whole number of threads >= 1"):
         run_shard(plan.rows, engine)
+
+
+class CountingStorage:
+    """The real storage module, counting ``read_bytes`` per URI."""
+
+    def __init__(self):
+        self.reads: dict[str, int] = {}
+
+    def __getattr__(self, name):
+        return getattr(storage, name)
+
+    def read_bytes(self, uri):
+        self.reads[uri] = self.reads.get(uri, 0) + 1
+        return storage.read_bytes(uri)
+
+
+def test_a_content_with_several_styles_is_read_once_and_a_bad_one_fails_every_row(tmp_path, engine):
+    write_manifest(tmp_path, 2, styles=3)
+    (tmp_path / "content" / "bad.jpg").write_text("not an image")
+    rows = [{"content": f"content/{c}", "style": f"styles/s{k}.png"}
+            for c in ("c000.jpg", "c001.jpg", "bad.jpg") for k in range(3)]
+    path = tmp_path / "cross.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    plan = _plan(tmp_path, path)
+    counting = CountingStorage()
+    metrics = run_shard(plan.rows, engine, batch_size=4, readers=4, storage=counting)
+    content_reads = {uri.rsplit("/", 1)[-1]: n for uri, n in counting.reads.items() if "/content/" in uri}
+    assert content_reads == {"c000.jpg": 1, "c001.jpg": 1, "bad.jpg": 1}
+    assert sum(n for uri, n in counting.reads.items() if "/styles/" in uri) == 3
+    assert metrics["status"].tolist() == ["ok"] * 6 + ["failed"] * 3
+    assert metrics["error"].iloc[6:].nunique() == 1 and "not an image" in metrics["error"].iloc[6]
+    # the shared decoded content gives the pixels of a run that reads each row alone
+    shared = [np.asarray(Image.open(storage.resolve(u))).astype(int) for u in metrics["output_uri"].iloc[:6]]
+    alone = run_shard(plan.rows.iloc[:6], engine, batch_size=1, readers=1, overwrite=True)
+    assert (alone["status"] == "ok").all()
+    for i, uri in enumerate(alone["output_uri"]):
+        assert np.abs(np.asarray(Image.open(storage.resolve(uri))).astype(int) - shared[i]).max() <= 1
+
+
+def test_image_cache_keeps_at_most_its_byte_budget(tmp_path):
+    from stylecore.shard import ImageCache
+
+    for i in range(3):
+        make_photo(40, 30, seed=i).save(tmp_path / f"p{i}.png")
+    reads = []
+
+    def read(uri):
+        reads.append(uri)
+        return storage.read_bytes(uri)
+
+    cache = ImageCache(read, 0, max_bytes=2 * 40 * 30 * 3)  # room for two 40x30 images
+    for i in (0, 1, 0, 2, 0, 1):
+        cache.get(str(tmp_path / f"p{i}.png"), 0)
+    # p0 stays (recently used); p1 is evicted by p2 and read again
+    assert [r.rsplit("/", 1)[-1] for r in reads] == ["p0.png", "p1.png", "p2.png", "p1.png"]
+    tiny = ImageCache(read, 0, max_bytes=100)  # smaller than any image: nothing is kept
+    reads.clear()
+    tiny.get(str(tmp_path / "p0.png"), 0)
+    tiny.get(str(tmp_path / "p0.png"), 0)
+    assert len(reads) == 2
