@@ -93,10 +93,13 @@ class ImageCache:
     a reduced scale, see ``images.load_resized``), concurrent readers of one key wait for the first.
     Failures are cached and raised again for every row that uses the key. ``max_bytes`` bounds the pixels
     kept (least recently used out first; a larger image is not kept); None keeps everything (styles: few,
-    and reused by every row)."""
+    and reused by every row). ``keep_files`` also keeps each URI's fetched bytes, so that another size of
+    the same image decodes again without fetching again (styles, with contents of several sizes)."""
 
-    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int | None = None):
+    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int | None = None,
+                 keep_files: bool = False):
         self._read = read_bytes
+        self._files: dict[str, bytes] | None = {} if keep_files else None
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
         self._bytes = 0
@@ -116,13 +119,24 @@ class ImageCache:
                     self._images.move_to_end(key)
             if img is None:
                 try:
-                    img = load_resized(self._read(uri), key[1], name=uri, max_pixels=self._max_pixels)
+                    img = load_resized(self._fetch(uri), key[1], name=uri, max_pixels=self._max_pixels)
                 except Exception as e:  # noqa: BLE001 - cached and re-raised for every row using this image
                     img = e
                 self._keep(key, img)
         if isinstance(img, BaseException):
             raise img
         return img
+
+    def _fetch(self, uri: str) -> bytes:
+        if self._files is None:
+            return self._read(uri)
+        with self._lock:
+            data = self._files.get(uri)
+        if data is None:
+            data = self._read(uri)
+            with self._lock:
+                self._files[uri] = data
+        return data
 
     def _keep(self, key: tuple[str, int], img: Image.Image | BaseException) -> None:
         size = 0 if isinstance(img, BaseException) else img.width * img.height * 3
@@ -160,7 +174,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     done = [0]
     batch_size = max(1, int(batch_size))
     max_pixels = getattr(engine, "max_pixels", 0)
-    styles = ImageCache(storage.read_bytes, max_pixels)
+    styles = ImageCache(storage.read_bytes, max_pixels, keep_files=True)
     # rows of one content with several styles (cross, sample:K) are adjacent and read by concurrent readers
     contents = ImageCache(storage.read_bytes, max_pixels, max_bytes=CONTENT_CACHE_BYTES)
 

@@ -222,3 +222,20 @@ def test_image_cache_keeps_at_most_its_byte_budget(tmp_path):
     tiny.get(str(tmp_path / "p0.png"), 0)
     tiny.get(str(tmp_path / "p0.png"), 0)
     assert len(reads) == 2
+
+
+def test_a_style_used_at_two_sizes_is_fetched_once(tmp_path):
+    from stylecore.shard import ImageCache
+
+    make_photo(40, 30, seed=3).save(tmp_path / "s.png")
+    reads = []
+
+    def read(uri):
+        reads.append(uri)
+        return storage.read_bytes(uri)
+
+    styles = ImageCache(read, 0, keep_files=True)
+    uri = str(tmp_path / "s.png")
+    assert styles.get(uri, 20).size == (20, 15) and styles.get(uri, 32).size == (32, 24)
+    assert styles.get(uri, 20).size == (20, 15)
+    assert reads == [uri]
