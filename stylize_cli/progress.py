@@ -1,7 +1,8 @@
 """A small dependency-free progress bar for the CLI (optimisation steps, images of a run).
 
-It draws only when its stream is a terminal; otherwise every call is a no-op, so logs and pipes
-stay clean. Redraws are throttled to ~10 per second.
+It draws only when its stream is a terminal. Elsewhere (a log file, a pipe) it is silent, or, with
+``log_every`` seconds, writes one plain progress line at most that often, so that long runs whose
+output goes to a log still show where they are. Redraws are throttled to ~10 per second.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ class ProgressBar:
     """``bar = ProgressBar(300, "gatys"); bar.update(12, "loss 3.1"); bar.close()``."""
 
     def __init__(self, total: int, label: str = "", *, stream: TextIO | None = None, width: int = 28,
-                 enabled: bool | None = None, min_interval: float = 0.1):
+                 enabled: bool | None = None, min_interval: float = 0.1, log_every: float = 0.0):
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
             isatty = getattr(self.stream, "isatty", None)
@@ -29,6 +30,8 @@ class ProgressBar:
         self._start = time.monotonic()
         self._last_draw = 0.0
         self._drawn = False
+        self.log_every = max(0.0, float(log_every))
+        self._last_log = self._start
 
     def __enter__(self) -> "ProgressBar":
         return self
@@ -42,6 +45,12 @@ class ProgressBar:
             self.total = max(0, int(total))
         self.count, self.text = int(count), text
         if not self.enabled:
+            if self.log_every:
+                now = time.monotonic()
+                if now - self._last_log >= self.log_every and self.count < self.total:
+                    self._last_log = now
+                    self.stream.write(self.log_line(now) + "\n")
+                    self.stream.flush()
             return
         now = time.monotonic()
         if now - self._last_draw >= self.min_interval or self.count >= self.total:
@@ -63,6 +72,17 @@ class ProgressBar:
                              f"{self.count}/{self.total}", f"{elapsed:.0f}s<{eta:.0f}s", self.text) if p]
         return " ".join(parts)
 
+    def log_line(self, now: float | None = None) -> str:
+        """One plain line for logs: ``label: 1234/100000 (1.2%), 12.3/s, elapsed 0:01:40, eta 2:13:05, text``."""
+        now = time.monotonic() if now is None else now
+        elapsed = now - self._start
+        rate = self.count / elapsed if elapsed > 0 else 0.0
+        pct = f" ({100 * self.count / self.total:.1f}%)" if self.total else ""
+        eta = _hms((self.total - self.count) / rate) if rate > 0 and self.total else "?"
+        parts = [f"{self.label + ': ' if self.label else ''}{self.count}/{self.total}{pct}", f"{rate:.2f}/s",
+                 f"elapsed {_hms(elapsed)}", f"eta {eta}"] + ([self.text] if self.text else [])
+        return ", ".join(parts)
+
     def _draw(self, now: float) -> None:
         self._last_draw = now
         self.stream.write("\r" + self.render(now) + "\x1b[K")
@@ -76,3 +96,8 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

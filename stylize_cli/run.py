@@ -103,6 +103,15 @@ def flow_parameters(args: argparse.Namespace) -> dict:
     return params
 
 
+def progress_seconds() -> float:
+    """Seconds between plain progress lines when stderr is not a terminal: ``$STYLIZE_PROGRESS_SECONDS``
+    (0 turns them off), default 60."""
+    try:
+        return max(0.0, float(os.environ.get("STYLIZE_PROGRESS_SECONDS", "60")))
+    except ValueError:
+        return 60.0
+
+
 class _Bar:
     """Feeds progress events of the flow into the terminal progress bar."""
 
@@ -157,7 +166,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .progress import ProgressBar
 
     tty = sys.stderr.isatty()
-    with ProgressBar(0, "stylize run", enabled=tty) as bar:
+    with ProgressBar(0, "stylize run", enabled=tty, log_every=0 if tty else progress_seconds()) as bar:
         listener = _Bar(bar)
         progress.add_listener(listener)
         try:

@@ -42,3 +42,21 @@ def test_throttles_redraws():
     assert term.getvalue().count("\r") == 1  # the first frame only; the rest fall inside the interval
     bar.update(1000)  # the final frame is always drawn
     assert term.getvalue().count("\r") == 2
+
+
+def test_plain_lines_for_logs_at_most_every_interval(monkeypatch):
+    import stylize_cli.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    bar = ProgressBar(0, "stylize run", stream=log, log_every=10)
+    bar.update(0, total=10)
+    for t, n in ((5, 1), (111, 3), (115, 4), (122, 6), (140, 10)):
+        clock[0] = float(t) if t > 100 else 100.0 + t
+        bar.update(n, "2 skipped")
+    bar.close()
+    assert log.getvalue().splitlines() == [
+        "stylize run: 3/10 (30.0%), 0.27/s, elapsed 0:00:11, eta 0:00:26, 2 skipped",
+        "stylize run: 6/10 (60.0%), 0.27/s, elapsed 0:00:22, eta 0:00:15, 2 skipped",
+    ]  # nothing before 10 s, none within 10 s of the last, none at the end (the summary follows)

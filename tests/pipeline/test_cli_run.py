@@ -5,6 +5,7 @@ import io
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -34,8 +35,13 @@ def test_bad_rows_counts_and_exit_codes(prefect_server, tmp_path):
     path = write_manifest(tmp_path, 4, extra_rows=bad)
     out = tmp_path / "out"
     env = prefect_server.env
-    first = run_cli("run", path, "--output", out, *ENGINE_ARGS, "--shard-size", "4", "--no-quality", env=env)
+    first = run_cli("run", path, "--output", out, *ENGINE_ARGS, "--shard-size", "4", "--no-quality",
+                    env=dict(env, STYLIZE_PROGRESS_SECONDS="0.001"))
     assert first.returncode == 1, first.stderr
+    # stderr is a pipe: no bar, but plain progress lines (here as often as rows finish; by default each 60 s)
+    lines = re.findall(r"^stylize run: (\d+)/7 \(\d+\.\d%\), \d+\.\d\d/s, elapsed \d+:\d\d:\d\d, eta [\d:?]+",
+                       first.stderr, re.M)
+    assert lines and all(0 <= int(n) < 7 for n in lines) and "\r" not in first.stderr
     assert "error: 3 row(s) failed; --max-failed allows 0" in first.stderr
     s = _summary(first.stdout)
     m = s.pop("_metrics")
@@ -51,6 +57,7 @@ def test_bad_rows_counts_and_exit_codes(prefect_server, tmp_path):
     # Within --max-failed: exit 0; the good rows are skipped this time, the bad ones fail again.
     second = run_cli("run", path, "--output", out, *ENGINE_ARGS, "--max-failed", "3", "--no-quality", env=env)
     assert second.returncode == 0, second.stderr
+    assert "stylize run: " not in second.stderr  # the default interval (60 s) is longer than this run
     s = _summary(second.stdout)
     assert (s["ok"], s["failed"], s["skipped"]) == (0, 3, 4)
 
