@@ -194,7 +194,7 @@ class QualityEvaluator:
     columns = METRICS
 
     def __init__(self, encoder: str = "auto", *, size: int = DEFAULT_SIZE, device: str = "auto",
-                 projections: int = DEFAULT_PROJECTIONS, seed: int = 0, style_cache: int = 256,
+                 projections: int = DEFAULT_PROJECTIONS, seed: int = 0, style_cache: int = 64,
                  content_cache: int = 64):
         self.spec = resolve_evaluator_spec(encoder)
         self.requested = str(encoder)
@@ -203,6 +203,7 @@ class QualityEvaluator:
         self.projections, self.seed = int(projections), int(seed)
         self._lock = threading.RLock()
         self._net: VGG19Encoder | None = None
+        # Gram matrices and quantiles of recent styles (~2.3 MB each; the oldest entry goes first)
         self._style_cache: dict[tuple, dict[str, torch.Tensor]] = {}
         self._style_cache_max = style_cache
         # relu4_2 features of recent contents (~220 KB each at 96 px): a content paired with several styles
