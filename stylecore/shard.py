@@ -91,10 +91,11 @@ def row_options(row: dict[str, Any]) -> StyleOptions:
 class ImageCache:
     """Decoded images for one shard, keyed by (URI, long side): each fetched and decoded once (large JPEGs at
     a reduced scale, see ``images.load_resized``), concurrent readers of one key wait for the first.
-    Failures are cached and raised again for every row that uses the key. ``max_bytes`` bounds the pixels
-    kept (least recently used out first; a larger image is not kept); None keeps everything (styles: few,
-    and reused by every row). ``keep_files`` also keeps each URI's fetched bytes, so that another size of
-    the same image decodes again without fetching again (styles, with contents of several sizes)."""
+
+    ``max_bytes`` (contents) bounds the pixels kept, least recently used out first, and a larger image is not
+    kept; failures are not kept either, so each row tries again and a transient storage error fails one row.
+    None (styles: few, reused by every row) keeps everything, failures included. ``keep_files`` also keeps
+    each URI's fetched bytes, so another size of the same image decodes without fetching again."""
 
     def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int | None = None,
                  keep_files: bool = False):
@@ -139,9 +140,10 @@ class ImageCache:
         return data
 
     def _keep(self, key: tuple[str, int], img: Image.Image | BaseException) -> None:
-        size = 0 if isinstance(img, BaseException) else img.width * img.height * 3
+        failed = isinstance(img, BaseException)
+        size = 0 if failed else img.width * img.height * 3
         with self._lock:
-            if self._max_bytes is not None and size > self._max_bytes:
+            if self._max_bytes is not None and (failed or size > self._max_bytes):
                 self._locks.pop(key, None)
                 return
             self._images[key] = img
@@ -149,7 +151,7 @@ class ImageCache:
             while self._max_bytes is not None and self._bytes > self._max_bytes:
                 old, gone = self._images.popitem(last=False)
                 self._locks.pop(old, None)
-                self._bytes -= 0 if isinstance(gone, BaseException) else gone.width * gone.height * 3
+                self._bytes -= gone.width * gone.height * 3
 
 
 def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 0,
