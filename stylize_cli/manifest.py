@@ -50,7 +50,7 @@ def _build(args) -> int:
     df = build_manifest(args.content, args.style, pairing=args.pairing, seed=args.seed,
                         label_from_parent=args.label_from_parent, skip_done_under=args.skip_done_under)
     dest = write_manifest(df, args.output)
-    print(f"wrote {len(df)} rows ({df['content'].nunique()} contents x {df['style'].nunique()} styles, "
+    print(f"wrote {len(df)} rows ({df['content'].nunique()} contents, {df['style'].nunique()} styles, "
           f"pairing {args.pairing}) to {dest}")
     return 0
 
