@@ -85,6 +85,14 @@ def idle_pool_warning(client, pool: str) -> str | None:
             f"start one with: prefect worker start --pool {pool}")
 
 
+def server_label(url: str | None) -> str:
+    """The Prefect server of ``url`` for messages: scheme, host, port and path only (never credentials)."""
+    if not url:
+        return "the ephemeral Prefect server (PREFECT_API_URL is not set, so no worker could reach this run)"
+    parts = urlsplit(url)
+    return f"the Prefect server at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
 def check_shard_deployment(pool: str) -> None:
     """Raise a one-line ``OptionsError`` when the ``stylize-shard/{pool}`` deployment does not exist on the
     Prefect server (before any planning, instead of Prefect's bare ``ObjectNotFound`` mid-run)."""
@@ -99,13 +107,7 @@ def check_shard_deployment(pool: str) -> None:
             return
         except ObjectNotFound:
             pass
-    url = PREFECT_API_URL.value()
-    if url:
-        parts = urlsplit(url)
-        where = f"the Prefect server at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
-    else:
-        where = "the ephemeral Prefect server (PREFECT_API_URL is not set, so no worker could reach this run)"
-    raise OptionsError(f"dispatch pool: no deployment {name!r} on {where}; create it with "
+    raise OptionsError(f"dispatch pool: no deployment {name!r} on {server_label(PREFECT_API_URL.value())}; create it with "
                        f"`prefect deploy --all --prefect-file deployments/prefect.yaml` or choose a deployed pool")
 
 

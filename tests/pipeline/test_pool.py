@@ -193,3 +193,11 @@ def test_pool_dispatch_without_the_shard_deployment_is_a_one_line_error(prefect_
                               f"http://{host}/api; create it with `prefect deploy --all --prefect-file "
                               f"deployments/prefect.yaml` or choose a deployed pool")
     assert not (tmp_path / "out").exists()  # nothing planned or written
+
+
+def test_server_label_never_shows_credentials():
+    from flows.stylize_collection import server_label
+
+    assert server_label("https://user:s3cret@prefect.example.com:4200/api?token=abc") == \
+        "the Prefect server at https://prefect.example.com:4200/api"
+    assert server_label(None).startswith("the ephemeral Prefect server (PREFECT_API_URL is not set")
