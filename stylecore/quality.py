@@ -259,7 +259,7 @@ class QualityEvaluator:
         ck = (key, self.size)
         if ck in self._style_cache:
             return self._style_cache[ck]
-        t = to_tensor(small if small is not None else self._eval_image(img)).to(self.device)
+        t = self._tensor(small if small is not None else img)
         stats = {"gram": {l: gram_matrix(v) for l, v in self._features(t, STYLE_LAYERS).items()},
                  "lab_q": lab_quantiles(t, self._dirs)[0]}
         if len(self._style_cache) >= self._style_cache_max:
@@ -281,7 +281,7 @@ class QualityEvaluator:
             for it in items:
                 small = self._eval_image(it.content)
                 digests.append(_pixel_digest(small))
-                c = to_tensor(small).to(self.device)
+                c = self._tensor(small)
                 o = self._tensor(it.output, size=small.size)
                 prepared.append((c, o))
             groups: dict[tuple, list[int]] = {}

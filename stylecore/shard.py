@@ -61,14 +61,11 @@ def io_threads(kind: str) -> int:
     between 4 and 16. Decoding large photos and uploading to S3 are what feed a GPU, and both scale with
     threads (Pillow and boto3 release the GIL)."""
     value = os.environ.get(f"STYLIZE_{kind.upper()}")
-    if value:
-        try:
-            if int(value) >= 1:
-                return int(value)
-        except ValueError:
-            pass
+    if not value:
+        return max(4, min(16, os.cpu_count() or 4))
+    if not value.strip().isdigit() or int(value) < 1:
         raise StyleCoreError(f"STYLIZE_{kind.upper()}={value!r}: expected a whole number of threads >= 1")
-    return max(4, min(16, os.cpu_count() or 4))
+    return int(value)
 
 
 def worker_id() -> str:
@@ -121,7 +118,7 @@ class ImageCache:
             if img is None:
                 try:
                     img = load_resized(self._fetch(uri), key[1], name=uri, max_pixels=self._max_pixels)
-                except Exception as e:  # noqa: BLE001 - cached and re-raised for every row using this image
+                except Exception as e:  # noqa: BLE001 - raised below; kept for later rows only for styles
                     img = e
                 self._keep(key, img)
         if isinstance(img, BaseException):
@@ -141,7 +138,7 @@ class ImageCache:
 
     def _keep(self, key: tuple[str, int], img: Image.Image | BaseException) -> None:
         failed = isinstance(img, BaseException)
-        size = 0 if failed else img.width * img.height * 3
+        size = 0 if failed else _nbytes(img)
         with self._lock:
             if self._max_bytes is not None and (failed or size > self._max_bytes):
                 self._locks.pop(key, None)
@@ -151,7 +148,11 @@ class ImageCache:
             while self._max_bytes is not None and self._bytes > self._max_bytes:
                 old, gone = self._images.popitem(last=False)
                 self._locks.pop(old, None)
-                self._bytes -= gone.width * gone.height * 3
+                self._bytes -= _nbytes(gone)
+
+
+def _nbytes(img: Image.Image) -> int:
+    return img.width * img.height * 3  # decoded RGB
 
 
 def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 0,

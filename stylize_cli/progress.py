@@ -62,26 +62,26 @@ class ProgressBar:
 
     def render(self, now: float | None = None) -> str:
         """The bar as one line of text (without the carriage return)."""
-        now = time.monotonic() if now is None else now
         frac = min(1.0, self.count / self.total) if self.total else 0.0
         filled = int(round(frac * self.width))
-        elapsed = now - self._start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.count) / rate if rate > 0 and self.total else 0.0
+        elapsed, _, eta = self._pace(now)
         parts = [p for p in (self.label, f"[{'#' * filled}{'.' * (self.width - filled)}]",
-                             f"{self.count}/{self.total}", f"{elapsed:.0f}s<{eta:.0f}s", self.text) if p]
+                             f"{self.count}/{self.total}", f"{elapsed:.0f}s<{eta or 0.0:.0f}s", self.text) if p]
         return " ".join(parts)
 
     def log_line(self, now: float | None = None) -> str:
         """One plain line for logs: ``label: 1234/100000 (1.2%), 12.3/s, elapsed 0:01:40, eta 2:13:05, text``."""
-        now = time.monotonic() if now is None else now
-        elapsed = now - self._start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
+        elapsed, rate, eta = self._pace(now)
         pct = f" ({100 * self.count / self.total:.1f}%)" if self.total else ""
-        eta = _hms((self.total - self.count) / rate) if rate > 0 and self.total else "?"
         parts = [f"{self.label + ': ' if self.label else ''}{self.count}/{self.total}{pct}", f"{rate:.2f}/s",
-                 f"elapsed {_hms(elapsed)}", f"eta {eta}"] + ([self.text] if self.text else [])
+                 f"elapsed {_hms(elapsed)}", f"eta {'?' if eta is None else _hms(eta)}"] + ([self.text] if self.text else [])
         return ", ".join(parts)
+
+    def _pace(self, now: float | None) -> tuple[float, float, float | None]:
+        """(elapsed seconds, items per second, seconds left or None while the rate is unknown)."""
+        elapsed = (time.monotonic() if now is None else now) - self._start
+        rate = self.count / elapsed if elapsed > 0 else 0.0
+        return elapsed, rate, (self.total - self.count) / rate if rate > 0 and self.total else None
 
     def _draw(self, now: float) -> None:
         self._last_draw = now

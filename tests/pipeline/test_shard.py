@@ -202,16 +202,21 @@ def test_a_content_with_several_styles_is_read_once_and_a_bad_one_fails_each_row
         assert np.abs(np.asarray(Image.open(storage.resolve(uri))).astype(int) - shared[i]).max() <= 1
 
 
+def _recording_reader(reads: list[str]):
+    """``storage.read_bytes`` that appends each URI it reads to ``reads``."""
+    def read(uri):
+        reads.append(uri)
+        return storage.read_bytes(uri)
+    return read
+
+
 def test_image_cache_keeps_at_most_its_byte_budget(tmp_path):
     from stylecore.shard import ImageCache
 
     for i in range(3):
         make_photo(40, 30, seed=i).save(tmp_path / f"p{i}.png")
-    reads = []
-
-    def read(uri):
-        reads.append(uri)
-        return storage.read_bytes(uri)
+    reads: list[str] = []
+    read = _recording_reader(reads)
 
     cache = ImageCache(read, 0, max_bytes=2 * 40 * 30 * 3)  # room for two 40x30 images
     for i in (0, 1, 0, 2, 0, 1):
@@ -229,11 +234,8 @@ def test_a_style_used_at_two_sizes_is_fetched_once(tmp_path):
     from stylecore.shard import ImageCache
 
     make_photo(40, 30, seed=3).save(tmp_path / "s.png")
-    reads = []
-
-    def read(uri):
-        reads.append(uri)
-        return storage.read_bytes(uri)
+    reads: list[str] = []
+    read = _recording_reader(reads)
 
     styles = ImageCache(read, 0, keep_files=True)
     uri = str(tmp_path / "s.png")
