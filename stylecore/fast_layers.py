@@ -17,13 +17,16 @@ keep every parameter under its checkpoint key, so a converted network still load
 * ReLUs run in place.
 * ``WinogradConv2d`` (CPU only): wide 3×3 convolutions by Winograd F(4×4, 3×3), 4× fewer multiplies.
   Unlike the forms above it does not add the same products in another order: its transforms round
-  differently, by ~1e-5 of the output's scale.
+  differently, by ~1e-5 of the output's scale. The tile transforms are compiled C (``stylecore/native``)
+  where a C compiler is available, else GEMMs in torch.
 * ``ReflectionPad2d`` by slicing and concatenation: keeps channels_last (for CUDA; see ``channels_last_pads``).
 
 Under ``torch.compile`` (``stylecore.ff_graphs``) the instance norms and reflection pads take their plain
 forms, which the compiler fuses into its generated kernels.
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +130,10 @@ _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 /
 _AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                    dtype=torch.float64)
 _BB, _AA = torch.kron(_BT, _BT).float(), torch.kron(_AT, _AT).float()  # (36, 36), (16, 36): 2-D transforms
-WINOGRAD_MIN_CHANNELS = 128  # below this the transforms cost more than the 4× fewer multiplies save
+# Below these channel counts the transforms cost more than the 4× fewer multiplies save: with the compiled
+# transforms (stylecore/native) from 64 channels, with the GEMM transforms from 128.
+WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_CHANNELS_NATIVE = 64
 WINOGRAD_CHUNK = 1 << 16  # tiles × channels per pass: bounded transform buffers (~9 MB) that stay in cache
 
 
@@ -138,11 +144,13 @@ class WinogradConv2d(nn.Conv2d):
     tiles and the filters are transformed (``B^T d B``, ``G g G^T``), multiplied as 36 batched GEMMs,
     and transformed back (``A^T m A``). The sum is mathematically the convolution; fp32 rounding differs
     from the direct form by ~1e-5 relative. Elsewhere (CUDA, autograd, compilation) it is a plain conv.
+    The transforms run as compiled C (``stylecore/native/winograd.c``: separable, in place on the NHWC
+    tensors) when channel counts are multiples of 16 and the kernels built, else as (36×36) and (16×36) GEMMs.
     """
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
-        if not winograd_applies(conv):
+        if not _winograd_shape(conv):
             raise ValueError("WinogradConv2d needs a 3x3 stride-1 convolution with no or zero padding of 1")
         new = _conv_like(conv, cls)
         new.padding = conv.padding
@@ -174,6 +182,10 @@ class WinogradConv2d(nn.Conv2d):
         u, k = self.winograd_weight, self.out_channels
         out = torch.empty((n, ho, wo, k), dtype=x.dtype, device=x.device)
         rows = max(1, WINOGRAD_CHUNK // (tw * max(c, k)))
+        lib = _native_transforms(c, k)
+        if lib is not None:
+            self._native_forward(lib, xh, out, rows, th, tw)
+            return out.permute(0, 3, 1, 2)
         for i in range(n):
             for r0 in range(0, th, rows):
                 r = min(rows, th - r0)
@@ -189,13 +201,64 @@ class WinogradConv2d(nn.Conv2d):
                     torch.add(y[:rr, :wo], self.bias, out=dst)
         return out.permute(0, 3, 1, 2)  # channels_last
 
+    def _native_forward(self, lib, xh: torch.Tensor, out: torch.Tensor, rows: int, th: int, tw: int) -> None:
+        """The same passes with the compiled separable transforms (``stylecore/native/winograd.c``): they read
+        the NHWC input in place and write the NHWC output with the bias, so no gather or scatter copies."""
+        n, c, k, ho, wo = xh.shape[0], xh.shape[3], self.out_channels, out.shape[1], out.shape[2]
+        s_h, s_w, u = xh.stride(1), xh.stride(2), self.winograd_weight
+        v_buf = _workspace("v", 36 * min(rows, th) * tw * c)
+        m_buf = _workspace("m", 36 * min(rows, th) * tw * k)
+        bias = None if self.bias is None else self.bias.detach().contiguous()
+        bias_ptr = None if bias is None else bias.data_ptr()
+        threads = torch.get_num_threads()
+        item = xh.element_size()
+        for i in range(n):
+            for r0 in range(0, th, rows):
+                r = min(rows, th - r0)
+                t = r * tw
+                v, m = v_buf[:36 * t * c].view(36, t, c), m_buf[:36 * t * k].view(36, t, k)
+                lib.stylecore_winograd_input(xh[i].data_ptr() + 4 * r0 * s_h * item, s_h, s_w, c, r, tw,
+                                             v.data_ptr(), threads)
+                torch.bmm(v, u, out=m)
+                lib.stylecore_winograd_output(m.data_ptr(), k, r, tw, r0, bias_ptr, out[i].data_ptr(), ho, wo,
+                                              threads)
+
+
+_workspaces = threading.local()
+
+
+def _workspace(name: str, numel: int) -> torch.Tensor:
+    """A per-thread fp32 scratch buffer of at least ``numel`` elements, kept between calls: a fresh multi-MB
+    allocation per layer came back from the OS as new pages, and touching them cost as much as the transform."""
+    buf = getattr(_workspaces, name, None)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=torch.float32)
+        setattr(_workspaces, name, buf)
+    return buf
+
+
+def _native_transforms(c: int, k: int):
+    """The compiled Winograd transforms when they apply (channel counts that are multiples of 16), else None."""
+    if c % 16 or k % 16:
+        return None
+    from . import native
+    return native.winograd()
+
+
+def _winograd_shape(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding in ((0, 0), (1, 1))
+            and conv.padding_mode == "zeros")
+
 
 def winograd_applies(conv: nn.Module) -> bool:
     """Whether ``conv`` is a plain 3×3 stride-1 convolution wide enough for ``WinogradConv2d`` to pay off."""
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding in ((0, 0), (1, 1))
-            and conv.padding_mode == "zeros"
-            and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
+    if not _winograd_shape(conv):
+        return False
+    c, k = conv.in_channels, conv.out_channels
+    if min(c, k) >= WINOGRAD_MIN_CHANNELS:
+        return True
+    return min(c, k) >= WINOGRAD_MIN_CHANNELS_NATIVE and _native_transforms(c, k) is not None
 
 
 def _replace_children(net: nn.Module, applies, make) -> None:

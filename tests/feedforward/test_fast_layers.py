@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylecore.adain import load_adain_decoder
-from stylecore import fast_layers
+from stylecore import fast_layers, native
 from stylecore.fast_layers import (InstanceNorm2d, SpaceToDepthConv2d, UpsampleConv2d, WinogradConv2d, fast_decoder,
                                    fast_transformer)
 from stylecore.johnson import load_transformer
@@ -79,7 +79,8 @@ def test_fast_networks_keep_state_dict_and_outputs():
     fdec = fast_decoder(copy.deepcopy(dec))
     assert list(fdec.state_dict()) == list(dec.state_dict())
     assert sum(isinstance(m, UpsampleConv2d) for m in fdec) == 3
-    assert sum(isinstance(m, WinogradConv2d) for m in fdec) == 4  # 512→256, 3 × 256→256 (128-wide ones upsample)
+    # 512→256, 2 × 256→256, 256→128 (the other wide ones upsample), and 128→64 with the compiled transforms
+    assert sum(isinstance(m, WinogradConv2d) for m in fdec) == (5 if native.winograd() is not None else 4)
     f = torch.rand(1, 512, 5, 7)
     with torch.inference_mode():
         torch.testing.assert_close(fdec(f), dec(f), atol=1e-4, rtol=1e-4)
@@ -102,17 +103,47 @@ def test_layout_keeping_reflection_pad_matches_f_pad(padding, layout):
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
+@pytest.fixture
+def native_env(monkeypatch):
+    """Set native-kernel environment variables for one test; loaded kernels are forgotten before and after."""
+    def set_env(**env):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        native.reset()
+    yield set_env
+    monkeypatch.undo()
+    native.reset()
+
+
+def _native_or_skip():
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine: the Winograd transforms run as GEMMs")
+    lib = native.winograd()
+    assert lib is not None, "a C compiler is present but the Winograd kernels did not build (see the log)"
+    return lib
+
+
+@pytest.mark.parametrize("form", ["native", "gemm"])
 @pytest.mark.parametrize("shape,cout,padding,bias", [((1, 128, 10, 13), 128, 0, True), ((2, 128, 9, 7), 256, 1, False),
-                                                     ((1, 256, 18, 6), 128, 1, True)])
+                                                     ((1, 256, 18, 6), 128, 1, True), ((1, 64, 11, 9), 80, 1, True),
+                                                     ((1, 72, 6, 10), 128, 0, True)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
-def test_winograd_conv_equals_conv(monkeypatch, shape, cout, padding, bias, layout):
+def test_winograd_conv_equals_conv(monkeypatch, native_env, form, shape, cout, padding, bias, layout):
+    native_env(STYLECORE_NATIVE="1" if form == "native" else "0")
+    if form == "native":
+        _native_or_skip()
     torch.manual_seed(shape[2])
     conv = nn.Conv2d(shape[1], cout, 3, padding=padding, bias=bias)
     x = torch.randn(shape).contiguous(memory_format=layout)
     fast = WinogradConv2d.from_conv(conv)
     monkeypatch.setattr(fast_layers, "WINOGRAD_CHUNK", 2 * 4 * 256)  # several passes, the last one partial
+    native_calls = []
+    real = WinogradConv2d._native_forward
+    monkeypatch.setattr(WinogradConv2d, "_native_forward", lambda self, *a: native_calls.append(1) or real(self, *a))
     with torch.inference_mode():
         ref, out = conv(x), fast(x)
+    # the compiled transforms take channel counts that are multiples of 16 (72 is not: the GEMM form runs)
+    assert len(native_calls) == (form == "native" and shape[1] % 16 == 0 and cout % 16 == 0)
     assert out.shape == ref.shape and out.is_contiguous(memory_format=CL)
     # the same sum up to fp32 rounding: Winograd's transforms round differently (~1e-5 of the output's scale)
     assert (out - ref).abs().max() <= 2e-5 * ref.abs().max()
@@ -121,12 +152,45 @@ def test_winograd_conv_equals_conv(monkeypatch, shape, cout, padding, bias, layo
     assert y.requires_grad and torch.equal(y.detach(), ref)
 
 
-def test_winograd_is_only_used_where_it_pays_off():
+def test_native_kernels_are_cached_per_machine_and_written_atomically(native_env, tmp_path):
+    native_env(STYLECORE_NATIVE="1", STYLECORE_CACHE_DIR=str(tmp_path / "cache"))
+    _native_or_skip()
+    built = list((tmp_path / "cache").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so" and built[0].name.startswith("winograd-")
+    stamp = built[0].stat().st_mtime_ns
+    native.reset()
+    assert native.winograd() is not None
+    assert list((tmp_path / "cache").iterdir()) == built and built[0].stat().st_mtime_ns == stamp  # not rebuilt
+
+
+def test_failed_native_build_falls_back_to_gemm_transforms(native_env, tmp_path, caplog):
+    native_env(STYLECORE_NATIVE="1", STYLECORE_CACHE_DIR=str(tmp_path), CC="/bin/false")
+    with caplog.at_level("WARNING", logger="stylecore.native"):
+        assert native.winograd() is None
+    assert "could not build the native winograd kernels" in caplog.text
+    assert not list(tmp_path.iterdir())  # no half-written library left behind
+    torch.manual_seed(0)
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    x = torch.randn(1, 128, 12, 12)
+    with torch.inference_mode():
+        ref, out = conv(x), WinogradConv2d.from_conv(conv)(x)
+    assert (out - ref).abs().max() <= 2e-5 * ref.abs().max()
+    native_env(STYLECORE_NATIVE="0", CC="")
+    assert native.winograd() is None
+
+
+def test_winograd_is_only_used_where_it_pays_off(native_env):
     from stylecore.fast_layers import winograd_applies
 
     assert winograd_applies(nn.Conv2d(128, 128, 3)) and winograd_applies(nn.Conv2d(256, 512, 3, padding=1))
-    assert not winograd_applies(nn.Conv2d(64, 64, 3))  # measured slower below 128 channels
     assert not winograd_applies(nn.Conv2d(128, 128, 3, stride=2)) and not winograd_applies(nn.Conv2d(128, 128, 5))
     assert not winograd_applies(nn.Conv2d(128, 128, 3, padding=1, padding_mode="reflect"))
+    assert not winograd_applies(nn.Conv2d(32, 32, 3))  # measured slower below 64 channels in any form
+    native_env(STYLECORE_NATIVE="0")
+    assert not winograd_applies(nn.Conv2d(64, 64, 3))  # the GEMM transforms lose below 128 channels
+    native_env(STYLECORE_NATIVE="1")
+    _native_or_skip()
+    assert winograd_applies(nn.Conv2d(64, 64, 3)) and winograd_applies(nn.Conv2d(64, 128, 3, padding=1))
+    assert not winograd_applies(nn.Conv2d(72, 72, 3))  # not a multiple of 16: GEMM transforms, which lose here
     dec = fast_decoder(load_adain_decoder("random:4"), winograd=False)  # as on CUDA, where cuDNN chooses
     assert not any(isinstance(m, WinogradConv2d) for m in dec)

@@ -1,0 +1,126 @@
+/* Winograd F(4x4, 3x3) tile transforms for stylecore.fast_layers.WinogradConv2d (CPU, fp32, NHWC).
+ *
+ * The GEMM form in Python transforms tiles with (36x36) and (16x36) matrix products: 36 and 16 multiply-adds
+ * per value, plus a gather copy and a scatter copy. Here each transform is applied separably (rows, then
+ * columns) with the matrices' few non-zero coefficients, 16 channels at a time so that the compiler vectorises
+ * across channels, reading the NHWC input in place and writing the NHWC output (with the bias) in place.
+ * The batched GEMM between the two transforms stays in torch.
+ *
+ * Layouts (all float32, contiguous):
+ *   x   (H, W, C) one image, already padded so that rows 4*ty .. 4*ty+5 and columns 4*tx .. 4*tx+5 exist
+ *       for every tile; rs / cs are its row and column strides in floats (cs == C here).
+ *   V   (36, T, C) transformed input tiles of tile rows ty0 .. ty0+rows-1 (T = rows * tw, tile t = row * tw + col).
+ *   M   (36, T, K) transformed outputs, as the batched GEMM leaves them.
+ *   out (HO, WO, K) the output image; only the pixels of this pass's tile rows that lie inside HO x WO are written.
+ *
+ * C and K must be multiples of VL. Tiles are split between nthreads OpenMP threads. Built with -fopenmp and
+ * loaded into a process that has imported torch, libgomp.so.1 resolves to the copy torch already loaded, so
+ * these loops run on torch's own thread pool (a second pool would spin against it on a small machine).
+ */
+#include <stddef.h>
+
+#define VL 16
+
+/* B^T = [[4,0,-5,0,1,0],[0,-4,-4,1,1,0],[0,4,-4,-1,1,0],[0,-2,-1,2,1,0],[0,2,-1,-2,1,0],[0,4,0,-5,0,1]] */
+#define BT_APPLY(o, d, l)                                                        \
+    do {                                                                         \
+        float d0 = d(0, l), d1 = d(1, l), d2 = d(2, l), d3 = d(3, l), d4 = d(4, l), d5 = d(5, l); \
+        o(0, l) = 4.0f * d0 - 5.0f * d2 + d4;                                    \
+        o(1, l) = -4.0f * (d1 + d2) + d3 + d4;                                   \
+        o(2, l) = 4.0f * (d1 - d2) - d3 + d4;                                    \
+        o(3, l) = 2.0f * (d3 - d1) - d2 + d4;                                    \
+        o(4, l) = 2.0f * (d1 - d3) - d2 + d4;                                    \
+        o(5, l) = 4.0f * d1 - 5.0f * d3 + d5;                                    \
+    } while (0)
+
+/* V (36, rows*tw, C) <- B^T d B for the 6x6 input tiles of tile rows [0, rows) starting at x. */
+int stylecore_winograd_input(const float *x, long rs, long cs, int C, int rows, int tw, float *V, int nthreads) {
+    if (C % VL) return -1;
+    const long T = (long)rows * tw, plane = T * C;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long t = 0; t < T; ++t) {
+        float u[6][6][VL];
+        const long ty = t / tw, tx = t % tw;
+        const float *base = x + 4 * ty * rs + 4 * tx * cs;
+        float *vt = V + t * C;
+        for (int c = 0; c < C; c += VL) {
+            /* rows: u[i][col] = sum_k BT[i][k] x[k][col] */
+            for (int col = 0; col < 6; ++col) {
+                const float *p = base + col * cs + c;
+#define IN(k, l) p[(k) * rs + (l)]
+#define U(i, l) u[i][col][l]
+                for (int l = 0; l < VL; ++l) BT_APPLY(U, IN, l);
+#undef IN
+#undef U
+            }
+            /* columns: V[i*6+jj] = sum_k BT[jj][k] u[i][k] */
+            for (int i = 0; i < 6; ++i) {
+                float w[6][VL];
+#define UR(k, l) u[i][k][l]
+#define WO(jj, l) w[jj][l]
+                for (int l = 0; l < VL; ++l) BT_APPLY(WO, UR, l);
+#undef UR
+#undef WO
+                for (int jj = 0; jj < 6; ++jj) {
+                    float *v = vt + (long)(6 * i + jj) * plane + c;
+                    for (int l = 0; l < VL; ++l) v[l] = w[jj][l];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* A^T = [[1,1,1,1,1,0],[0,1,-1,2,-2,0],[0,1,1,4,4,0],[0,1,-1,8,-8,1]] */
+#define AT_APPLY(o, m, l)                                                        \
+    do {                                                                         \
+        float m0 = m(0, l), m1 = m(1, l), m2 = m(2, l), m3 = m(3, l), m4 = m(4, l), m5 = m(5, l); \
+        float a = m1 + m2, b = m1 - m2, cc = m3 + m4, dd = m3 - m4;            \
+        o(0, l) = m0 + a + cc;                                                   \
+        o(1, l) = b + 2.0f * dd;                                                 \
+        o(2, l) = a + 4.0f * cc;                                                 \
+        o(3, l) = b + 8.0f * dd + m5;                                            \
+    } while (0)
+
+/* out (HO, WO, K) <- A^T m A (+ bias) for the tiles of tile rows [ty0, ty0+rows). */
+int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, const float *bias, float *out, int ho,
+                              int wo, int nthreads) {
+    if (K % VL) return -1;
+    const long T = (long)rows * tw, plane = T * K;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long t = 0; t < T; ++t) {
+        float s[4][6][VL], y[4][4][VL];
+        const int ty = (int)(t / tw), tx = (int)(t % tw);
+        const int oy = 4 * (ty0 + ty), ox = 4 * tx;
+        const int ny = ho - oy < 4 ? ho - oy : 4, nx = wo - ox < 4 ? wo - ox : 4;
+        const float *mt = M + t * K;
+        for (int c = 0; c < K; c += VL) {
+            /* rows: s[p][jj] = sum_i AT[p][i] M[i*6+jj] */
+            for (int jj = 0; jj < 6; ++jj) {
+                const float *m = mt + (long)jj * plane + c;
+#define MI(i, l) m[(long)(6 * (i)) * plane + (l)]
+#define SO(p, l) s[p][jj][l]
+                for (int l = 0; l < VL; ++l) AT_APPLY(SO, MI, l);
+#undef MI
+#undef SO
+            }
+            /* columns: y[p][q] = sum_jj AT[q][jj] s[p][jj] */
+            for (int p = 0; p < 4; ++p) {
+#define SI(k, l) s[p][k][l]
+#define YO(q, l) y[p][q][l]
+                for (int l = 0; l < VL; ++l) AT_APPLY(YO, SI, l);
+#undef SI
+#undef YO
+            }
+            for (int p = 0; p < ny; ++p)
+                for (int q = 0; q < nx; ++q) {
+                    float *o = out + ((long)(oy + p) * wo + (ox + q)) * K + c;
+                    if (bias)
+                        for (int l = 0; l < VL; ++l) o[l] = y[p][q][l] + bias[c + l];
+                    else
+                        for (int l = 0; l < VL; ++l) o[l] = y[p][q][l];
+                }
+        }
+    }
+    return 0;
+}
