@@ -148,12 +148,17 @@ class WinogradConv2d(nn.Conv2d):
     tensors) when channel counts are multiples of 16 and the kernels built, else as (36×36) and (16×36) GEMMs.
     """
 
+    reflect = 0  # 1: the input is unpadded and the layer computes conv(ReflectionPad2d(1)(x)) (see absorb_pad)
+
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
-        if not _winograd_shape(conv):
+    def from_conv(cls, conv: nn.Conv2d, reflect_pad: bool = False) -> "WinogradConv2d":
+        """The Winograd form of ``conv``; ``reflect_pad``: also apply the ReflectionPad2d(1) that precedes it
+        (the compiled transforms read the border reflected, with no padded copy)."""
+        if not _winograd_shape(conv) or (reflect_pad and conv.padding != (0, 0)):
             raise ValueError("WinogradConv2d needs a 3x3 stride-1 convolution with no or zero padding of 1")
         new = _conv_like(conv, cls)
         new.padding = conv.padding
+        new.reflect = int(reflect_pad)
         new.prepare()
         return new
 
@@ -167,25 +172,29 @@ class WinogradConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or torch.is_grad_enabled()
-                or torch.compiler.is_compiling()):
-            return super().forward(x)
-        ph, pw = self.padding
-        n, c, h, w = x.shape
-        ho, wo = h + 2 * ph - 2, w + 2 * pw - 2
+                or torch.compiler.is_compiling() or min(x.shape[-2:]) < 2):
+            return super().forward(F.pad(x, (1, 1, 1, 1), mode="reflect") if self.reflect else x)
+        c, k = self.in_channels, self.out_channels
+        lib = _native_transforms(c, k)
+        if self.reflect and lib is None:
+            x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        elif self.padding != (0, 0):
+            x = F.pad(x, (1, 1, 1, 1))
+        edge = 1 if self.reflect and lib is not None else 0  # rows/columns the transforms reflect themselves
+        n, _, h, w = x.shape
+        ho, wo = h + 2 * edge - 2, w + 2 * edge - 2
         th, tw = -(-ho // 4), -(-wo // 4)
-        # zero padding: the layer's own, plus up to 3 rows/columns so that the tiles cover the output
-        pads = (pw, 4 * tw + 2 - w - pw, ph, 4 * th + 2 - h - ph)
-        if any(pads):
-            x = F.pad(x, pads)
-        xh = x.permute(0, 2, 3, 1).contiguous()  # NHWC (free for a channels_last input)
-        _, s_h, s_w, _ = xh.stride()
-        u, k = self.winograd_weight, self.out_channels
         out = torch.empty((n, ho, wo, k), dtype=x.dtype, device=x.device)
         rows = max(1, WINOGRAD_CHUNK // (tw * max(c, k)))
-        lib = _native_transforms(c, k)
         if lib is not None:
-            self._native_forward(lib, xh, out, rows, th, tw)
+            self._native_forward(lib, x.permute(0, 2, 3, 1).contiguous(), out, rows, th, tw, -edge)
             return out.permute(0, 3, 1, 2)
+        # zeros below and right so that the tiles cover the output (they only feed outputs that are cropped)
+        if 4 * th + 2 > h or 4 * tw + 2 > w:
+            x = F.pad(x, (0, 4 * tw + 2 - w, 0, 4 * th + 2 - h))
+        xh = x.permute(0, 2, 3, 1).contiguous()  # NHWC (free for a channels_last input)
+        _, s_h, s_w, _ = xh.stride()
+        u = self.winograd_weight
         for i in range(n):
             for r0 in range(0, th, rows):
                 r = min(rows, th - r0)
@@ -201,23 +210,25 @@ class WinogradConv2d(nn.Conv2d):
                     torch.add(y[:rr, :wo], self.bias, out=dst)
         return out.permute(0, 3, 1, 2)  # channels_last
 
-    def _native_forward(self, lib, xh: torch.Tensor, out: torch.Tensor, rows: int, th: int, tw: int) -> None:
+    def _native_forward(self, lib, xh: torch.Tensor, out: torch.Tensor, rows: int, th: int, tw: int,
+                        origin: int) -> None:
         """The same passes with the compiled separable transforms (``stylecore/native/winograd.c``): they read
-        the NHWC input in place and write the NHWC output with the bias, so no gather or scatter copies."""
-        n, c, k, ho, wo = xh.shape[0], xh.shape[3], self.out_channels, out.shape[1], out.shape[2]
+        the NHWC input in place (tiles start at row/column ``origin``, -1 for a reflected border) and write the
+        NHWC output with the bias, so no padding, gather or scatter copies."""
+        n, h, w, c = xh.shape
+        k, ho, wo = self.out_channels, out.shape[1], out.shape[2]
         s_h, s_w, u = xh.stride(1), xh.stride(2), self.winograd_weight
         v_buf = _workspace("v", 36 * min(rows, th) * tw * c)
         m_buf = _workspace("m", 36 * min(rows, th) * tw * k)
         bias = None if self.bias is None else self.bias.detach().contiguous()
         bias_ptr = None if bias is None else bias.data_ptr()
         threads = torch.get_num_threads()
-        item = xh.element_size()
         for i in range(n):
             for r0 in range(0, th, rows):
                 r = min(rows, th - r0)
                 t = r * tw
                 v, m = v_buf[:36 * t * c].view(36, t, c), m_buf[:36 * t * k].view(36, t, k)
-                lib.stylecore_winograd_input(xh[i].data_ptr() + 4 * r0 * s_h * item, s_h, s_w, c, r, tw,
+                lib.stylecore_winograd_input(xh[i].data_ptr(), h, w, s_h, s_w, c, origin + 4 * r0, origin, r, tw,
                                              v.data_ptr(), threads)
                 torch.bmm(v, u, out=m)
                 lib.stylecore_winograd_output(m.data_ptr(), k, r, tw, r0, bias_ptr, out[i].data_ptr(), ho, wo,
@@ -270,8 +281,28 @@ def _replace_children(net: nn.Module, applies, make) -> None:
 
 
 def _winograd_convs(net: nn.Module, enabled: bool) -> None:
-    if enabled:
-        _replace_children(net, winograd_applies, WinogradConv2d.from_conv)
+    """Winograd forms for the wide 3×3 convs of ``net``. A ReflectionPad2d(1) that feeds one directly (the next
+    module of an ``nn.Sequential``, or a TransformerNet ConvLayer's ``reflection_pad``) becomes Identity and the
+    conv applies it itself (``reflect_pad``): its transforms read the border reflected, with no padded copy."""
+    if not enabled:
+        return
+
+    def absorbs(pad: nn.Module, conv: nn.Module) -> bool:
+        return (type(pad) is nn.ReflectionPad2d and tuple(pad.padding) == (1, 1, 1, 1) and winograd_applies(conv)
+                and conv.padding == (0, 0))
+
+    for m in list(net.modules()):
+        if isinstance(m, nn.Sequential):
+            pairs = list(zip(list(m._modules), list(m._modules)[1:]))
+        elif hasattr(m, "reflection_pad") and hasattr(m, "conv2d"):  # transformer_net.ConvLayer
+            pairs = [("reflection_pad", "conv2d")]
+        else:
+            continue
+        for a, b in pairs:
+            if absorbs(m._modules[a], m._modules[b]):
+                setattr(m, b, WinogradConv2d.from_conv(m._modules[b], reflect_pad=True))
+                setattr(m, a, nn.Identity())
+    _replace_children(net, winograd_applies, WinogradConv2d.from_conv)
 
 
 def _unshuffle(x: torch.Tensor, r: int) -> torch.Tensor:

@@ -7,8 +7,8 @@
  * The batched GEMM between the two transforms stays in torch.
  *
  * Layouts (all float32, contiguous):
- *   x   (H, W, C) one image, already padded so that rows 4*ty .. 4*ty+5 and columns 4*tx .. 4*tx+5 exist
- *       for every tile; rs / cs are its row and column strides in floats (cs == C here).
+ *   x   (H, W, C) one image; rs / cs are its row and column strides in floats (cs == C here). Tiles read it with
+ *       reflected indices at the borders, so a reflection padding of 1 costs no copy.
  *   V   (36, T, C) transformed input tiles of tile rows ty0 .. ty0+rows-1 (T = rows * tw, tile t = row * tw + col).
  *   M   (36, T, K) transformed outputs, as the batched GEMM leaves them.
  *   out (HO, WO, K) the output image; only the pixels of this pass's tile rows that lie inside HO x WO are written.
@@ -33,21 +33,37 @@
         o(5, l) = 4.0f * d1 - 5.0f * d3 + d5;                                    \
     } while (0)
 
-/* V (36, rows*tw, C) <- B^T d B for the 6x6 input tiles of tile rows [0, rows) starting at x. */
-int stylecore_winograd_input(const float *x, long rs, long cs, int C, int rows, int tw, float *V, int nthreads) {
+/* Row or column r of an image of n, reflected at the borders (r = -1 reads 1, r = n reads n-2: ReflectionPad2d(1)),
+ * then clamped: rows past the reflection only feed outputs beyond the image, which are not written. */
+static inline long reflect_index(long r, long n) {
+    if (r < 0) r = -r;
+    if (r >= n) r = 2 * n - 2 - r;
+    return r < 0 ? 0 : (r >= n ? n - 1 : r);
+}
+
+/* V (36, rows*tw, C) <- B^T d B for the 6x6 input tiles of tile rows [0, rows): tile (ty, tx) reads image rows
+ * row0 + 4*ty .. +5 and columns col0 + 4*tx .. +5 of x (H, W, C), reflected at the borders (row0 = col0 = -1
+ * gives the convolution of ReflectionPad2d(1)(x)). */
+int stylecore_winograd_input(const float *x, long H, long W, long rs, long cs, int C, long row0, long col0, int rows,
+                             int tw, float *V, int nthreads) {
     if (C % VL) return -1;
     const long T = (long)rows * tw, plane = T * C;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (long t = 0; t < T; ++t) {
         float u[6][6][VL];
+        const float *rowp[6];
+        long colo[6];
         const long ty = t / tw, tx = t % tw;
-        const float *base = x + 4 * ty * rs + 4 * tx * cs;
+        for (int k = 0; k < 6; ++k) {
+            rowp[k] = x + reflect_index(row0 + 4 * ty + k, H) * rs;
+            colo[k] = reflect_index(col0 + 4 * tx + k, W) * cs;
+        }
         float *vt = V + t * C;
         for (int c = 0; c < C; c += VL) {
             /* rows: u[i][col] = sum_k BT[i][k] x[k][col] */
             for (int col = 0; col < 6; ++col) {
-                const float *p = base + col * cs + c;
-#define IN(k, l) p[(k) * rs + (l)]
+                const long off = colo[col] + c;
+#define IN(k, l) rowp[k][off + (l)]
 #define U(i, l) u[i][col][l]
                 for (int l = 0; l < VL; ++l) BT_APPLY(U, IN, l);
 #undef IN

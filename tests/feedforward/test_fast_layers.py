@@ -69,7 +69,10 @@ def test_fast_networks_keep_state_dict_and_outputs():
     fast = fast_transformer(copy.deepcopy(net)).to(memory_format=CL)
     assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     assert isinstance(fast.deconv1.conv2d, UpsampleConv2d) and isinstance(fast.deconv3.conv2d, SpaceToDepthConv2d)
-    assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 10  # the residual blocks' convs
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 10  # the residual blocks' convs...
+    # ...which apply their reflection pads themselves
+    assert sum(isinstance(m, WinogradConv2d) and m.reflect == 1 for m in fast.modules()) == 10
+    assert sum(isinstance(m.reflection_pad, nn.Identity) for m in fast.modules() if hasattr(m, "reflection_pad")) == 12
     x = torch.rand(2, 3, 45, 38) * 255
     with torch.inference_mode():
         a, b = net(x), fast(x.contiguous(memory_format=CL))
@@ -150,6 +153,30 @@ def test_winograd_conv_equals_conv(monkeypatch, native_env, form, shape, cout, p
     assert fast.weight is conv.weight and list(fast.state_dict()) == list(conv.state_dict())
     y = fast(x)  # with autograd on, the plain convolution runs
     assert y.requires_grad and torch.equal(y.detach(), ref)
+
+
+@pytest.mark.parametrize("form", ["native", "gemm"])
+@pytest.mark.parametrize("shape,cout", [((1, 128, 10, 13), 128), ((2, 64, 2, 3), 64), ((1, 128, 17, 5), 256),
+                                        ((1, 80, 7, 6), 128)])
+def test_winograd_conv_with_absorbed_reflection_pad(monkeypatch, native_env, form, shape, cout):
+    """``reflect_pad=True``: the layer computes conv(ReflectionPad2d(1)(x)); the compiled transforms read the border
+    reflected instead of padding a copy (down to 2-pixel sides, the smallest a reflection pad of 1 accepts)."""
+    native_env(STYLECORE_NATIVE="1" if form == "native" else "0")
+    if form == "native":
+        _native_or_skip()
+    torch.manual_seed(shape[3])
+    conv = nn.Conv2d(shape[1], cout, 3)
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    fast = WinogradConv2d.from_conv(conv, reflect_pad=True)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_CHUNK", 2 * 4 * 256)
+    with torch.inference_mode():
+        ref, out = conv(F.pad(x, (1, 1, 1, 1), mode="reflect")), fast(x)
+        assert out.shape == ref.shape and (out - ref).abs().max() <= 2e-5 * ref.abs().max()
+        with pytest.raises(RuntimeError):  # a 1-pixel side cannot be reflected, as with the plain layers
+            fast(x[..., :1])
+    assert torch.equal(fast(x).detach(), ref)  # autograd on: the plain pad and conv
+    with pytest.raises(ValueError):
+        WinogradConv2d.from_conv(nn.Conv2d(128, 128, 3, padding=1), reflect_pad=True)
 
 
 def test_native_kernels_are_cached_per_machine_and_written_atomically(native_env, tmp_path):
