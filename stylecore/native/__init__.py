@@ -2,11 +2,11 @@
 
 ``winograd()`` returns the Winograd tile transforms of ``winograd.c`` (see ``fast_layers.WinogradConv2d``), or
 ``None`` when they are unavailable (no C compiler, a failed build, ``STYLECORE_NATIVE=0``, not Linux/macOS);
-callers then use their torch form. The shared library is built with ``-O3 -march=native`` into
-``$STYLECORE_CACHE_DIR`` (default ``~/.cache/stylecore``), named by a hash of the source, the compiler, the
-flags and the CPU's feature flags, so a cache shared between different machines never hands one a library
-built for another's instruction set. The build writes a temporary file and renames it: concurrent workers
-never load a half-written library.
+callers then use their torch form. The shared library is built with ``-O3 -march=native -fopenmp`` (without
+OpenMP where the compiler lacks it) into ``$STYLECORE_CACHE_DIR`` (default ``~/.cache/stylecore``), named by
+a hash of the source, the compiler, the flags and the CPU's feature flags, so a cache shared between different
+machines never hands one a library built for another's instruction set. The build writes a temporary file
+and renames it: concurrent workers never load a half-written library.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("winograd.c")
-FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=c99", "-fopenmp"]
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=c99"]
+# OpenMP first (the loops then share torch's thread pool); a compiler without it (Apple clang) builds serial loops.
+FLAG_SETS = [FLAGS + ["-fopenmp"], FLAGS]
 _lock = threading.Lock()
 _cache: dict[str, object] = {}
 
@@ -63,25 +65,29 @@ def _compiler() -> str | None:
 
 
 def _build(cc: str, source: Path) -> Path:
+    """The cached library for ``source``, compiled first if needed; raises with the compiler's last line."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(FLAGS), _cpu_signature()])
-                         .encode()).hexdigest()[:20]
-    target = cache_dir() / f"{source.stem}-{key}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *FLAGS, str(source), "-o", tmp], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{Path(cc).name} exited {proc.returncode}: "
-                               f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ''}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(flags), _cpu_signature()])
+                             .encode()).hexdigest()[:20]
+        target = cache_dir() / f"{source.stem}-{key}.so"
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *flags, str(source), "-o", tmp], capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.replace(tmp, target)
+                return target
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            errors.append(f"{Path(cc).name} {' '.join(flags[-1:])} exited {proc.returncode}: {last[0]}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError("; ".join(errors))
 
 
 def _load(name: str, source: Path, declare) -> object | None:

@@ -206,6 +206,25 @@ def test_failed_native_build_falls_back_to_gemm_transforms(native_env, tmp_path,
     assert native.winograd() is None
 
 
+def test_compiler_without_openmp_builds_serial_kernels(native_env, tmp_path):
+    """A compiler that rejects -fopenmp (Apple clang) still gives working kernels: the serial build."""
+    cc = native._compiler()
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    wrapper = tmp_path / "cc-no-openmp"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "unsupported option -fopenmp" >&2; exit 1; }}; done\n'
+                       f'exec {cc} "$@"\n')
+    wrapper.chmod(0o755)
+    native_env(STYLECORE_NATIVE="1", STYLECORE_CACHE_DIR=str(tmp_path / "cache"), CC=str(wrapper))
+    assert native.winograd() is not None
+    torch.manual_seed(1)
+    conv = nn.Conv2d(64, 64, 3)
+    x = torch.randn(1, 64, 13, 10)
+    with torch.inference_mode():
+        ref, out = conv(F.pad(x, (1, 1, 1, 1), mode="reflect")), WinogradConv2d.from_conv(conv, reflect_pad=True)(x)
+    assert (out - ref).abs().max() <= 2e-5 * ref.abs().max()
+
+
 def test_winograd_is_only_used_where_it_pays_off(native_env):
     from stylecore.fast_layers import winograd_applies
 
