@@ -113,9 +113,9 @@ def _load(name: str, source: Path, declare) -> object | None:
 
 def _declare_winograd(lib) -> None:
     f, i, p, l = ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_long
-    lib.stylecore_winograd_input.argtypes = [p, l, l, l, l, i, l, l, i, i, p, i]
+    lib.stylecore_winograd_input.argtypes = [p, l, l, l, l, i, l, l, i, i, i, p, i]
     lib.stylecore_winograd_input.restype = i
-    lib.stylecore_winograd_output.argtypes = [p, i, i, i, i, f, p, i, i, i]
+    lib.stylecore_winograd_output.argtypes = [p, i, i, i, i, f, p, i, i, i, i]
     lib.stylecore_winograd_output.restype = i
 
 

@@ -33,19 +33,22 @@
         o(5, l) = 4.0f * d1 - 5.0f * d3 + d5;                                    \
     } while (0)
 
-/* Row or column r of an image of n, reflected at the borders (r = -1 reads 1, r = n reads n-2: ReflectionPad2d(1)),
- * then clamped: rows past the reflection only feed outputs beyond the image, which are not written. */
-static inline long reflect_index(long r, long n) {
-    if (r < 0) r = -r;
-    if (r >= n) r = 2 * n - 2 - r;
+/* Row or column r of an image of n outside [0, n): mode 0 reflects at the borders (r = -1 reads 1, r = n reads n-2:
+ * ReflectionPad2d(1)), mode 1 replicates the edge (F.pad "replicate"). Then clamped: rows past the border only
+ * feed outputs beyond the image, which are not written. */
+static inline long border_index(long r, long n, int mode) {
+    if (mode == 0) {
+        if (r < 0) r = -r;
+        if (r >= n) r = 2 * n - 2 - r;
+    }
     return r < 0 ? 0 : (r >= n ? n - 1 : r);
 }
 
 /* V (36, rows*tw, C) <- B^T d B for the 6x6 input tiles of tile rows [0, rows): tile (ty, tx) reads image rows
- * row0 + 4*ty .. +5 and columns col0 + 4*tx .. +5 of x (H, W, C), reflected at the borders (row0 = col0 = -1
- * gives the convolution of ReflectionPad2d(1)(x)). */
+ * row0 + 4*ty .. +5 and columns col0 + 4*tx .. +5 of x (H, W, C), through border_index(mode) outside the image
+ * (row0 = col0 = -1 gives the convolution of ReflectionPad2d(1)(x), or of the replicate-padded x). */
 int stylecore_winograd_input(const float *x, long H, long W, long rs, long cs, int C, long row0, long col0, int rows,
-                             int tw, float *V, int nthreads) {
+                             int tw, int mode, float *V, int nthreads) {
     if (C % VL) return -1;
     const long T = (long)rows * tw, plane = T * C;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
@@ -55,8 +58,8 @@ int stylecore_winograd_input(const float *x, long H, long W, long rs, long cs, i
         long colo[6];
         const long ty = t / tw, tx = t % tw;
         for (int k = 0; k < 6; ++k) {
-            rowp[k] = x + reflect_index(row0 + 4 * ty + k, H) * rs;
-            colo[k] = reflect_index(col0 + 4 * tx + k, W) * cs;
+            rowp[k] = x + border_index(row0 + 4 * ty + k, H, mode) * rs;
+            colo[k] = border_index(col0 + 4 * tx + k, W, mode) * cs;
         }
         float *vt = V + t * C;
         for (int c = 0; c < C; c += VL) {
@@ -98,10 +101,13 @@ int stylecore_winograd_input(const float *x, long H, long W, long rs, long cs, i
         o(3, l) = b + 8.0f * dd + m5;                                            \
     } while (0)
 
-/* out (HO, WO, K) <- A^T m A (+ bias) for the tiles of tile rows [ty0, ty0+rows). */
+/* out (HO, WO, K) <- A^T m A (+ bias) for the tiles of tile rows [ty0, ty0+rows).
+ * phase_ch > 0: the K = 4 * phase_ch channels are the four output phases (py, px) of a 2x upsampling conv,
+ * channel p * phase_ch + ch for phase p = 2 * py + px; pixel (y, x) of phase p goes to (2y + py, 2x + px, ch) of
+ * out (2 HO, 2 WO, phase_ch), so the interleaved image is written directly. */
 int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, const float *bias, float *out, int ho,
-                              int wo, int nthreads) {
-    if (K % VL) return -1;
+                              int wo, int phase_ch, int nthreads) {
+    if (K % VL || (phase_ch && (phase_ch % VL || K != 4 * phase_ch))) return -1;
     const long T = (long)rows * tw, plane = T * K;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (long t = 0; t < T; ++t) {
@@ -128,9 +134,12 @@ int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, 
 #undef SI
 #undef YO
             }
+            const int ph = phase_ch ? c / phase_ch : 0, py = ph >> 1, px = ph & 1, ch = phase_ch ? c % phase_ch : c;
             for (int p = 0; p < ny; ++p)
                 for (int q = 0; q < nx; ++q) {
-                    float *o = out + ((long)(oy + p) * wo + (ox + q)) * K + c;
+                    float *o = phase_ch
+                        ? out + ((long)(2 * (oy + p) + py) * 2 * wo + 2 * (ox + q) + px) * phase_ch + ch
+                        : out + ((long)(oy + p) * wo + (ox + q)) * K + c;
                     if (bias)
                         for (int l = 0; l < VL; ++l) o[l] = y[p][q][l] + bias[c + l];
                     else

@@ -139,7 +139,9 @@ def test_winograd_conv_equals_conv(monkeypatch, native_env, form, shape, cout, p
     conv = nn.Conv2d(shape[1], cout, 3, padding=padding, bias=bias)
     x = torch.randn(shape).contiguous(memory_format=layout)
     fast = WinogradConv2d.from_conv(conv)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_CHUNK", 2 * 4 * 256)  # several passes, the last one partial
+    for chunk in ("WINOGRAD_CHUNK", "WINOGRAD_NATIVE_CHUNK"):  # several passes, the last one partial
+        monkeypatch.setattr(fast_layers, chunk, 2 * 4 * 256)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
     native_calls = []
     real = WinogradConv2d._native_forward
     monkeypatch.setattr(WinogradConv2d, "_native_forward", lambda self, *a: native_calls.append(1) or real(self, *a))
@@ -168,7 +170,9 @@ def test_winograd_conv_with_absorbed_reflection_pad(monkeypatch, native_env, for
     conv = nn.Conv2d(shape[1], cout, 3)
     x = torch.randn(shape).contiguous(memory_format=CL)
     fast = WinogradConv2d.from_conv(conv, reflect_pad=True)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_CHUNK", 2 * 4 * 256)
+    for chunk in ("WINOGRAD_CHUNK", "WINOGRAD_NATIVE_CHUNK"):
+        monkeypatch.setattr(fast_layers, chunk, 2 * 4 * 256)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
     with torch.inference_mode():
         ref, out = conv(F.pad(x, (1, 1, 1, 1), mode="reflect")), fast(x)
         assert out.shape == ref.shape and (out - ref).abs().max() <= 2e-5 * ref.abs().max()
