@@ -39,6 +39,32 @@ def test_upsample_conv_equals_upsample_reflectpad_conv(shape, layout):
     assert fast.weight is conv.weight  # the checkpoint parameter itself, not a copy
 
 
+@pytest.mark.parametrize("shape,cout", [((1, 64, 9, 11), 32), ((2, 128, 6, 5), 64), ((1, 64, 2, 2), 16),
+                                        ((1, 256, 13, 3), 256)])
+def test_upsample_conv_by_winograd_equals_upsample_reflectpad_conv(monkeypatch, native_env, shape, cout):
+    """With the compiled transforms the four phases run as one Winograd 3×3 conv whose output transform writes the
+    interleaved 2× image directly."""
+    native_env(STYLECORE_NATIVE="1")
+    _native_or_skip()
+    conv = _conv(shape[1], cout, 3, seed=shape[2])
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    ref = conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect")).detach()
+    fast = UpsampleConv2d.from_conv(conv)
+    assert fast.enable_winograd() and fast.winograd_weight.shape == (36, shape[1], 4 * cout)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_CHUNK", 2 * 4 * 256)  # several passes where the image allows
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
+    calls = []
+    real = fast_layers._native_winograd
+    monkeypatch.setattr(fast_layers, "_native_winograd", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    with torch.inference_mode():
+        out = fast(x)
+    assert calls and calls[0]["phase_ch"] == cout  # the Winograd form ran
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=CL)
+    assert (out - ref).abs().max() <= 2e-5 * ref.abs().max()
+    # output channels that are not a multiple of 16 keep the phase convolution
+    assert not UpsampleConv2d.from_conv(_conv(64, 8, 3, seed=0)).enable_winograd()
+
+
 @pytest.mark.parametrize("k,hw", [(9, (17, 20)), (9, (16, 16)), (3, (7, 10)), (4, (9, 9))])
 def test_space_to_depth_conv_equals_conv(k, hw):
     conv = _conv(5, 3, k, seed=k)
