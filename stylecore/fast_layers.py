@@ -365,14 +365,73 @@ def _unshuffle(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 class InstanceNorm2d(nn.InstanceNorm2d):
-    """InstanceNorm2d (affine, no running stats) through ``batch_norm`` per image, keeping channels_last."""
+    """InstanceNorm2d (affine, no running stats) through ``batch_norm`` per image, keeping channels_last.
+
+    ``fuse_relu_pad`` (TransformerNet on the CPU, see ``fast_transformer``) makes the layer also apply the ReLU
+    and the reflection padding that follow it; the compiled kernel (``stylecore/native/instance_norm.c``) then
+    does all three in two passes over the data. ``record`` / ``frozen`` serve ``johnson.instance_norm_stats``
+    (tiling): a callable that receives each input's (mean, var), or the (mean, var) to normalise with instead.
+    """
+
+    relu = False
+    pad = 0
+    record = None
+    frozen = None
+
+    def fuse_relu_pad(self, relu: bool, pad: int) -> None:
+        """Apply ReLU (``relu``) and then ReflectionPad2d(``pad``) to the normalised output."""
+        self.relu, self.pad = bool(relu), int(pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.track_running_stats or x.dim() != 4 or torch.compiler.is_compiling():
-            return super().forward(x)  # compiled: the generated kernels keep the layout, and the batch stays symbolic
+        if self.track_running_stats or x.dim() != 4:
+            return self._after(super().forward(x))
+        if self.record is not None or self.frozen is not None:
+            return self._after(self._with_stats(x))
+        lib = _native_norm(x) if self.relu or self.pad else None
+        if lib is not None and self.pad < min(x.shape[-2:]):
+            n, c, h, w = x.shape
+            xh = x.permute(0, 2, 3, 1).contiguous()
+            out = torch.empty((n, h + 2 * self.pad, w + 2 * self.pad, c), dtype=x.dtype)
+            weight = None if self.weight is None else self.weight.detach().contiguous()
+            bias = None if self.bias is None else self.bias.detach().contiguous()
+            threads = torch.get_num_threads()
+            for i in range(n):
+                lib.stylecore_instance_norm(xh[i].data_ptr(), h, w, c, None if weight is None else weight.data_ptr(),
+                                            None if bias is None else bias.data_ptr(), self.eps, int(self.relu),
+                                            self.pad, out[i].data_ptr(), threads)
+            return out.permute(0, 3, 1, 2)
+        if torch.compiler.is_compiling():
+            return self._after(super().forward(x))  # the generated kernels keep the layout; the batch stays symbolic
         parts = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
                  for i in range(x.shape[0])]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self._after(parts[0] if len(parts) == 1 else torch.cat(parts))
+
+    def _with_stats(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        if self.frozen is None:
+            mean, var = xf.mean((0, 2, 3)), xf.var((0, 2, 3), unbiased=False)
+            self.record(mean, var)
+            return super().forward(x)
+        mean, var = (t.to(x.device, torch.float32).view(1, -1, 1, 1) for t in self.frozen)
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight.float().view(1, -1, 1, 1) + self.bias.float().view(1, -1, 1, 1)
+        return y.to(x.dtype)
+
+    def _after(self, y: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            y = F.relu(y, inplace=True)  # y is this layer's own fresh output
+        if self.pad:
+            y = F.pad(y, (self.pad,) * 4, mode="reflect")
+        return y
+
+
+def _native_norm(x: torch.Tensor):
+    """The compiled instance norm for CPU fp32 inference, else None."""
+    if not _winograd_eligible(x):
+        return None
+    from . import native
+    return native.instance_norm()
 
 
 class ReflectionPad2d(nn.ReflectionPad2d):
@@ -446,7 +505,38 @@ def fast_transformer(net: nn.Module, winograd: bool = True) -> nn.Module:
         net.deconv3.conv2d = SpaceToDepthConv2d.from_conv(last)
     _winograd_convs(net, winograd)
     _inplace_relus(net)
+    if winograd:
+        _fuse_norm_relu_pad(net)
     return net
+
+
+def _fuse_norm_relu_pad(net: nn.Module) -> None:
+    """TransformerNet on the CPU with the compiled instance norm: every norm applies the ReLU that follows it and
+    the ReflectionPad2d of the next ConvLayer (conv2, conv3, deconv3; a residual block's conv2 unless Winograd
+    already absorbed it); those ReLU and pad modules become Identity. One kernel then does in two passes what
+    batch_norm, ReLU and pad did in five. (Every use of ``net.relu`` and ``block.relu`` follows a norm.)"""
+    from . import native
+    from .transformer_net import ResidualBlock, TransformerNet
+
+    norms = [getattr(net, f"in{i}", None) for i in range(1, 6)]
+    if type(net) is not TransformerNet or native.instance_norm() is None \
+            or not all(isinstance(n, InstanceNorm2d) for n in norms):
+        return
+
+    def pad_of(layer: nn.Module) -> int:
+        pad = getattr(layer, "reflection_pad", None)
+        if type(pad) is nn.ReflectionPad2d and len(set(pad.padding)) == 1:
+            layer.reflection_pad = nn.Identity()
+            return pad.padding[0]
+        return 0
+
+    for norm, nxt in zip(norms, [net.conv2, net.conv3, None, None, net.deconv3]):
+        norm.fuse_relu_pad(True, pad_of(nxt) if nxt is not None else 0)
+    net.relu = nn.Identity()
+    for block in net.modules():
+        if isinstance(block, ResidualBlock) and isinstance(block.in1, InstanceNorm2d):
+            block.in1.fuse_relu_pad(True, pad_of(block.conv2))
+            block.relu = nn.Identity()
 
 
 def fast_decoder(dec: nn.Sequential, winograd: bool = True) -> nn.Sequential:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .adain import he_init
 from .errors import WeightsError
+from .fast_layers import InstanceNorm2d as FastInstanceNorm2d
 from .transformer_net import TransformerNet
 from .weights import WeightSpec, load_exact_state_dict, load_state_dict, parse_spec
 
@@ -54,8 +55,15 @@ def instance_norm_stats(net: TransformerNet, frozen: dict | None = None):
     instead of each input's own, so that all tiles of an image run the same function.
     """
     record: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = []
+    handles, fast = [], []
     for name, m in net.named_modules():
+        if isinstance(m, FastInstanceNorm2d):  # may fuse the following ReLU and pad: it takes the statistics itself
+            if frozen is None:
+                m.record = lambda mean, var, name=name: record.__setitem__(name, (mean, var))
+            else:
+                m.frozen = frozen[name]
+            fast.append(m)
+            continue
         if not isinstance(m, nn.InstanceNorm2d):
             continue
 
@@ -75,3 +83,5 @@ def instance_norm_stats(net: TransformerNet, frozen: dict | None = None):
     finally:
         for h in handles:
             h.remove()
+        for m in fast:
+            m.record = m.frozen = None

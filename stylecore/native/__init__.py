@@ -1,7 +1,8 @@
 """Small C kernels, compiled on first use with the machine's C compiler and loaded through ctypes.
 
-``winograd()`` returns the Winograd tile transforms of ``winograd.c`` (see ``fast_layers.WinogradConv2d``), or
-``None`` when they are unavailable (no C compiler, a failed build, ``STYLECORE_NATIVE=0``, not Linux/macOS);
+``winograd()`` returns the Winograd tile transforms of ``winograd.c`` (see ``fast_layers.WinogradConv2d``),
+``instance_norm()`` the fused instance norm of ``instance_norm.c`` (``fast_layers.InstanceNorm2d``); each is
+``None`` when it is unavailable (no C compiler, a failed build, ``STYLECORE_NATIVE=0``, not Linux/macOS);
 callers then use their torch form. The shared library is built with ``-O3 -march=native -fopenmp`` (without
 OpenMP where the compiler lacks it) into ``$STYLECORE_CACHE_DIR`` (default ``~/.cache/stylecore``), named by
 a hash of the source, the compiler, the flags and the CPU's feature flags, so a cache shared between different
@@ -122,6 +123,17 @@ def _declare_winograd(lib) -> None:
 def winograd():
     """The compiled Winograd transforms (``stylecore_winograd_input`` / ``_output``), or ``None``."""
     return _load("winograd", SOURCE, _declare_winograd)
+
+
+def _declare_instance_norm(lib) -> None:
+    i, p, l = ctypes.c_int, ctypes.c_void_p, ctypes.c_long
+    lib.stylecore_instance_norm.argtypes = [p, l, l, i, p, p, ctypes.c_float, i, i, p, i]
+    lib.stylecore_instance_norm.restype = i
+
+
+def instance_norm():
+    """The compiled instance norm + ReLU + reflection pad (``stylecore_instance_norm``), or ``None``."""
+    return _load("instance_norm", SOURCE.with_name("instance_norm.c"), _declare_instance_norm)
 
 
 def reset() -> None:

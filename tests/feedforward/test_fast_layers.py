@@ -98,7 +98,14 @@ def test_fast_networks_keep_state_dict_and_outputs():
     assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 10  # the residual blocks' convs...
     # ...which apply their reflection pads themselves
     assert sum(isinstance(m, WinogradConv2d) and m.reflect == 1 for m in fast.modules()) == 10
-    assert sum(isinstance(m.reflection_pad, nn.Identity) for m in fast.modules() if hasattr(m, "reflection_pad")) == 12
+    pads = [m.reflection_pad for m in fast.modules() if hasattr(m, "reflection_pad")]
+    if native.instance_norm() is None:
+        assert sum(isinstance(p, nn.Identity) for p in pads) == 12
+    else:  # the norms apply the ReLUs after them and the pads of conv2, conv3 and deconv3: only conv1 keeps its pad
+        assert sum(isinstance(p, nn.Identity) for p in pads) == 15 and isinstance(fast.conv1.reflection_pad, nn.ReflectionPad2d)
+        assert [(fast.get_submodule(f"in{i}").relu, fast.get_submodule(f"in{i}").pad) for i in range(1, 6)] == \
+            [(True, 1), (True, 1), (True, 0), (True, 0), (True, 4)]
+        assert all(fast.get_submodule(f"res{i}").in1.relu and not fast.get_submodule(f"res{i}").in2.relu for i in range(1, 6))
     x = torch.rand(2, 3, 45, 38) * 255
     with torch.inference_mode():
         a, b = net(x), fast(x.contiguous(memory_format=CL))
@@ -207,6 +214,54 @@ def test_winograd_conv_with_absorbed_reflection_pad(monkeypatch, native_env, for
     assert torch.equal(fast(x).detach(), ref)  # autograd on: the plain pad and conv
     with pytest.raises(ValueError):
         WinogradConv2d.from_conv(nn.Conv2d(128, 128, 3, padding=1), reflect_pad=True)
+
+
+@pytest.mark.parametrize("form", ["native", "torch"])
+@pytest.mark.parametrize("shape,relu,pad,affine", [((1, 32, 17, 23), True, 1, True), ((2, 128, 8, 9), True, 0, True),
+                                                   ((1, 3, 9, 6), False, 4, True), ((1, 20, 5, 7), True, 2, False)])
+def test_instance_norm_with_fused_relu_and_pad(native_env, form, shape, relu, pad, affine):
+    """InstanceNorm2d.fuse_relu_pad: norm, then ReLU, then ReflectionPad2d, in one layer (one compiled kernel)."""
+    native_env(STYLECORE_NATIVE="1" if form == "native" else "0")
+    if form == "native" and native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    torch.manual_seed(shape[1])
+    ref = nn.InstanceNorm2d(shape[1], affine=affine)
+    if affine:
+        with torch.no_grad():
+            ref.weight.normal_(), ref.bias.normal_()
+    fast = InstanceNorm2d(shape[1], affine=affine)
+    fast.load_state_dict(ref.state_dict())
+    fast.fuse_relu_pad(relu, pad)
+    x = (torch.randn(shape) * 3 + 500).contiguous(memory_format=CL)  # a large mean must not cancel the variance
+    expect = ref(x)
+    expect = F.pad(F.relu(expect) if relu else expect, (pad,) * 4, mode="reflect").detach()
+    with torch.inference_mode():
+        out = fast(x)
+    assert (native.instance_norm() is not None) == (form == "native")
+    assert out.shape == expect.shape and out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out, expect, atol=2e-4, rtol=1e-4)
+    assert torch.allclose(fast(x).detach(), expect, atol=2e-4, rtol=1e-4)  # autograd on: the torch form
+    if pad:
+        with pytest.raises(RuntimeError), torch.inference_mode():  # too small to reflect, as ReflectionPad2d
+            fast(x[..., :pad, :])
+
+
+def test_instance_norm_statistics_for_tiles(native_env):
+    """johnson.instance_norm_stats records, then imposes, the statistics of fused norms too (tiling)."""
+    from stylecore.johnson import instance_norm_stats
+
+    net = fast_transformer(load_transformer("random:5")).to(memory_format=CL)
+    x, other = torch.rand(1, 3, 32, 40) * 255, torch.rand(1, 3, 32, 40) * 200
+    with torch.inference_mode():
+        plain = net(x)
+        with instance_norm_stats(net) as rec:
+            net(x)
+        assert len(rec) == 15
+        with instance_norm_stats(net, rec):
+            frozen_same, frozen_other = net(x), net(other)
+        assert (frozen_same - plain).abs().max() < 0.05  # its own statistics: the same function
+        assert (frozen_other - net(other)).abs().max() > 1  # another image's statistics: a different result
+    assert all(m.record is None and m.frozen is None for m in net.modules() if isinstance(m, InstanceNorm2d))
 
 
 def test_native_kernels_are_cached_per_machine_and_written_atomically(native_env, tmp_path):
