@@ -13,7 +13,8 @@ keep every parameter under its checkpoint key, so a converted network still load
   on the 2×2 pixel-unshuffled input (4× the channels, a 5×5 kernel per output phase), which oneDNN
   runs about 2× faster than the 3-output-channel form although it does ~1.2× the multiply-adds.
 * ``InstanceNorm2d`` via ``batch_norm`` per image: keeps channels_last (``F.instance_norm`` returns a
-  contiguous tensor, and every following layer then pays a layout copy).
+  contiguous tensor, and every following layer then pays a layout copy). In TransformerNet on the CPU it also
+  applies the ReLU and the reflection pad that follow it, in one compiled kernel (``stylecore/native``).
 * ReLUs run in place.
 * ``WinogradConv2d`` (CPU only): wide 3×3 convolutions by Winograd F(4×4, 3×3), 4× fewer multiplies.
   Unlike the forms above it does not add the same products in another order: its transforms round

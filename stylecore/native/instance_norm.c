@@ -20,8 +20,8 @@
 #include <omp.h>
 #endif
 
-int stylecore_instance_norm(const float *restrict x, long H, long W, int C, const float *weight, const float *bias, float eps,
-                            int relu, int pad, float *restrict out, int nthreads) {
+int stylecore_instance_norm(const float *restrict x, long H, long W, int C, const float *weight, const float *bias,
+                            float eps, int relu, int pad, float *restrict out, int nthreads) {
     if (pad < 0 || pad >= H || pad >= W) return -1;
     if (nthreads < 1) nthreads = 1;
     double *acc = calloc((size_t)nthreads * 2 * C, sizeof(double));
