@@ -65,6 +65,19 @@ def _compiler() -> str | None:
     return shutil.which(cc) or shutil.which("gcc") or shutil.which("clang")
 
 
+def _writable_dir() -> Path:
+    """``cache_dir()``, or a per-user folder in the temporary directory where it cannot be created or written
+    (a read-only home in a container): the kernels then rebuild once per machine boot instead of not at all."""
+    for d in (cache_dir(), Path(tempfile.gettempdir()) / f"stylecore-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if os.access(d, os.W_OK | os.X_OK):
+                return d
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable folder for compiled kernels ({cache_dir()} nor the temporary directory)")
+
+
 def _build(cc: str, source: Path) -> Path:
     """The cached library for ``source``, compiled first if needed; raises with the compiler's last line."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -72,10 +85,9 @@ def _build(cc: str, source: Path) -> Path:
     for flags in FLAG_SETS:
         key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(flags), _cpu_signature()])
                              .encode()).hexdigest()[:20]
-        target = cache_dir() / f"{source.stem}-{key}.so"
+        target = _writable_dir() / f"{source.stem}-{key}.so"
         if target.is_file():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         os.close(fd)
         try:

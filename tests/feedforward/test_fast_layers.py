@@ -275,6 +275,17 @@ def test_native_kernels_are_cached_per_machine_and_written_atomically(native_env
     assert list((tmp_path / "cache").iterdir()) == built and built[0].stat().st_mtime_ns == stamp  # not rebuilt
 
 
+def test_unwritable_cache_dir_builds_in_the_temporary_directory(native_env, tmp_path, monkeypatch):
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    native_env(STYLECORE_NATIVE="1", STYLECORE_CACHE_DIR=str(blocked / "cache"))
+    assert native.winograd() is not None
+    assert [p.name.startswith("winograd-") for p in (tmp_path / "tmp").glob("stylecore-*/*.so")] == [True]
+
+
 def test_failed_native_build_falls_back_to_gemm_transforms(native_env, tmp_path, caplog):
     native_env(STYLECORE_NATIVE="1", STYLECORE_CACHE_DIR=str(tmp_path), CC="/bin/false")
     with caplog.at_level("WARNING", logger="stylecore.native"):
