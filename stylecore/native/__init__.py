@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,11 @@ def _load(name: str, source: Path, declare) -> object | None:
                 log.info("stylecore: no C compiler found; %s kernels use their torch form", name)
             else:
                 try:
-                    lib = ctypes.CDLL(str(_build(cc, source)))
+                    started = time.perf_counter()
+                    path = _build(cc, source)
+                    lib = ctypes.CDLL(str(path))
                     declare(lib)
+                    log.info("stylecore: %s kernels ready in %.2f s (%s)", name, time.perf_counter() - started, path)
                 except Exception as exc:  # a failed build or load must never stop inference
                     log.warning("stylecore: could not build the native %s kernels (%s); using the torch form",
                                 name, exc)
