@@ -181,7 +181,7 @@ class WinogradConv2d(nn.Conv2d):
     tensors) when channel counts are multiples of 16 and the kernels built, else as (36×36) and (16×36) GEMMs.
     """
 
-    reflect = 0  # 1: the input is unpadded and the layer computes conv(ReflectionPad2d(1)(x)) (see absorb_pad)
+    reflect = 0  # 1: the input is unpadded and the layer computes conv(ReflectionPad2d(1)(x)) (_winograd_convs)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, reflect_pad: bool = False) -> "WinogradConv2d":
@@ -388,7 +388,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
             return self._after(super().forward(x))
         if self.record is not None or self.frozen is not None:
             return self._after(self._with_stats(x))
-        lib = _native_norm(x) if self.relu or self.pad else None
+        lib = _native_norm(x)
         if lib is not None and self.pad < min(x.shape[-2:]):
             n, c, h, w = x.shape
             xh = x.permute(0, 2, 3, 1).contiguous()
