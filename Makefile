@@ -40,6 +40,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_feedforward.py
+	$(PY) bench/bench_cpu_kernels.py
 	$(PY) bench/bench_pipeline.py
 
 clean:

@@ -112,6 +112,13 @@ class ReferenceJohnson:
             return y[0].clamp(0, 255).cpu().numpy().transpose(1, 2, 0).astype("uint8")
 
 
+def _native_state() -> str:
+    """Whether the engine's CPU layers run the compiled kernels (stylecore/native) or their torch forms."""
+    from stylecore import native
+
+    return "compiled" if native.winograd() is not None and native.instance_norm() is not None else "torch forms"
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -142,7 +149,8 @@ def run(args) -> None:
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; {args.repeat} interleaved rounds per row")
+          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; CPU kernels {_native_state()}; "
+          f"{args.repeat} interleaved rounds per row")
     print(f"{'method':8} {'px':>4} {'batch':>5} {'compile':>15} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} "
           f"{'ratio':>6} {'median':>7} {'warm-up s':>9} {'levels vs off':>13}")
     refs = {"adain": ReferenceAdaIN(paths, device), "johnson": ReferenceJohnson(paths, device)}
