@@ -139,15 +139,58 @@ class SpaceToDepthConv2d(nn.Conv2d):
             self.register_buffer("s2d_bias", bias, persistent=False)
         self._taps = (ky, kx)
 
+    winograd_weight = None  # set by enable_winograd (CPU inference with the compiled transforms)
+
+    def enable_winograd(self) -> bool:
+        """Run the 5×5 space-to-depth conv by Winograd F(4×4, 5×5) (8×8 tiles: 64 instead of 400 multiplies per
+        4×4 outputs and channel pair), its output transform writing the pixel-shuffled, cropped image directly.
+        Needs the compiled transforms, 5×5 taps, input channels (4·in) a multiple of 16 and 4·out ≤ 16
+        (Johnson's 32→3 last conv: 128 → 12). Returns whether it is enabled."""
+        c, k = self.s2d_weight.shape[1], self.s2d_weight.shape[0]
+        if self._taps != (5, 5) or c % 16 or k > 16 or _native_transforms(c, 16) is None:
+            return False
+        with torch.no_grad():
+            w = self.s2d_weight.detach().double().reshape(k * c, 25)
+            u = (torch.kron(_G45, _G45).to(w.device) @ w.T).reshape(64, k, c).transpose(1, 2)
+            self.winograd_weight = F.pad(u, (0, 16 - k)).contiguous().to(self.weight.dtype)  # (64, c, 16)
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r, (ky, kx) = self.R, self._taps
         h, w = x.shape[-2] - self.kernel_size[0] + 1, x.shape[-1] - self.kernel_size[1] + 1
         need_h, need_w = r * (-(-h // r) + ky - 1), r * (-(-w // r) + kx - 1)
         if (need_h, need_w) != tuple(x.shape[-2:]):  # odd output sizes: zero rows/cols only feed cropped outputs
             x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]))
-        y = F.conv2d(_unshuffle(x, r), self.s2d_weight.to(x.dtype),
-                     None if self.s2d_bias is None else self.s2d_bias.to(x.dtype))
+        xs = _unshuffle(x, r)
+        if self.winograd_weight is not None and _winograd_eligible(x):
+            lib = _native_transforms(xs.shape[1], 16)
+            if lib is not None:
+                return self._winograd_forward(lib, xs, h, w)
+        y = F.conv2d(xs, self.s2d_weight.to(x.dtype), None if self.s2d_bias is None else self.s2d_bias.to(x.dtype))
         return F.pixel_shuffle(y, r)[..., :h, :w]
+
+    def _winograd_forward(self, lib, xs: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        r, (ky, kx) = self.R, self._taps
+        n, c, hs, ws = xs.shape
+        ho, wo = hs - ky + 1, ws - kx + 1  # the space-to-depth output grid
+        th, tw = -(-ho // 4), -(-wo // 4)
+        rows = min(th, max(1, -(-WINOGRAD_NATIVE_MIN_TILES // tw), WINOGRAD_NATIVE_CHUNK // (tw * c)))
+        xh = xs.permute(0, 2, 3, 1).contiguous()  # free: _unshuffle gives channels_last
+        v_buf, m_buf = _workspace("v", 64 * rows * tw * c), _workspace("m", 64 * rows * tw * 16)
+        bias = None if self.s2d_bias is None else self.s2d_bias.detach().contiguous()
+        out = torch.empty((n, h, w, self.out_channels), dtype=xs.dtype)
+        threads = torch.get_num_threads()
+        for i in range(n):
+            for r0 in range(0, th, rows):
+                rr = min(rows, th - r0)
+                t = rr * tw
+                v, m = v_buf[:64 * t * c].view(64, t, c), m_buf[:64 * t * 16].view(64, t, 16)
+                lib.stylecore_winograd45_input(xh[i].data_ptr(), hs, ws, xh.stride(1), xh.stride(2), c, 4 * r0, 0, rr,
+                                               tw, 1, v.data_ptr(), threads)
+                torch.bmm(v, self.winograd_weight, out=m)
+                lib.stylecore_winograd45_output_shuffle(m.data_ptr(), rr, tw, r0, None if bias is None else bias.data_ptr(),
+                                                        ho, wo, r, out[i].data_ptr(), h, w, self.out_channels, threads)
+        return out.permute(0, 3, 1, 2)
 
 
 # Winograd F(4×4, 3×3) (Lavin & Gray 2016): input, filter and output transforms for 6×6 input tiles.
@@ -158,6 +201,10 @@ _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 /
 _AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                    dtype=torch.float64)
 _BB, _AA = torch.kron(_BT, _BT).float(), torch.kron(_AT, _AT).float()  # (36, 36), (16, 36): 2-D transforms
+# Winograd F(4×4, 5×5) filter transform (8×5) for points 0, ±1, ±2, ±1/2, ∞ (input and output transforms: winograd.c)
+_G45 = torch.tensor([[f * p ** j for j in range(5)] for f, p in
+                     [(1, 0), (-2 / 9, 1), (-2 / 9, -1), (1 / 90, 2), (1 / 90, -2), (32 / 45, 0.5), (32 / 45, -0.5)]]
+                    + [[0, 0, 0, 0, 1]], dtype=torch.float64)
 # Below these channel counts the transforms cost more than the 4× fewer multiplies save: with the compiled
 # transforms (stylecore/native) from 64 channels, with the GEMM transforms from 128.
 WINOGRAD_MIN_CHANNELS = 128
@@ -504,6 +551,8 @@ def fast_transformer(net: nn.Module, winograd: bool = True) -> nn.Module:
     last = net.deconv3.conv2d
     if last.out_channels <= 4 and type(last) is nn.Conv2d:
         net.deconv3.conv2d = SpaceToDepthConv2d.from_conv(last)
+        if winograd:
+            net.deconv3.conv2d.enable_winograd()
     _winograd_convs(net, winograd)
     _inplace_relus(net)
     if winograd:

@@ -134,6 +134,11 @@ def _declare_winograd(lib) -> None:
     lib.stylecore_winograd_input.restype = i
     lib.stylecore_winograd_output.argtypes = [p, i, i, i, i, f, p, i, i, i, i]
     lib.stylecore_winograd_output.restype = i
+    lib.stylecore_winograd45_input.argtypes = [p, l, l, l, l, i, l, l, i, i, i, p, i]
+    lib.stylecore_winograd45_input.restype = i
+    lib.stylecore_winograd45_output_shuffle.argtypes = [p, i, i, i, f, i, i, i, p, i, i, i, i]
+    lib.stylecore_winograd45_output_shuffle.restype = i
+    lib.stylecore_winograd_output.restype = i
 
 
 def winograd():

@@ -149,3 +149,121 @@ int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, 
     }
     return 0;
 }
+
+/* ---- F(4x4, 5x5): 8x8 input tiles at a stride of 4 (the same eight points 0, +-1, +-2, +-1/2, inf as F(6x6, 3x3)) ----
+ * For the space-to-depth form of Johnson's last 9x9 conv (SpaceToDepthConv2d: 5x5 taps over 4 * 32 channels). */
+
+/* B^T (8x8) = [[1,0,-21/4,0,21/4,0,-1,0],[0,1,1,-17/4,-17/4,1,1,0],[0,-1,1,17/4,-17/4,-1,1,0],
+ *              [0,1/2,1/4,-5/2,-5/4,2,1,0],[0,-1/2,1/4,5/2,-5/4,-2,1,0],[0,2,4,-5/2,-5,1/2,1,0],
+ *              [0,-2,4,5/2,-5,-1/2,1,0],[0,-1,0,21/4,0,-21/4,0,1]] */
+#define BT8_APPLY(o, d, l)                                                                                \
+    do {                                                                                                  \
+        float d0 = d(0, l), d1 = d(1, l), d2 = d(2, l), d3 = d(3, l), d4 = d(4, l), d5 = d(5, l),         \
+              d6 = d(6, l), d7 = d(7, l);                                                                 \
+        float a1 = d1 + d5 - 4.25f * d3, b1 = d2 + d6 - 4.25f * d4;                                       \
+        float a3 = 0.5f * d1 - 2.5f * d3 + 2.0f * d5, b3 = 0.25f * d2 - 1.25f * d4 + d6;                  \
+        float a5 = 2.0f * d1 - 2.5f * d3 + 0.5f * d5, b5 = 4.0f * d2 - 5.0f * d4 + d6;                    \
+        o(0, l) = d0 - d6 + 5.25f * (d4 - d2);                                                            \
+        o(1, l) = a1 + b1;                                                                                \
+        o(2, l) = b1 - a1;                                                                                \
+        o(3, l) = a3 + b3;                                                                                \
+        o(4, l) = b3 - a3;                                                                                \
+        o(5, l) = a5 + b5;                                                                                \
+        o(6, l) = b5 - a5;                                                                                \
+        o(7, l) = d7 - d1 + 5.25f * (d3 - d5);                                                            \
+    } while (0)
+
+/* V (64, rows*tw, C) <- B^T d B for the 8x8 input tiles of tile rows [0, rows), tile (ty, tx) at rows row0 + 4*ty
+ * and columns col0 + 4*tx of x (H, W, C), through border_index(mode) outside the image. */
+int stylecore_winograd45_input(const float *x, long H, long W, long rs, long cs, int C, long row0, long col0,
+                               int rows, int tw, int mode, float *V, int nthreads) {
+    if (C % VL) return -1;
+    const long T = (long)rows * tw, plane = T * C;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long t = 0; t < T; ++t) {
+        float u[8][8][VL];
+        const float *rowp[8];
+        long colo[8];
+        const long ty = t / tw, tx = t % tw;
+        for (int k = 0; k < 8; ++k) {
+            rowp[k] = x + border_index(row0 + 4 * ty + k, H, mode) * rs;
+            colo[k] = border_index(col0 + 4 * tx + k, W, mode) * cs;
+        }
+        float *vt = V + t * C;
+        for (int c = 0; c < C; c += VL) {
+            for (int col = 0; col < 8; ++col) {
+                const long off = colo[col] + c;
+#define IN(k, l) rowp[k][off + (l)]
+#define U(i, l) u[i][col][l]
+                for (int l = 0; l < VL; ++l) BT8_APPLY(U, IN, l);
+#undef IN
+#undef U
+            }
+            for (int i = 0; i < 8; ++i) {
+                float w[8][VL];
+#define UR(k, l) u[i][k][l]
+#define WO(jj, l) w[jj][l]
+                for (int l = 0; l < VL; ++l) BT8_APPLY(WO, UR, l);
+#undef UR
+#undef WO
+                for (int jj = 0; jj < 8; ++jj) {
+                    float *v = vt + (long)(8 * i + jj) * plane + c;
+                    for (int l = 0; l < VL; ++l) v[l] = w[jj][l];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* A^T (4x8) = [[1,1,1,1,1,1,1,0],[0,1,-1,2,-2,1/2,-1/2,0],[0,1,1,4,4,1/4,1/4,0],[0,1,-1,8,-8,1/8,-1/8,1]] */
+#define AT8_APPLY(o, m, l)                                                                                \
+    do {                                                                                                  \
+        float m0 = m(0, l), s12 = m(1, l) + m(2, l), d12 = m(1, l) - m(2, l), s34 = m(3, l) + m(4, l),    \
+              d34 = m(3, l) - m(4, l), s56 = m(5, l) + m(6, l), d56 = m(5, l) - m(6, l);                  \
+        o(0, l) = m0 + s12 + s34 + s56;                                                                   \
+        o(1, l) = d12 + 2.0f * d34 + 0.5f * d56;                                                          \
+        o(2, l) = s12 + 4.0f * s34 + 0.25f * s56;                                                         \
+        o(3, l) = d12 + 8.0f * d34 + 0.125f * d56 + m(7, l);                                              \
+    } while (0)
+
+/* The space-to-depth conv's output, pixel-shuffled in place: M (64, rows*tw, VL) holds 4x4 output tiles of a map of
+ * ho x wo pixels whose channel j < out_c * r * r is (o, py, px) = (j / r^2, (j / r) % r, j % r); its value (+ bias[j])
+ * goes to pixel (r * Y + py, r * X + px), channel o, of out (out_h, out_w, out_c), where that lies inside it. */
+int stylecore_winograd45_output_shuffle(const float *M, int rows, int tw, int ty0, const float *bias, int ho, int wo,
+                                        int r, float *out, int out_h, int out_w, int out_c, int nthreads) {
+    if (out_c * r * r > VL) return -1;
+    const long T = (long)rows * tw, plane = T * VL;
+    const int nch = out_c * r * r;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long t = 0; t < T; ++t) {
+        float s[4][8][VL], y[4][4][VL];
+        const int ty = (int)(t / tw), tx = (int)(t % tw);
+        const int oy = 4 * (ty0 + ty), ox = 4 * tx;
+        const float *mt = M + t * VL;
+        for (int jj = 0; jj < 8; ++jj) {
+            const float *m = mt + (long)jj * plane;
+#define MI(i, l) m[(long)(8 * (i)) * plane + (l)]
+#define SO(p, l) s[p][jj][l]
+            for (int l = 0; l < VL; ++l) AT8_APPLY(SO, MI, l);
+#undef MI
+#undef SO
+        }
+        for (int p = 0; p < 4; ++p) {
+#define SI(k, l) s[p][k][l]
+#define YO(q, l) y[p][q][l]
+            for (int l = 0; l < VL; ++l) AT8_APPLY(YO, SI, l);
+#undef SI
+#undef YO
+        }
+        for (int p = 0; p < 4 && oy + p < ho; ++p)
+            for (int q = 0; q < 4 && ox + q < wo; ++q)
+                for (int j = 0; j < nch; ++j) {
+                    const int o = j / (r * r), py = (j / r) % r, px = j % r;
+                    const long Y = (long)r * (oy + p) + py, X = (long)r * (ox + q) + px;
+                    if (Y < out_h && X < out_w)
+                        out[(Y * out_w + X) * out_c + o] = y[p][q][j] + (bias ? bias[j] : 0.0f);
+                }
+    }
+    return 0;
+}

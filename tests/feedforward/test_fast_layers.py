@@ -76,6 +76,29 @@ def test_space_to_depth_conv_equals_conv(k, hw):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n,cout,hw", [(1, 3, (40, 40)), (2, 3, (45, 38)), (1, 4, (20, 27)), (1, 3, (9, 9))])
+def test_space_to_depth_conv_by_winograd_equals_conv(monkeypatch, native_env, n, cout, hw):
+    """Johnson's last conv (9×9 → 5×5 taps on the space-to-depth input) by Winograd F(4×4, 5×5), the output
+    transform writing the pixel-shuffled, cropped image."""
+    native_env(STYLECORE_NATIVE="1")
+    _native_or_skip()
+    conv = _conv(32, cout, 9, seed=hw[0])
+    x = torch.randn(n, 32, *hw).contiguous(memory_format=CL)
+    fast = SpaceToDepthConv2d.from_conv(conv)
+    assert fast.enable_winograd() and fast.winograd_weight.shape == (64, 128, 16)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_CHUNK", 2 * 4 * 128)  # several passes where the image allows
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
+    calls = []
+    real = SpaceToDepthConv2d._winograd_forward
+    monkeypatch.setattr(SpaceToDepthConv2d, "_winograd_forward", lambda self, *a: calls.append(1) or real(self, *a))
+    with torch.inference_mode():
+        ref, out = conv(x), fast(x)
+    assert calls and out.shape == ref.shape
+    assert (out - ref).abs().max() <= 2e-5 * ref.abs().max()
+    assert not SpaceToDepthConv2d.from_conv(_conv(32, 3, 3, seed=0)).enable_winograd()  # 2×2 taps: not 5×5
+    assert not SpaceToDepthConv2d.from_conv(_conv(30, 3, 9, seed=0)).enable_winograd()  # 120 channels: not ×16
+
+
 def test_instance_norm_keeps_channels_last_and_values():
     torch.manual_seed(0)
     ref = nn.InstanceNorm2d(8, affine=True)
@@ -95,6 +118,7 @@ def test_fast_networks_keep_state_dict_and_outputs():
     fast = fast_transformer(copy.deepcopy(net)).to(memory_format=CL)
     assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     assert isinstance(fast.deconv1.conv2d, UpsampleConv2d) and isinstance(fast.deconv3.conv2d, SpaceToDepthConv2d)
+    assert (fast.deconv3.conv2d.winograd_weight is not None) == (native.winograd() is not None)
     assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 10  # the residual blocks' convs...
     # ...which apply their reflection pads themselves
     assert sum(isinstance(m, WinogradConv2d) and m.reflect == 1 for m in fast.modules()) == 10
