@@ -1,4 +1,5 @@
-/* Winograd F(4x4, 3x3) tile transforms for stylecore.fast_layers.WinogradConv2d (CPU, fp32, NHWC).
+/* Winograd tile transforms for stylecore.fast_layers (CPU, fp32, NHWC): F(4x4, 3x3) for WinogradConv2d and
+ * UpsampleConv2d, F(4x4, 5x5) for SpaceToDepthConv2d.
  *
  * The GEMM form in Python transforms tiles with (36x36) and (16x36) matrix products: 36 and 16 multiply-adds
  * per value, plus a gather copy and a scatter copy. Here each transform is applied separably (rows, then
@@ -7,11 +8,12 @@
  * The batched GEMM between the two transforms stays in torch.
  *
  * Layouts (all float32, contiguous):
- *   x   (H, W, C) one image; rs / cs are its row and column strides in floats (cs == C here). Tiles read it with
- *       reflected indices at the borders, so a reflection padding of 1 costs no copy.
- *   V   (36, T, C) transformed input tiles of tile rows ty0 .. ty0+rows-1 (T = rows * tw, tile t = row * tw + col).
- *   M   (36, T, K) transformed outputs, as the batched GEMM leaves them.
- *   out (HO, WO, K) the output image; only the pixels of this pass's tile rows that lie inside HO x WO are written.
+ *   x   (H, W, C) one image; rs / cs are its row and column strides in floats (cs == C here). Tiles read it
+ *       through border_index, reflected or replicated at the borders, so padding costs no copy.
+ *   V   (A*A, T, C) transformed input tiles (A = 6 or 8) of a pass of tile rows (T = rows * tw, tile t = row * tw
+ *       + col).
+ *   M   (A*A, T, K) transformed outputs, as the batched GEMM leaves them.
+ *   out the output image; only the pixels of the pass's tile rows that lie inside the output are written.
  *
  * C and K must be multiples of VL. Tiles are split between nthreads OpenMP threads. Built with -fopenmp and
  * loaded into a process that has imported torch, libgomp.so.1 resolves to the copy torch already loaded, so
@@ -44,51 +46,73 @@ static inline long border_index(long r, long n, int mode) {
     return r < 0 ? 0 : (r >= n ? n - 1 : r);
 }
 
-/* V (36, rows*tw, C) <- B^T d B for the 6x6 input tiles of tile rows [0, rows): tile (ty, tx) reads image rows
- * row0 + 4*ty .. +5 and columns col0 + 4*tx .. +5 of x (H, W, C), through border_index(mode) outside the image
- * (row0 = col0 = -1 gives the convolution of ReflectionPad2d(1)(x), or of the replicate-padded x). */
-int stylecore_winograd_input(const float *x, long H, long W, long rs, long cs, int C, long row0, long col0, int rows,
-                             int tw, int mode, float *V, int nthreads) {
-    if (C % VL) return -1;
-    const long T = (long)rows * tw, plane = T * C;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (long t = 0; t < T; ++t) {
-        float u[6][6][VL];
-        const float *rowp[6];
-        long colo[6];
-        const long ty = t / tw, tx = t % tw;
-        for (int k = 0; k < 6; ++k) {
-            rowp[k] = x + border_index(row0 + 4 * ty + k, H, mode) * rs;
-            colo[k] = border_index(col0 + 4 * tx + k, W, mode) * cs;
-        }
-        float *vt = V + t * C;
-        for (int c = 0; c < C; c += VL) {
-            /* rows: u[i][col] = sum_k BT[i][k] x[k][col] */
-            for (int col = 0; col < 6; ++col) {
-                const long off = colo[col] + c;
-#define IN(k, l) rowp[k][off + (l)]
-#define U(i, l) u[i][col][l]
-                for (int l = 0; l < VL; ++l) BT_APPLY(U, IN, l);
-#undef IN
-#undef U
-            }
-            /* columns: V[i*6+jj] = sum_k BT[jj][k] u[i][k] */
-            for (int i = 0; i < 6; ++i) {
-                float w[6][VL];
-#define UR(k, l) u[i][k][l]
-#define WO(jj, l) w[jj][l]
-                for (int l = 0; l < VL; ++l) BT_APPLY(WO, UR, l);
-#undef UR
-#undef WO
-                for (int jj = 0; jj < 6; ++jj) {
-                    float *v = vt + (long)(6 * i + jj) * plane + c;
-                    for (int l = 0; l < VL; ++l) v[l] = w[jj][l];
-                }
-            }
-        }
+/* F(4x4, 5x5) (8x8 input tiles at a stride of 4; the same eight points 0, +-1, +-2, +-1/2, inf as F(6x6, 3x3)) is
+ * for the space-to-depth form of Johnson's last 9x9 conv (SpaceToDepthConv2d: 5x5 taps over 4 * 32 channels).
+ * B^T (8x8) = [[1,0,-21/4,0,21/4,0,-1,0],[0,1,1,-17/4,-17/4,1,1,0],[0,-1,1,17/4,-17/4,-1,1,0],
+ *              [0,1/2,1/4,-5/2,-5/4,2,1,0],[0,-1/2,1/4,5/2,-5/4,-2,1,0],[0,2,4,-5/2,-5,1/2,1,0],
+ *              [0,-2,4,5/2,-5,-1/2,1,0],[0,-1,0,21/4,0,-21/4,0,1]] */
+#define BT8_APPLY(o, d, l)                                                                                \
+    do {                                                                                                  \
+        float d0 = d(0, l), d1 = d(1, l), d2 = d(2, l), d3 = d(3, l), d4 = d(4, l), d5 = d(5, l),         \
+              d6 = d(6, l), d7 = d(7, l);                                                                 \
+        float a1 = d1 + d5 - 4.25f * d3, b1 = d2 + d6 - 4.25f * d4;                                       \
+        float a3 = 0.5f * d1 - 2.5f * d3 + 2.0f * d5, b3 = 0.25f * d2 - 1.25f * d4 + d6;                  \
+        float a5 = 2.0f * d1 - 2.5f * d3 + 0.5f * d5, b5 = 4.0f * d2 - 5.0f * d4 + d6;                    \
+        o(0, l) = d0 - d6 + 5.25f * (d4 - d2);                                                            \
+        o(1, l) = a1 + b1;                                                                                \
+        o(2, l) = b1 - a1;                                                                                \
+        o(3, l) = a3 + b3;                                                                                \
+        o(4, l) = b3 - a3;                                                                                \
+        o(5, l) = a5 + b5;                                                                                \
+        o(6, l) = b5 - a5;                                                                                \
+        o(7, l) = d7 - d1 + 5.25f * (d3 - d5);                                                            \
+    } while (0)
+
+/* V (A*A, rows*tw, C) <- B^T d B for the AxA input tiles of tile rows [0, rows) (A = 6: F(4x4, 3x3), A = 8:
+ * F(4x4, 5x5)): tile (ty, tx) reads image rows row0 + 4*ty .. + A-1 and columns col0 + 4*tx .. + A-1 of x (H, W, C),
+ * through border_index(mode) outside the image (row0 = col0 = -1 gives the 3x3 convolution of ReflectionPad2d(1)(x),
+ * or of the replicate-padded x). The rows of each tile are transformed first (u[i][col] = sum_k BT[i][k] x[k][col]),
+ * then its columns (V[i*A+j] = sum_k BT[j][k] u[i][k]). */
+#define IN_(k, l) rowp[k][off + (l)]
+#define U_(i, l) u[i][col][l]
+#define UR_(k, l) u[i][k][l]
+#define W_(j, l) w[j][l]
+#define DEFINE_WINOGRAD_INPUT(NAME, A, APPLY)                                                                  \
+    int NAME(const float *x, long H, long W, long rs, long cs, int C, long row0, long col0, int rows, int tw,  \
+             int mode, float *V, int nthreads) {                                                               \
+        if (C % VL) return -1;                                                                                 \
+        const long T = (long)rows * tw, plane = T * C;                                                         \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                    \
+        for (long t = 0; t < T; ++t) {                                                                         \
+            float u[A][A][VL];                                                                                 \
+            const float *rowp[A];                                                                              \
+            long colo[A];                                                                                      \
+            const long ty = t / tw, tx = t % tw;                                                               \
+            for (int k = 0; k < A; ++k) {                                                                      \
+                rowp[k] = x + border_index(row0 + 4 * ty + k, H, mode) * rs;                                   \
+                colo[k] = border_index(col0 + 4 * tx + k, W, mode) * cs;                                       \
+            }                                                                                                  \
+            float *vt = V + t * C;                                                                             \
+            for (int c = 0; c < C; c += VL) {                                                                  \
+                for (int col = 0; col < A; ++col) {                                                            \
+                    const long off = colo[col] + c;                                                            \
+                    for (int l = 0; l < VL; ++l) APPLY(U_, IN_, l);                                            \
+                }                                                                                              \
+                for (int i = 0; i < A; ++i) {                                                                  \
+                    float w[A][VL];                                                                            \
+                    for (int l = 0; l < VL; ++l) APPLY(W_, UR_, l);                                            \
+                    for (int j = 0; j < A; ++j) {                                                              \
+                        float *v = vt + (long)(A * i + j) * plane + c;                                         \
+                        for (int l = 0; l < VL; ++l) v[l] = w[j][l];                                           \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        return 0;                                                                                              \
     }
-    return 0;
-}
+
+DEFINE_WINOGRAD_INPUT(stylecore_winograd_input, 6, BT_APPLY)
+DEFINE_WINOGRAD_INPUT(stylecore_winograd45_input, 8, BT8_APPLY)
 
 /* A^T = [[1,1,1,1,1,0],[0,1,-1,2,-2,0],[0,1,1,4,4,0],[0,1,-1,8,-8,1]] */
 #define AT_APPLY(o, m, l)                                                        \
@@ -145,72 +169,6 @@ int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, 
                     else
                         for (int l = 0; l < VL; ++l) o[l] = y[p][q][l];
                 }
-        }
-    }
-    return 0;
-}
-
-/* ---- F(4x4, 5x5): 8x8 input tiles at a stride of 4 (the same eight points 0, +-1, +-2, +-1/2, inf as F(6x6, 3x3)) ----
- * For the space-to-depth form of Johnson's last 9x9 conv (SpaceToDepthConv2d: 5x5 taps over 4 * 32 channels). */
-
-/* B^T (8x8) = [[1,0,-21/4,0,21/4,0,-1,0],[0,1,1,-17/4,-17/4,1,1,0],[0,-1,1,17/4,-17/4,-1,1,0],
- *              [0,1/2,1/4,-5/2,-5/4,2,1,0],[0,-1/2,1/4,5/2,-5/4,-2,1,0],[0,2,4,-5/2,-5,1/2,1,0],
- *              [0,-2,4,5/2,-5,-1/2,1,0],[0,-1,0,21/4,0,-21/4,0,1]] */
-#define BT8_APPLY(o, d, l)                                                                                \
-    do {                                                                                                  \
-        float d0 = d(0, l), d1 = d(1, l), d2 = d(2, l), d3 = d(3, l), d4 = d(4, l), d5 = d(5, l),         \
-              d6 = d(6, l), d7 = d(7, l);                                                                 \
-        float a1 = d1 + d5 - 4.25f * d3, b1 = d2 + d6 - 4.25f * d4;                                       \
-        float a3 = 0.5f * d1 - 2.5f * d3 + 2.0f * d5, b3 = 0.25f * d2 - 1.25f * d4 + d6;                  \
-        float a5 = 2.0f * d1 - 2.5f * d3 + 0.5f * d5, b5 = 4.0f * d2 - 5.0f * d4 + d6;                    \
-        o(0, l) = d0 - d6 + 5.25f * (d4 - d2);                                                            \
-        o(1, l) = a1 + b1;                                                                                \
-        o(2, l) = b1 - a1;                                                                                \
-        o(3, l) = a3 + b3;                                                                                \
-        o(4, l) = b3 - a3;                                                                                \
-        o(5, l) = a5 + b5;                                                                                \
-        o(6, l) = b5 - a5;                                                                                \
-        o(7, l) = d7 - d1 + 5.25f * (d3 - d5);                                                            \
-    } while (0)
-
-/* V (64, rows*tw, C) <- B^T d B for the 8x8 input tiles of tile rows [0, rows), tile (ty, tx) at rows row0 + 4*ty
- * and columns col0 + 4*tx of x (H, W, C), through border_index(mode) outside the image. */
-int stylecore_winograd45_input(const float *x, long H, long W, long rs, long cs, int C, long row0, long col0,
-                               int rows, int tw, int mode, float *V, int nthreads) {
-    if (C % VL) return -1;
-    const long T = (long)rows * tw, plane = T * C;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (long t = 0; t < T; ++t) {
-        float u[8][8][VL];
-        const float *rowp[8];
-        long colo[8];
-        const long ty = t / tw, tx = t % tw;
-        for (int k = 0; k < 8; ++k) {
-            rowp[k] = x + border_index(row0 + 4 * ty + k, H, mode) * rs;
-            colo[k] = border_index(col0 + 4 * tx + k, W, mode) * cs;
-        }
-        float *vt = V + t * C;
-        for (int c = 0; c < C; c += VL) {
-            for (int col = 0; col < 8; ++col) {
-                const long off = colo[col] + c;
-#define IN(k, l) rowp[k][off + (l)]
-#define U(i, l) u[i][col][l]
-                for (int l = 0; l < VL; ++l) BT8_APPLY(U, IN, l);
-#undef IN
-#undef U
-            }
-            for (int i = 0; i < 8; ++i) {
-                float w[8][VL];
-#define UR(k, l) u[i][k][l]
-#define WO(jj, l) w[jj][l]
-                for (int l = 0; l < VL; ++l) BT8_APPLY(WO, UR, l);
-#undef UR
-#undef WO
-                for (int jj = 0; jj < 8; ++jj) {
-                    float *v = vt + (long)(8 * i + jj) * plane + c;
-                    for (int l = 0; l < VL; ++l) v[l] = w[jj][l];
-                }
-            }
         }
     }
     return 0;

@@ -25,6 +25,20 @@ def _conv(cin, cout, k, seed):
     return conv
 
 
+def _small_passes(monkeypatch, chunk: int) -> None:
+    """Winograd passes of at most ``chunk`` tiles × channels (both forms), so that images take several."""
+    for name in ("WINOGRAD_CHUNK", "WINOGRAD_NATIVE_CHUNK"):
+        monkeypatch.setattr(fast_layers, name, chunk)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
+
+
+def _record_calls(monkeypatch, owner, name: str) -> list:
+    """Wrap ``owner.name`` so that each call appends its keyword arguments to the returned list."""
+    calls, real = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    return calls
+
+
 @pytest.mark.parametrize("shape", [(1, 5, 7, 9), (2, 4, 6, 5), (1, 3, 1, 1)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
 def test_upsample_conv_equals_upsample_reflectpad_conv(shape, layout):
@@ -51,11 +65,8 @@ def test_upsample_conv_by_winograd_equals_upsample_reflectpad_conv(monkeypatch, 
     ref = conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect")).detach()
     fast = UpsampleConv2d.from_conv(conv)
     assert fast.enable_winograd() and fast.winograd_weight.shape == (36, shape[1], 4 * cout)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_CHUNK", 2 * 4 * 256)  # several passes where the image allows
-    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
-    calls = []
-    real = fast_layers._native_winograd
-    monkeypatch.setattr(fast_layers, "_native_winograd", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    _small_passes(monkeypatch, 2 * 4 * 256)
+    calls = _record_calls(monkeypatch, fast_layers, "_native_winograd")
     with torch.inference_mode():
         out = fast(x)
     assert calls and calls[0]["phase_ch"] == cout  # the Winograd form ran
@@ -86,11 +97,8 @@ def test_space_to_depth_conv_by_winograd_equals_conv(monkeypatch, native_env, n,
     x = torch.randn(n, 32, *hw).contiguous(memory_format=CL)
     fast = SpaceToDepthConv2d.from_conv(conv)
     assert fast.enable_winograd() and fast.winograd_weight.shape == (64, 128, 16)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_CHUNK", 2 * 4 * 128)  # several passes where the image allows
-    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
-    calls = []
-    real = SpaceToDepthConv2d._winograd_forward
-    monkeypatch.setattr(SpaceToDepthConv2d, "_winograd_forward", lambda self, *a: calls.append(1) or real(self, *a))
+    _small_passes(monkeypatch, 2 * 4 * 128)
+    calls = _record_calls(monkeypatch, SpaceToDepthConv2d, "_winograd_forward")
     with torch.inference_mode():
         ref, out = conv(x), fast(x)
     assert calls and out.shape == ref.shape
@@ -196,12 +204,8 @@ def test_winograd_conv_equals_conv(monkeypatch, native_env, form, shape, cout, p
     conv = nn.Conv2d(shape[1], cout, 3, padding=padding, bias=bias)
     x = torch.randn(shape).contiguous(memory_format=layout)
     fast = WinogradConv2d.from_conv(conv)
-    for chunk in ("WINOGRAD_CHUNK", "WINOGRAD_NATIVE_CHUNK"):  # several passes, the last one partial
-        monkeypatch.setattr(fast_layers, chunk, 2 * 4 * 256)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
-    native_calls = []
-    real = WinogradConv2d._native_forward
-    monkeypatch.setattr(WinogradConv2d, "_native_forward", lambda self, *a: native_calls.append(1) or real(self, *a))
+    _small_passes(monkeypatch, 2 * 4 * 256)  # several passes, the last one partial
+    native_calls = _record_calls(monkeypatch, WinogradConv2d, "_native_forward")
     with torch.inference_mode():
         ref, out = conv(x), fast(x)
     # the compiled transforms take channel counts that are multiples of 16 (72 is not: the GEMM form runs)
@@ -227,9 +231,7 @@ def test_winograd_conv_with_absorbed_reflection_pad(monkeypatch, native_env, for
     conv = nn.Conv2d(shape[1], cout, 3)
     x = torch.randn(shape).contiguous(memory_format=CL)
     fast = WinogradConv2d.from_conv(conv, reflect_pad=True)
-    for chunk in ("WINOGRAD_CHUNK", "WINOGRAD_NATIVE_CHUNK"):
-        monkeypatch.setattr(fast_layers, chunk, 2 * 4 * 256)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_NATIVE_MIN_TILES", 1)
+    _small_passes(monkeypatch, 2 * 4 * 256)
     with torch.inference_mode():
         ref, out = conv(F.pad(x, (1, 1, 1, 1), mode="reflect")), fast(x)
         assert out.shape == ref.shape and (out - ref).abs().max() <= 2e-5 * ref.abs().max()
