@@ -125,6 +125,39 @@ DEFINE_WINOGRAD_INPUT(stylecore_winograd45_input, 8, BT8_APPLY)
         o(3, l) = b + 8.0f * dd + m5;                                            \
     } while (0)
 
+/* A^T (4x8) = [[1,1,1,1,1,1,1,0],[0,1,-1,2,-2,1/2,-1/2,0],[0,1,1,4,4,1/4,1/4,0],[0,1,-1,8,-8,1/8,-1/8,1]] */
+#define AT8_APPLY(o, m, l)                                                                                \
+    do {                                                                                                  \
+        float m0 = m(0, l), s12 = m(1, l) + m(2, l), d12 = m(1, l) - m(2, l), s34 = m(3, l) + m(4, l),    \
+              d34 = m(3, l) - m(4, l), s56 = m(5, l) + m(6, l), d56 = m(5, l) - m(6, l);                  \
+        o(0, l) = m0 + s12 + s34 + s56;                                                                   \
+        o(1, l) = d12 + 2.0f * d34 + 0.5f * d56;                                                          \
+        o(2, l) = s12 + 4.0f * s34 + 0.25f * s56;                                                         \
+        o(3, l) = d12 + 8.0f * d34 + 0.125f * d56 + m(7, l);                                              \
+    } while (0)
+
+/* y[p][q] = (A^T m A)[p][q] for one tile and VL channels: m points at the tile's channel block in plane 0 of M,
+ * planes are `plane` floats apart (A = 6: F(4x4, 3x3), A = 8: F(4x4, 5x5)). Rows first (s[p][j] = sum_i AT[p][i]
+ * M[i*A+j]), then columns (y[p][q] = sum_j AT[q][j] s[p][j]). */
+#define MI_(i, l) m[(long)(A_ * (i)) * plane + (l)]
+#define SO_(p, l) s[p][j][l]
+#define SI_(k, l) s[p][k][l]
+#define YO_(q, l) y[p][q][l]
+#define DEFINE_TILE_OUTPUT(NAME, A, APPLY)                                                                     \
+    static inline void NAME(const float *mt, long plane, float y[4][4][VL]) {                                  \
+        enum { A_ = A };                                                                                       \
+        float s[4][A][VL];                                                                                     \
+        for (int j = 0; j < A; ++j) {                                                                          \
+            const float *m = mt + (long)j * plane;                                                             \
+            for (int l = 0; l < VL; ++l) APPLY(SO_, MI_, l);                                                   \
+        }                                                                                                      \
+        for (int p = 0; p < 4; ++p)                                                                            \
+            for (int l = 0; l < VL; ++l) APPLY(YO_, SI_, l);                                                   \
+    }
+
+DEFINE_TILE_OUTPUT(tile_output6, 6, AT_APPLY)
+DEFINE_TILE_OUTPUT(tile_output8, 8, AT8_APPLY)
+
 /* out (HO, WO, K) <- A^T m A (+ bias) for the tiles of tile rows [ty0, ty0+rows).
  * phase_ch > 0: the K = 4 * phase_ch channels are the four output phases (py, px) of a 2x upsampling conv,
  * channel p * phase_ch + ch for phase p = 2 * py + px; pixel (y, x) of phase p goes to (2y + py, 2x + px, ch) of
@@ -135,29 +168,13 @@ int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, 
     const long T = (long)rows * tw, plane = T * K;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (long t = 0; t < T; ++t) {
-        float s[4][6][VL], y[4][4][VL];
+        float y[4][4][VL];
         const int ty = (int)(t / tw), tx = (int)(t % tw);
         const int oy = 4 * (ty0 + ty), ox = 4 * tx;
         const int ny = ho - oy < 4 ? ho - oy : 4, nx = wo - ox < 4 ? wo - ox : 4;
         const float *mt = M + t * K;
         for (int c = 0; c < K; c += VL) {
-            /* rows: s[p][jj] = sum_i AT[p][i] M[i*6+jj] */
-            for (int jj = 0; jj < 6; ++jj) {
-                const float *m = mt + (long)jj * plane + c;
-#define MI(i, l) m[(long)(6 * (i)) * plane + (l)]
-#define SO(p, l) s[p][jj][l]
-                for (int l = 0; l < VL; ++l) AT_APPLY(SO, MI, l);
-#undef MI
-#undef SO
-            }
-            /* columns: y[p][q] = sum_jj AT[q][jj] s[p][jj] */
-            for (int p = 0; p < 4; ++p) {
-#define SI(k, l) s[p][k][l]
-#define YO(q, l) y[p][q][l]
-                for (int l = 0; l < VL; ++l) AT_APPLY(YO, SI, l);
-#undef SI
-#undef YO
-            }
+            tile_output6(mt + c, plane, y);
             const int ph = phase_ch ? c / phase_ch : 0, py = ph >> 1, px = ph & 1, ch = phase_ch ? c % phase_ch : c;
             for (int p = 0; p < ny; ++p)
                 for (int q = 0; q < nx; ++q) {
@@ -174,17 +191,6 @@ int stylecore_winograd_output(const float *M, int K, int rows, int tw, int ty0, 
     return 0;
 }
 
-/* A^T (4x8) = [[1,1,1,1,1,1,1,0],[0,1,-1,2,-2,1/2,-1/2,0],[0,1,1,4,4,1/4,1/4,0],[0,1,-1,8,-8,1/8,-1/8,1]] */
-#define AT8_APPLY(o, m, l)                                                                                \
-    do {                                                                                                  \
-        float m0 = m(0, l), s12 = m(1, l) + m(2, l), d12 = m(1, l) - m(2, l), s34 = m(3, l) + m(4, l),    \
-              d34 = m(3, l) - m(4, l), s56 = m(5, l) + m(6, l), d56 = m(5, l) - m(6, l);                  \
-        o(0, l) = m0 + s12 + s34 + s56;                                                                   \
-        o(1, l) = d12 + 2.0f * d34 + 0.5f * d56;                                                          \
-        o(2, l) = s12 + 4.0f * s34 + 0.25f * s56;                                                         \
-        o(3, l) = d12 + 8.0f * d34 + 0.125f * d56 + m(7, l);                                              \
-    } while (0)
-
 /* The space-to-depth conv's output, pixel-shuffled in place: M (64, rows*tw, VL) holds 4x4 output tiles of a map of
  * ho x wo pixels whose channel j < out_c * r * r is (o, py, px) = (j / r^2, (j / r) % r, j % r); its value (+ bias[j])
  * goes to pixel (r * Y + py, r * X + px), channel o, of out (out_h, out_w, out_c), where that lies inside it. */
@@ -195,25 +201,10 @@ int stylecore_winograd45_output_shuffle(const float *M, int rows, int tw, int ty
     const int nch = out_c * r * r;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (long t = 0; t < T; ++t) {
-        float s[4][8][VL], y[4][4][VL];
+        float y[4][4][VL];
         const int ty = (int)(t / tw), tx = (int)(t % tw);
         const int oy = 4 * (ty0 + ty), ox = 4 * tx;
-        const float *mt = M + t * VL;
-        for (int jj = 0; jj < 8; ++jj) {
-            const float *m = mt + (long)jj * plane;
-#define MI(i, l) m[(long)(8 * (i)) * plane + (l)]
-#define SO(p, l) s[p][jj][l]
-            for (int l = 0; l < VL; ++l) AT8_APPLY(SO, MI, l);
-#undef MI
-#undef SO
-        }
-        for (int p = 0; p < 4; ++p) {
-#define SI(k, l) s[p][k][l]
-#define YO(q, l) y[p][q][l]
-            for (int l = 0; l < VL; ++l) AT8_APPLY(YO, SI, l);
-#undef SI
-#undef YO
-        }
+        tile_output8(M + t * VL, plane, y);
         for (int p = 0; p < 4 && oy + p < ho; ++p)
             for (int q = 0; q < 4 && ox + q < wo; ++q)
                 for (int j = 0; j < nch; ++j) {
