@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -299,6 +300,22 @@ def test_native_kernels_are_cached_per_machine_and_written_atomically(native_env
     native.reset()
     assert native.winograd() is not None
     assert list((tmp_path / "cache").iterdir()) == built and built[0].stat().st_mtime_ns == stamp  # not rebuilt
+
+
+def test_concurrent_builds_share_one_cache(native_env, tmp_path):
+    """Several worker processes starting on a machine with an empty cache all get working kernels, and the cache
+    ends up with one complete library per source (each build writes a temporary file and renames it)."""
+    import subprocess
+    import sys
+
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    code = ("from stylecore import native; import sys; "
+            "sys.exit(0 if native.winograd() is not None and native.instance_norm() is not None else 1)")
+    env = dict(os.environ, STYLECORE_CACHE_DIR=str(tmp_path), STYLECORE_NATIVE="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["instance_norm", "winograd"]
 
 
 def test_unwritable_cache_dir_builds_in_the_temporary_directory(native_env, tmp_path, monkeypatch):
