@@ -138,6 +138,8 @@ class SpaceToDepthConv2d(nn.Conv2d):
             bias = None if self.bias is None else self.bias.detach().repeat_interleave(r * r)
             self.register_buffer("s2d_bias", bias, persistent=False)
         self._taps = (ky, kx)
+        if self.winograd_weight is not None:
+            self.enable_winograd()
 
     winograd_weight = None  # set by enable_winograd (CPU inference with the compiled transforms)
 
@@ -150,8 +152,7 @@ class SpaceToDepthConv2d(nn.Conv2d):
         if self._taps != (5, 5) or c % 16 or k > 16 or _native_transforms(c, 16) is None:
             return False
         with torch.no_grad():
-            w = self.s2d_weight.detach().double().reshape(k * c, 25)
-            u = (torch.kron(_G45, _G45).to(w.device) @ w.T).reshape(64, k, c).transpose(1, 2)
+            u = _winograd_filters(self.s2d_weight.detach(), _G45)
             self.winograd_weight = F.pad(u, (0, 16 - k)).contiguous().to(self.weight.dtype)  # (64, c, 16)
         return True
 
@@ -171,25 +172,23 @@ class SpaceToDepthConv2d(nn.Conv2d):
 
     def _winograd_forward(self, lib, xs: torch.Tensor, h: int, w: int) -> torch.Tensor:
         r, (ky, kx) = self.R, self._taps
-        n, c, hs, ws = xs.shape
-        ho, wo = hs - ky + 1, ws - kx + 1  # the space-to-depth output grid
-        th, tw = -(-ho // 4), -(-wo // 4)
-        rows = min(th, max(1, -(-WINOGRAD_NATIVE_MIN_TILES // tw), WINOGRAD_NATIVE_CHUNK // (tw * c)))
         xh = xs.permute(0, 2, 3, 1).contiguous()  # free: _unshuffle gives channels_last
-        v_buf, m_buf = _workspace("v", 64 * rows * tw * c), _workspace("m", 64 * rows * tw * 16)
+        n, hs, ws, c = xh.shape
+        ho, wo = hs - ky + 1, ws - kx + 1  # the space-to-depth output grid
         bias = None if self.s2d_bias is None else self.s2d_bias.detach().contiguous()
+        bias_ptr = None if bias is None else bias.data_ptr()
         out = torch.empty((n, h, w, self.out_channels), dtype=xs.dtype)
         threads = torch.get_num_threads()
-        for i in range(n):
-            for r0 in range(0, th, rows):
-                rr = min(rows, th - r0)
-                t = rr * tw
-                v, m = v_buf[:64 * t * c].view(64, t, c), m_buf[:64 * t * 16].view(64, t, 16)
-                lib.stylecore_winograd45_input(xh[i].data_ptr(), hs, ws, xh.stride(1), xh.stride(2), c, 4 * r0, 0, rr,
-                                               tw, 1, v.data_ptr(), threads)
-                torch.bmm(v, self.winograd_weight, out=m)
-                lib.stylecore_winograd45_output_shuffle(m.data_ptr(), rr, tw, r0, None if bias is None else bias.data_ptr(),
-                                                        ho, wo, r, out[i].data_ptr(), h, w, self.out_channels, threads)
+
+        def transform_in(i, r0, rows, tw, v):
+            lib.stylecore_winograd45_input(xh[i].data_ptr(), hs, ws, xh.stride(1), xh.stride(2), c, 4 * r0, 0, rows,
+                                           tw, 1, v.data_ptr(), threads)
+
+        def transform_out(i, r0, rows, tw, m):
+            lib.stylecore_winograd45_output_shuffle(m.data_ptr(), rows, tw, r0, bias_ptr, ho, wo, r, out[i].data_ptr(),
+                                                    h, w, self.out_channels, threads)
+
+        _winograd_passes(n, ho, wo, self.winograd_weight, transform_in, transform_out)
         return out.permute(0, 3, 1, 2)
 
 
@@ -291,11 +290,12 @@ class WinogradConv2d(nn.Conv2d):
         _native_winograd(lib, xh, self.winograd_weight, self.bias, out, origin)
 
 
-def _winograd_filters(weight: torch.Tensor) -> torch.Tensor:
-    """``G g Gᵀ`` for every (out, in) 3×3 filter of ``weight`` (out, in, 3, 3), computed in float64: (36, in, out)."""
+def _winograd_filters(weight: torch.Tensor, g: torch.Tensor = _G) -> torch.Tensor:
+    """``G w Gᵀ`` for every (out, in) r×r filter of ``weight`` (out, in, r, r), computed in float64, with the
+    (α, r) filter transform ``g`` (default ``_G``: F(4×4, 3×3)): (α², in, out)."""
     k, c = weight.shape[:2]
-    w = weight.double().reshape(k * c, 9)
-    return (torch.kron(_G, _G).to(w.device) @ w.T).reshape(36, k, c).transpose(1, 2).contiguous()
+    w = weight.double().reshape(k * c, -1)
+    return (torch.kron(g, g).to(w.device) @ w.T).reshape(-1, k, c).transpose(1, 2).contiguous()
 
 
 def _winograd_eligible(x: torch.Tensor) -> bool:
@@ -315,23 +315,39 @@ def _native_winograd(lib, xh: torch.Tensor, u: torch.Tensor, bias: torch.Tensor 
     n, h, w, c = xh.shape
     k = u.shape[2]
     ho, wo = (out.shape[1] // 2, out.shape[2] // 2) if phase_ch else (out.shape[1], out.shape[2])
-    th, tw = -(-ho // 4), -(-wo // 4)
-    rows = min(th, max(1, -(-WINOGRAD_NATIVE_MIN_TILES // tw), WINOGRAD_NATIVE_CHUNK // (tw * max(c, k))))
-    v_buf, m_buf = _workspace("v", 36 * rows * tw * c), _workspace("m", 36 * rows * tw * k)
     bias = None if bias is None else bias.detach().contiguous()  # kept referenced while C reads it
     bias_ptr = None if bias is None else bias.data_ptr()
     threads = torch.get_num_threads()
-    s_h, s_w = xh.stride(1), xh.stride(2)
+
+    def transform_in(i, r0, rows, tw, v):
+        lib.stylecore_winograd_input(xh[i].data_ptr(), h, w, xh.stride(1), xh.stride(2), c, origin + 4 * r0, origin,
+                                     rows, tw, border, v.data_ptr(), threads)
+
+    def transform_out(i, r0, rows, tw, m):
+        lib.stylecore_winograd_output(m.data_ptr(), k, rows, tw, r0, bias_ptr, out[i].data_ptr(), ho, wo, phase_ch,
+                                      threads)
+
+    _winograd_passes(n, ho, wo, u, transform_in, transform_out)
+
+
+def _winograd_passes(n: int, ho: int, wo: int, u: torch.Tensor, transform_in, transform_out) -> None:
+    """Run compiled Winograd transforms over ``n`` images with an ``ho`` × ``wo`` output grid of 4×4 tiles, in
+    passes of tile rows (≤ ``WINOGRAD_NATIVE_CHUNK`` tiles × channels, ≥ ``WINOGRAD_NATIVE_MIN_TILES`` tiles):
+    ``transform_in(i, r0, rows, tw, v)`` fills ``v`` (α², tiles, in) for image ``i``'s tile rows r0..r0+rows,
+    the batched GEMM with the transformed filters ``u`` (α², in, out) gives ``m`` (α², tiles, out), and
+    ``transform_out(i, r0, rows, tw, m)`` writes the result. The buffers are per-thread workspaces."""
+    planes, c, k = u.shape
+    th, tw = -(-ho // 4), -(-wo // 4)
+    rows = min(th, max(1, -(-WINOGRAD_NATIVE_MIN_TILES // tw), WINOGRAD_NATIVE_CHUNK // (tw * max(c, k))))
+    v_buf, m_buf = _workspace("v", planes * rows * tw * c), _workspace("m", planes * rows * tw * k)
     for i in range(n):
         for r0 in range(0, th, rows):
             r = min(rows, th - r0)
             t = r * tw
-            v, m = v_buf[:36 * t * c].view(36, t, c), m_buf[:36 * t * k].view(36, t, k)
-            lib.stylecore_winograd_input(xh[i].data_ptr(), h, w, s_h, s_w, c, origin + 4 * r0, origin, r, tw, border,
-                                         v.data_ptr(), threads)
+            v, m = v_buf[:planes * t * c].view(planes, t, c), m_buf[:planes * t * k].view(planes, t, k)
+            transform_in(i, r0, r, tw, v)
             torch.bmm(v, u, out=m)
-            lib.stylecore_winograd_output(m.data_ptr(), k, r, tw, r0, bias_ptr, out[i].data_ptr(), ho, wo, phase_ch,
-                                          threads)
+            transform_out(i, r0, r, tw, m)
 
 
 _workspaces = threading.local()
