@@ -19,6 +19,7 @@ LAYERS=${LAYERS:-fast+pads}           # STYLECORE_CUDA_LAYERS variants to test a
 COMPILE=${COMPILE:-off default reduce-overhead}  # engine compile modes the bench compares (stylecore.ff_graphs)
 COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
 PROFILE_COMPILE=${PROFILE_COMPILE:-default}  # STYLECORE_COMPILE for the profiles
+BIG_BATCH=${BIG_BATCH:-64}            # stage bigbatch: 256 px at this batch size, eager against reduce-overhead
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log
 t0=$(date +%s)
@@ -62,6 +63,11 @@ run_offline() {  # name, extra recipe arguments...
             --compile $COMPILE --compile-batches $COMPILE_BATCHES
         done
         ;;
+      bigbatch)
+        stage "bench_feedforward --device $DEVICE, 256 px, batch $BIG_BATCH"
+        timeout ${BIG_BATCH_LIMIT:-80} $PY bench/bench_feedforward.py --device $DEVICE --sizes 256 --batches $BIG_BATCH \
+          --images $(( BIG_BATCH * 4 )) --compile off reduce-overhead
+        ;;
       gatys)
         stage "bench_gatys --device $DEVICE"
         timeout 45 $PY bench/bench_gatys.py --device $DEVICE --sizes 256 512 1024 --steps 50
@@ -69,7 +75,7 @@ run_offline() {  # name, extra recipe arguments...
       profile)
         for m in ${PROFILE_METHODS:-johnson adain}; do
           stage "profile $m 256 px batch 16 (compile $PROFILE_COMPILE)"
-          STYLECORE_COMPILE=$PROFILE_COMPILE STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout 90 $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
+          STYLECORE_COMPILE=$PROFILE_COMPILE STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout ${PROFILE_LIMIT:-90} $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
         done
         ;;
       offline)
