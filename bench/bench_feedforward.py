@@ -1,6 +1,6 @@
 """Feed-forward throughput: stylecore's batched engine vs a plain one-image-at-a-time reference loop.
 
-For adain and johnson at 256 and 512 px with batch sizes 1, 4 and 16, on the current device, it prints
+For adain and johnson at 256 and 512 px with batch sizes 1, 4 and 16 (and 64 on GPUs), on the current device, it prints
 images per second of ``Engine.stylize_batch`` (contents × a few repeated styles, style cache cleared
 before each measurement) and, in the same process on the same weights, of a loop equivalent to the
 reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, decode, per pair, under
@@ -146,7 +146,8 @@ def run(args) -> None:
                             device=args.device, progress=False, compile=mode) for mode in args.compile}
     device = next(iter(engines.values())).device
     sizes = args.sizes or ([256] if args.quick else [256, 512])
-    batches = args.batches or ([1, 4] if args.quick else [1, 4, 16])
+    # on GPUs also 64: the engine's default forward pass at 256 px (stylecore.feedforward.GPU_BATCH_PIXELS)
+    batches = args.batches or ([1, 4] if args.quick else [1, 4, 16] + ([64] if device.type == "cuda" else []))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
           f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; CPU kernels {_native_state()}; "
@@ -177,6 +178,8 @@ def run(args) -> None:
                     if mode != "off" and args.compile_batches and batch not in args.compile_batches:
                         continue
                     engine.max_batch = batch
+                    if engine.device.type != "cpu":  # exactly this batch (the CPU keeps its pixel budget)
+                        engine.batch_pixels = batch * size * size
                     t0 = time.perf_counter()
                     engine.stylize_batch(reqs[:batch])  # warm-up (allocator, kernels, compilation)
                     warm[mode] = time.perf_counter() - t0

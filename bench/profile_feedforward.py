@@ -34,6 +34,8 @@ def main() -> None:
         engine = Engine(encoder=w["vgg_normalised.pth"], decoder=w["decoder.pth"], model=w["johnson.pth"],
                         device=a.device, progress=False)
         engine.max_batch = a.batch
+        if engine.device.type != "cpu":
+            engine.batch_pixels = a.batch * a.size * a.size
         style = _photo(a.size, 100)
         reqs = [Request(_photo(a.size, i), [style] if a.method == "adain" else [], ["s"], None, a.method,
                         StyleOptions.make(size=0), str(i)) for i in range(a.batch)]

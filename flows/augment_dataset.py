@@ -101,7 +101,7 @@ def augment_dataset(
     max_failed: float = 0.01,
     max_shard_retries: int = 2,
     concurrency: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 0,
     quality: bool = True,
 ) -> dict[str, Any]:
     """Give each new image under ``source`` ``k`` styles drawn from ``styles`` (deterministic for ``seed``),

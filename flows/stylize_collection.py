@@ -189,7 +189,7 @@ def stylize_collection(
     overwrite: bool = False,
     report_dir: str | None = None,
     concurrency: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 0,
     quality: bool = True,
     check_inputs: bool = False,
 ) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from tasks.shards import execute_shard
 @flow(name="stylize-shard", persist_result=False)
 def stylize_shard(shard: str, metrics: str | None = None, index: int = 0, encoder: str = "imagenet",
                   decoder: str | None = None, model: str | None = None, device: str = "auto",
-                  overwrite: bool = False, batch_size: int = 8, quality: bool = True) -> dict[str, Any]:
+                  overwrite: bool = False, batch_size: int = 0, quality: bool = True) -> dict[str, Any]:
     """Stylize the rows of the shard manifest ``shard`` with this process's engine and write their metrics
     to ``metrics`` (default: beside the shard, ``*.metrics.parquet``). Rows already written are skipped."""
     if not metrics:

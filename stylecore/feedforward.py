@@ -1,7 +1,7 @@
 """Batched feed-forward inference for the ``adain`` and ``johnson`` methods (mixed into ``Engine``).
 
 * Requests are prepared one by one (a bad item fails alone), then images of the same size and method
-  run as one batch of up to ``max_batch``; on a CUDA out-of-memory error a batch is split in halves and
+  run in forward passes of up to ``max_batch`` images and ``batch_pixels`` pixels; on a CUDA out-of-memory error a batch is split in halves and
   retried, and a single image that still does not fit is retried as smaller tiles.
 * Each distinct style is encoded once per engine: its relu4_1 mean/std are cached, keyed by the
   request's style key (or a hash of its pixels), its size and the encoder spec.
@@ -45,6 +45,9 @@ FF_MEMORY_FORMAT = torch.channels_last
 CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fast+pads")
 MIN_TILE = 64
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
+# On GPUs 4 Mpx: 64 images of 256², 16 of 512². On an H200 batches of 64 at 256 px ran AdaIN at 2051 img/s
+# against 1243 for batches of 16, Johnson 1296 against 966 (bench/results/2026-11-27-h200-compiled).
+GPU_BATCH_PIXELS = 1 << 22
 CPU_TILE = 1024  # automatic tile size on the CPU (about 1 GB of activations per AdaIN tile)
 COLOR_SAMPLE_PIXELS = 1 << 20  # preserve_color estimates the content's colour statistics from ≤ 1 MP
 
@@ -96,8 +99,8 @@ class FeedForwardMixin:
     """The feed-forward half of ``Engine``: needs ``device``, ``style_cache``, ``config``, ``_lock`` and the
     ``adain_encoder`` / ``decoder`` / ``model`` properties."""
 
-    max_batch: int = 16
-    cpu_batch_pixels: int = CPU_BATCH_PIXELS
+    max_batch: int = 64
+    batch_pixels: int | None = None  # pixels per forward pass; None: CPU_BATCH_PIXELS / GPU_BATCH_PIXELS
     oom_splits: int = 0
 
     # -- networks ---------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ class FeedForwardMixin:
                 groups.setdefault((it.method, it.hw, it.index if solo else -1), []).append(it)
             pending = None
             for group in groups.values():
-                step = self._chunk_size(group[0].hw)
+                step = self.batch_limit(group[0].hw)
                 for start in range(0, len(group), step):
                     launched = self._run_chunk(group[start:start + step], out)
                     if pending is not None:
@@ -243,15 +246,15 @@ class FeedForwardMixin:
                 pending()
         return out
 
-    def _chunk_size(self, hw: tuple[int, int]) -> int:
-        """Images per forward pass: ``max_batch`` on GPUs; on the CPU at most ``cpu_batch_pixels`` pixels.
+    def batch_limit(self, hw: tuple[int, int]) -> int:
+        """Images of size ``hw`` per forward pass: at most ``max_batch`` images and ``batch_pixels`` pixels.
 
-        On the CPU batching saves no arithmetic, and a batch's larger working set measured slower than one
-        image at a time from 256² pixels up (64 px: batches of 4 were ~20% faster, 128 px: even).
+        GPUs keep their arithmetic units busy only with large batches (4 Mpx by default). On the CPU batching
+        saves no arithmetic, and a batch's larger working set measured slower than one image at a time from
+        256² pixels up (64 px: batches of 4 were ~20% faster, 128 px: even), so the budget is one 256² image.
         """
-        if self.device.type != "cpu":
-            return self.max_batch
-        return max(1, min(self.max_batch, self.cpu_batch_pixels // (hw[0] * hw[1])))
+        budget = self.batch_pixels or (CPU_BATCH_PIXELS if self.device.type == "cpu" else GPU_BATCH_PIXELS)
+        return max(1, min(self.max_batch, budget // (hw[0] * hw[1])))
 
     def _run_chunk(self, chunk: list[FFItem], out: list) -> Callable[[], None]:
         """Launch one chunk; returns the function that waits for it and fills ``out`` (failures fill it at once)."""

@@ -35,6 +35,8 @@ METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "stat
                   "device")
 
 
+FEED_FORWARD = ("adain", "johnson")
+CPU_CALL_BATCH = 8  # rows per engine call on the CPU when batch_size is 0 (auto)
 CONTENT_CACHE_BYTES = 256 << 20  # decoded contents kept per shard (RGB bytes), for rows that share a content
 
 # A quality evaluator (e.g. ``stylecore.quality.get_evaluator().evaluate_batch``) takes a batch of
@@ -155,13 +157,24 @@ def _nbytes(img: Image.Image) -> int:
     return img.width * img.height * 3  # decoded RGB
 
 
-def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 8, readers: int = 0,
+def call_batch(engine, method: str, hw: tuple[int, int]) -> int:
+    """Rows of one method and content size (height, width) per engine call when ``batch_size`` is 0 (auto):
+    for the feed-forward methods on GPUs one full forward pass (``engine.batch_limit``: 64 rows of 256², 16 of
+    512² by default), else ``CPU_CALL_BATCH``."""
+    limit = getattr(engine, "batch_limit", None)
+    if limit is None or method not in FEED_FORWARD or str(getattr(engine, "device", "cpu")) == "cpu":
+        return CPU_CALL_BATCH
+    return max(1, int(limit(hw)))
+
+
+def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 0, readers: int = 0,
               writers: int = 0, quality: QualityFn | None = None,
               on_progress: Callable[[int, int], None] | None = None, storage=None) -> pd.DataFrame:
     """Stylize every row of a shard with ``engine``; returns one metrics row per input row (same order).
 
     ``rows`` has the plan's columns (``content``, ``style``, ``style_weights``, ``options_json``,
     ``output``, ``output_uri``, ...). Rows whose outputs exist are ``skipped`` unless ``overwrite``.
+    ``batch_size``: rows of one content size per engine call (0: ``call_batch``).
     ``readers`` / ``writers``: threads (0: ``io_threads``, from ``$STYLIZE_READERS`` / ``$STYLIZE_WRITERS`` or the
     CPU count). ``quality`` (optional) scores finished rows in batches; ``on_progress(done, total)`` is called from
     worker threads after each row. ``storage`` defaults to ``stylecore.storage``.
@@ -175,7 +188,9 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     results: list[dict[str, Any] | None] = [None] * n
     lock = threading.Lock()
     done = [0]
-    batch_size = max(1, int(batch_size))
+    batch_size = max(0, int(batch_size or 0))
+    queued = batch_size or CPU_CALL_BATCH  # the hand-off queues stay small; batches gather in the buckets
+    limits: dict[tuple, int] = {}  # (method, size) -> rows per engine call
     max_pixels = getattr(engine, "max_pixels", 0)
     styles = ImageCache(storage.read_bytes, max_pixels, keep_files=True)
     # rows of one content with several styles (cross, sample:K) are adjacent and read by concurrent readers
@@ -199,8 +214,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     todo: queue.Queue = queue.Queue()
     for i, rec in enumerate(records):
         todo.put(i)
-    ready: queue.Queue = queue.Queue(maxsize=batch_size * 2 + readers)
-    to_write: queue.Queue = queue.Queue(maxsize=batch_size * 2 + writers)
+    ready: queue.Queue = queue.Queue(maxsize=queued * 2 + readers)
+    to_write: queue.Queue = queue.Queue(maxsize=queued * 2 + writers)
     stop = threading.Event()
     READERS_DONE = object()
 
@@ -323,7 +338,10 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
                 continue
             key = (got.row["method"], got.content.size, got.row.get("options_hash"), len(got.styles))
             buckets.setdefault(key, []).append(got)
-            if len(buckets[key]) >= batch_size:
+            if key[:2] not in limits:
+                w, h = got.content.size
+                limits[key[:2]] = batch_size or call_batch(engine, key[0], (h, w))
+            if len(buckets[key]) >= limits[key[:2]]:
                 flush(key)
         for key in list(buckets):
             flush(key)

@@ -61,7 +61,7 @@ def make_quality(enabled: bool, device: str):
 
 
 def execute_shard(shard_uri: str, metrics_uri: str, *, encoder: str = "imagenet", decoder: str | None = None,
-                  model: str | None = None, device: str = "auto", overwrite: bool = False, batch_size: int = 8,
+                  model: str | None = None, device: str = "auto", overwrite: bool = False, batch_size: int = 0,
                   quality: bool = True, index: int = 0, logger=None) -> dict[str, Any]:
     """Run one shard manifest with this process's engine and write its metrics; returns the counts."""
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def execute_shard(shard_uri: str, metrics_uri: str, *, encoder: str = "imagenet"
 
 
 @task(name="run-shard", cache_policy=NO_CACHE, task_run_name="shard-{shard[index]:05d}")
-def run_shard_task(shard: dict[str, Any], engine: dict[str, Any], overwrite: bool = False, batch_size: int = 8,
+def run_shard_task(shard: dict[str, Any], engine: dict[str, Any], overwrite: bool = False, batch_size: int = 0,
                    quality: bool = True) -> dict[str, Any]:
     """Run one shard in this process (``local`` dispatch)."""
     result = execute_shard(shard["shard"], shard["metrics"], overwrite=overwrite, batch_size=batch_size,

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from stylecore.engine import Engine, Request
+from stylecore.feedforward import GPU_BATCH_PIXELS
 from stylecore.options import StyleOptions
 from tests.conftest import make_photo, make_texture
 
@@ -138,7 +139,7 @@ def test_out_of_memory_on_one_image_retries_as_tiles(ff_weights):
     assert r.image is None and "out of memory" in r.error and "\n" not in r.error
 
 
-def test_cpu_forward_passes_hold_at_most_cpu_batch_pixels(ff_weights):
+def test_cpu_forward_passes_hold_at_most_batch_pixels(ff_weights):
     engine = _engine(ff_weights)
     sizes = []
     engine.model.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
@@ -146,12 +147,21 @@ def test_cpu_forward_passes_hold_at_most_cpu_batch_pixels(ff_weights):
     reqs = [Request(make_photo(32, 24, seed=i), [], [], None, "johnson", opts, f"j{i}") for i in range(6)]
     whole = engine.stylize_batch(reqs)
     assert sizes == [6]  # small images still batch on the CPU
-    engine.cpu_batch_pixels = 2 * 32 * 24 + 1
+    engine.batch_pixels = 2 * 32 * 24 + 1
     sizes.clear()
     parts = engine.stylize_batch(reqs)
     assert sizes == [2, 2, 2]
     assert max(_diff(a.image, b.image) for a, b in zip(whole, parts)) <= 1
-    engine.cpu_batch_pixels = 1  # larger than the budget: one image per pass, never zero
+    engine.batch_pixels = 1  # larger than the budget: one image per pass, never zero
     sizes.clear()
     engine.stylize_batch(reqs[:2])
     assert sizes == [1, 1]
+
+
+def test_batch_limit_holds_max_batch_images_and_batch_pixels(ff_weights):
+    engine = _engine(ff_weights)
+    assert engine.batch_limit((256, 256)) == 1 and engine.batch_limit((64, 64)) == 16  # the CPU's 256² budget
+    engine.batch_pixels = GPU_BATCH_PIXELS  # the GPUs' default budget
+    assert [engine.batch_limit((s, s)) for s in (128, 256, 512, 1024, 4000)] == [64, 64, 16, 4, 1]
+    engine.max_batch = 8
+    assert engine.batch_limit((256, 256)) == 8

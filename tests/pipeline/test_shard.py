@@ -125,6 +125,34 @@ def test_batches_hold_same_size_contents(tmp_path, engine):
     assert max(len(b) for b in counting.batches) > 1
 
 
+class GPUSizedEngine(CountingEngine):
+    """The real engine behind an engine that says it is on a GPU whose forward passes take ``per_pass`` images."""
+
+    def __init__(self, engine, per_pass: int):
+        super().__init__(engine)
+        self.device, self.per_pass, self.asked = "cuda:0", per_pass, []
+
+    def batch_limit(self, hw):
+        self.asked.append(hw)
+        return self.per_pass
+
+
+def test_auto_batch_size_gathers_one_forward_pass_per_call_on_gpus(tmp_path, engine):
+    path = write_manifest(tmp_path, 24, styles=1)
+    rows = _plan(tmp_path, path).rows
+    gpu = GPUSizedEngine(engine, per_pass=11)
+    metrics = run_shard(rows, gpu)  # batch_size 0: auto
+    assert (metrics["status"] == "ok").all()
+    assert sum(len(b) for b in gpu.batches) == 24
+    assert 8 < max(len(b) for b in gpu.batches) <= 11  # above the CPU's 8, never above one pass
+    w, h = gpu.batches[0][0]
+    assert gpu.asked == [(h, w)]  # asked once per method and size, as (height, width)
+
+    cpu = CountingEngine(engine)  # on the CPU: 8 rows per call
+    run_shard(rows, cpu, overwrite=True)
+    assert max(len(b) for b in cpu.batches) <= 8 and sum(len(b) for b in cpu.batches) == 24
+
+
 def test_write_failure_fails_the_row(tmp_path, engine):
     path = write_manifest(tmp_path, 2)
     rows = _plan(tmp_path, path).rows
