@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU session: CUDA tests, feed-forward and Gatys benchmarks, profiles; offline-model training (STAGES=offline).
+# One prepared GPU session: CUDA tests, feed-forward and Gatys benchmarks, profiles; compiled graphs (STAGES=compiled,
+# minutes of inductor compilation) and offline-model training (STAGES=offline) on request.
 #
 #   OUT=/tmp/gpu-check bash bench/gpu_check.sh            # all stages
 #   STAGES="tests bench" bash bench/gpu_check.sh          # some of them
@@ -16,9 +17,9 @@ OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
 OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
 DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
 LAYERS=${LAYERS:-fast+pads}           # STYLECORE_CUDA_LAYERS variants to test and benchmark
-COMPILE=${COMPILE:-off default reduce-overhead}  # engine compile modes the bench compares (stylecore.ff_graphs)
+COMPILE=${COMPILE:-off}                # engine compile modes the bench compares, e.g. "off default reduce-overhead"
 COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
-PROFILE_COMPILE=${PROFILE_COMPILE:-default}  # STYLECORE_COMPILE for the profiles
+PROFILE_COMPILE=${PROFILE_COMPILE:-off}  # STYLECORE_COMPILE for the profiles
 BIG_BATCH=${BIG_BATCH:-64}            # stage bigbatch: 256 px at this batch size, eager against reduce-overhead
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log
@@ -53,8 +54,14 @@ run_offline() {  # name, extra recipe arguments...
       tests)
         for v in ${TEST_LAYERS:-$LAYERS}; do
           stage "tests/gpu (STYLECORE_CUDA_LAYERS=$v)"
-          STYLECORE_CUDA_LAYERS=$v GPU_TEST_DEVICE=$DEVICE timeout ${TEST_LIMIT:-300} $PY -m pytest tests/gpu -q -p no:cacheprovider --durations=6 2>&1 | grep -v "^MEASURE" | tail -25
+          STYLECORE_CUDA_LAYERS=$v GPU_TEST_DEVICE=$DEVICE timeout ${TEST_LIMIT:-120} $PY -m pytest tests/gpu -q -p no:cacheprovider \
+            -k "not compiled" --durations=6 2>&1 | grep -v "^MEASURE" | tail -25
         done
+        ;;
+      compiled)  # inductor with dynamic shapes: ~2 min of compilation per method on an H200 (16 cores)
+        stage "tests/gpu/test_compiled_cuda.py"
+        GPU_TEST_DEVICE=$DEVICE timeout ${COMPILED_LIMIT:-400} $PY -m pytest tests/gpu/test_compiled_cuda.py -q -p no:cacheprovider \
+          --durations=3 2>&1 | grep -v "^MEASURE\|pow_by_natural" | tail -25
         ;;
       bench)
         for v in $LAYERS; do

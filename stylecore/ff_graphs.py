@@ -5,7 +5,8 @@
 images, so that the input scaling, the output clamp/round and the layout change are part of the graph.
 They run eagerly, or compiled end to end with ``torch.compile`` (``compile_graph``): on CUDA that fuses
 the reflection pads, ReLUs, residual adds, upsampling and dtype casts between the convolutions into a
-few generated kernels, and ``reduce-overhead`` also replays the whole batch as one CUDA graph.
+few generated kernels, and ``reduce-overhead`` also replays the whole batch as one CUDA graph. On an H200
+that was slower than the eager modules except for Johnson at 256 px (docs/gpu.md), so it is off by default.
 
 Requests with a mask, Johnson's preserve_color, and tiles keep the eager module path of
 ``stylecore.feedforward``.

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from stylecore.feedforward import CUDA_LAYERS
 from tests.feedforward.conftest import adain_decoder_state, adain_encoder_state, johnson_state
 
 DEVICE = os.environ.get("GPU_TEST_DEVICE", "cuda")
@@ -48,11 +49,12 @@ def record(request):
 
     def _record(name: str, **figures):
         row = {"test": request.node.name, "name": name, "device": DEVICE,
-               "cuda_layers": os.environ.get("STYLECORE_CUDA_LAYERS", "plain"),
+               "cuda_layers": CUDA_LAYERS,  # the forms the engine used (its default unless the variable is set)
                **{k: (round(float(v), 6) if isinstance(v, (float, np.floating)) else v) for k, v in figures.items()}}
         print("MEASURE", json.dumps(row))
         out = os.environ.get("GPU_CHECK_OUT")
         if out:
+            os.makedirs(out, exist_ok=True)
             with open(os.path.join(out, "gpu_measures.jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
 
