@@ -158,8 +158,17 @@ def _resolve_unique(values: np.ndarray, base: str | None) -> tuple[list[str], li
 
 
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.\-]*://"
-# local values that need os.path.normpath / expanduser / a scheme parser (RE2-compatible: no $ or \s)
-_PATH_SUSPECT = r"(?:^|/)\.{1,2}(?:/|\Z)|//|^~|/\Z|\\|" + _SCHEME_RE
+# The vectorised patterns run on pyarrow's RE2 engine or on Python's re, depending on the pandas version and
+# string dtype, so they use only what both read alike: no end anchors (\Z is Python's, \z RE2's, and $
+# differs on a trailing newline) and no \s. Endings are tested with str.endswith.
+# Local values that need os.path.normpath / expanduser / a scheme parser: these, or a dot segment at the end,
+# or a trailing slash.
+_PATH_SUSPECT = r"(?:^|/)\.{1,2}/|//|^~|\\|" + _SCHEME_RE
+
+
+def _ends_in_dot_segment(s: pd.Series) -> np.ndarray:
+    """Values whose last path segment is ``.`` or ``..``."""
+    return s.str.endswith(("/.", "/..")).to_numpy(dtype=bool) | s.isin((".", "..")).to_numpy(dtype=bool)
 
 
 def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) -> pd.Series:
@@ -167,7 +176,8 @@ def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) 
     local paths are handled vectorised; only unusual values go through ``uris.resolve``."""
     base_uri = uris.resolve(base) if base is not None else os.getcwd()
     plain_s3 = s.str.match(r"s3://[^/]+/").to_numpy(dtype=bool)
-    suspect = s.str.contains(_PATH_SUSPECT, regex=True).to_numpy(dtype=bool) & ~plain_s3
+    suspect = (s.str.contains(_PATH_SUSPECT, regex=True).to_numpy(dtype=bool) | _ends_in_dot_segment(s)
+               | s.str.endswith("/").to_numpy(dtype=bool)) & ~plain_s3
     absolute = s.str.startswith("/").to_numpy(dtype=bool) & ~plain_s3 & ~suspect
     relative = ~(plain_s3 | suspect | absolute) & (s != "").to_numpy(dtype=bool)
     out = s.copy()
@@ -185,12 +195,14 @@ def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) 
     return out.astype("str")
 
 
-_KEY_SUSPECT = r"(?:^|/)\.{1,2}(?:/|\Z)|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|^ *\Z"
+# keys that escape, are absolute or URIs, or hold empty segments; also dot-segment endings and blank keys
+_KEY_SUSPECT = r"(?:^|/)\.{1,2}/|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:"
 
 
 def _check_keys(k: pd.Series, rows_mask: np.ndarray, col: str, probs: _Problems) -> None:
     """Key problems (escape, absolute, URIs, empty segments), vectorised with a Python pass on suspects."""
-    suspect = k.str.contains(_KEY_SUSPECT, regex=True).to_numpy(dtype=bool) & rows_mask
+    suspect = (k.str.contains(_KEY_SUSPECT, regex=True).to_numpy(dtype=bool) | _ends_in_dot_segment(k)
+               | (k.str.strip(" ") == "").to_numpy(dtype=bool)) & rows_mask
     rows = np.nonzero(suspect)[0]
     msgs, bad = [], []
     for r in rows:
@@ -343,7 +355,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     explicit = _text(df["output"]) if "output" in df.columns else empty_series
     has_explicit = (explicit != "").to_numpy()
     _check_keys(explicit, has_explicit, "output", probs)
-    no_ext = has_explicit & ~explicit.str.lower().str.contains(r"\.(?:jpe?g|png|webp)\Z", regex=True).to_numpy(dtype=bool)
+    no_ext = has_explicit & ~explicit.str.lower().str.endswith((".jpg", ".jpeg", ".png", ".webp")).to_numpy(dtype=bool)
     rows = np.nonzero(no_ext)[0]
     probs.rows(rows, "output", [f"output key {explicit.iat[r]!r}: extension must be .jpg, .png or .webp" for r in rows], order=1)
     # rows whose inputs already have problems get no default key (no derivative duplicate-key problems)
@@ -353,7 +365,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     if need.any():
         c, st = out["content"], out["style"]
         rel = _relative(c, root) if root is not None else c.str.replace(r"^.*/", "", regex=True)
-        rel = rel.str.replace(r"^(.*[^/])\.[^./]*\Z", r"\1", regex=True)  # = os.path.splitext
+        rel = _strip_extension(rel)
         s_codes, s_uniq = pd.factorize(st, sort=False)
         s_part = _take([keys.style_part(v) for v in s_uniq] + [""], s_codes)
         hashes = np.empty(n, dtype=object)
@@ -385,6 +397,14 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     for col in passthrough:
         out[col] = df[col].array
     return Prepared(out, passthrough, probs.sorted())
+
+
+def _strip_extension(rel: pd.Series) -> pd.Series:
+    """``os.path.splitext(v)[0]`` of each value, except that a name made of dots keeps none (``..jpg`` -> ``.``).
+
+    ``$`` reads alike in RE2 and Python's re here: the extension class also takes newlines, so it always runs
+    to the very end of the value."""
+    return rel.str.replace(r"^(.*[^/])\.[^./]*$", r"\1", regex=True)
 
 
 def _relative(content: pd.Series, root: pd.Series) -> pd.Series:

@@ -233,3 +233,39 @@ def test_resume_check_lists_once_instead_of_head_per_row(s3, s3_proxy):
     seen = list(s3_proxy.requests)
     assert not any(r.startswith("HEAD") for r in seen)
     assert [r.split("?")[0] for r in seen] == [f"GET /{b}/m.csv HTTP/1.1", f"GET /{b}"], seen
+
+
+def test_vectorised_path_checks_run_on_re2_and_agree_with_python_re():
+    """pandas runs str.contains on pyarrow's RE2 engine for some versions and dtypes (an H200 image's pandas
+    rejected Python's \\Z there), so the patterns must parse in RE2, and the masks must equal the checks
+    written with Python's re."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from stylecore import manifest as m
+
+    for pattern in (m._PATH_SUSPECT, m._KEY_SUSPECT, m._SCHEME_RE, r"^(.*[^/])\.[^./]*$"):
+        pc.match_substring_regex(pa.array(["a/b"]), pattern)  # raises ArrowInvalid if RE2 cannot parse it
+    rng = random.Random(3)
+    alphabet = list("ab./ ~\\:\n") + ["s3://", "x.jpg", ".PNG", "..", "."]
+    values = ["", ".", "..", "/", "a/.", "a/..", " ", ".hidden", "a/.hidden", "a.b.c", "..jpg", "a/b.", "c:/x"]
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 7))) for _ in range(3000)]
+    s = pd.Series(values, dtype="str")
+    ends = r"(?:/|\Z)"
+    path_re = r"(?:^|/)\.{1,2}" + ends + r"|//|^~|/\Z|\\|" + m._SCHEME_RE
+    key_re = r"(?:^|/)\.{1,2}" + ends + r"|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|^ *\Z"
+    path = (s.str.contains(m._PATH_SUSPECT, regex=True).to_numpy(dtype=bool) | m._ends_in_dot_segment(s)
+            | s.str.endswith("/").to_numpy(dtype=bool))
+    key = (s.str.contains(m._KEY_SUSPECT, regex=True).to_numpy(dtype=bool) | m._ends_in_dot_segment(s)
+           | (s.str.strip(" ") == "").to_numpy(dtype=bool))
+    assert path.tolist() == [bool(re.search(path_re, v)) for v in values]
+    assert key.tolist() == [bool(re.search(key_re, v)) for v in values]
+    assert m._strip_extension(s).tolist() == [re.sub(r"^(.*[^/])\.[^./]*\Z", r"\1", v) for v in values]
+    # and each pattern gives the same answers on RE2 (pyarrow) as on Python's re
+    arr = pa.array(values)
+    for pattern in (m._PATH_SUSPECT, m._KEY_SUSPECT):
+        assert pc.match_substring_regex(arr, pattern).to_pylist() == [bool(re.search(pattern, v)) for v in values]
+    strip = r"^(.*[^/])\.[^./]*$"
+    assert pc.replace_substring_regex(arr, strip, r"\1").to_pylist() == [re.sub(strip, r"\1", v) for v in values]
