@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_feedforward.py
 	$(PY) bench/bench_cpu_kernels.py
 	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_shard.py --rows 96 --size 128
 
 clean:
 	rm -rf demo-output .pytest_cache
