@@ -12,7 +12,7 @@ set -u
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 PY=${PY:-python3}
-STAGES=${STAGES:-env tests bench gatys profile}
+STAGES=${STAGES:-env tests bench shard gatys profile}
 OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
 OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
 DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
@@ -74,6 +74,12 @@ run_offline() {  # name, extra recipe arguments...
         stage "bench_feedforward --device $DEVICE, 256 px, batch $BIG_BATCH"
         timeout ${BIG_BATCH_LIMIT:-80} $PY bench/bench_feedforward.py --device $DEVICE --sizes 256 --batches $BIG_BATCH \
           --images $(( BIG_BATCH * 4 )) --compile off reduce-overhead
+        ;;
+      shard)  # the shard runner alone (no Prefect): auto batch (one forward pass per engine call) against 8
+        for m in adain johnson; do
+          stage "bench_shard --device $DEVICE --method $m"
+          timeout ${SHARD_LIMIT:-60} $PY bench/bench_shard.py --device $DEVICE --method $m --rows ${SHARD_ROWS:-1024}
+        done
         ;;
       gatys)
         stage "bench_gatys --device $DEVICE"
