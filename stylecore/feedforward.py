@@ -1,8 +1,9 @@
 """Batched feed-forward inference for the ``adain`` and ``johnson`` methods (mixed into ``Engine``).
 
 * Requests are prepared one by one (a bad item fails alone), then images of the same size and method
-  run in forward passes of up to ``max_batch`` images and ``batch_pixels`` pixels; on a CUDA out-of-memory error a batch is split in halves and
-  retried, and a single image that still does not fit is retried as smaller tiles.
+  run in forward passes of up to ``max_batch`` images and ``batch_pixels`` pixels (``batch_limit``); on a
+  CUDA out-of-memory error a batch is split in halves and retried, and a single image that still does not
+  fit is retried as smaller tiles.
 * Each distinct style is encoded once per engine: its relu4_1 mean/std are cached, keyed by the
   request's style key (or a hash of its pixels), its size and the encoder spec.
 * ``torch.inference_mode`` and channels_last; on CUDA bf16/fp16 autocast (AdaIN statistics stay fp32);

@@ -159,8 +159,8 @@ def _resolve_unique(values: np.ndarray, base: str | None) -> tuple[list[str], li
 
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.\-]*://"
 # The vectorised patterns run on pyarrow's RE2 engine or on Python's re, depending on the pandas version and
-# string dtype, so they use only what both read alike: no end anchors (\Z is Python's, \z RE2's, and $
-# differs on a trailing newline) and no \s. Endings are tested with str.endswith.
+# string dtype, so they use only what both read alike: no \s and no end anchors (\Z is Python's, \z RE2's,
+# and $ differs on a trailing newline; _strip_extension shows where $ is safe). Endings use str.endswith.
 # Local values that need os.path.normpath / expanduser / a scheme parser: these, or a dot segment at the end,
 # or a trailing slash.
 _PATH_SUSPECT = r"(?:^|/)\.{1,2}/|//|^~|\\|" + _SCHEME_RE
