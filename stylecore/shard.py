@@ -37,6 +37,9 @@ METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "stat
 
 FEED_FORWARD = ("adain", "johnson")
 CPU_CALL_BATCH = 8  # rows per engine call on the CPU when batch_size is 0 (auto)
+# Decoded contents waiting between the readers and the engine (RGB bytes): deep enough for a GPU's batches
+# of small images (2,700 rows of 256²), shallow for large photos (seven 24-MP ones; at least one always passes).
+READY_BYTES = 512 << 20
 CONTENT_CACHE_BYTES = 256 << 20  # decoded contents kept per shard (RGB bytes), for rows that share a content
 
 # A quality evaluator (e.g. ``stylecore.quality.get_evaluator().evaluate_batch``) takes a batch of
@@ -56,6 +59,7 @@ class _Item:
     styles: list[Image.Image] = field(default_factory=list)
     weights: list[float] | None = None
     image: Image.Image | None = None
+    nbytes: int = 0  # the decoded content, while it waits in the hand-off queue
 
 
 def io_threads(kind: str) -> int:
@@ -189,7 +193,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     lock = threading.Lock()
     done = [0]
     batch_size = max(0, int(batch_size or 0))
-    queued = batch_size or CPU_CALL_BATCH  # the hand-off queues stay small; batches gather in the buckets
+    queued = batch_size or CPU_CALL_BATCH  # rows waiting for the writers
     limits: dict[tuple, int] = {}  # (method, size) -> rows per engine call
     max_pixels = getattr(engine, "max_pixels", 0)
     styles = ImageCache(storage.read_bytes, max_pixels, keep_files=True)
@@ -214,7 +218,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     todo: queue.Queue = queue.Queue()
     for i, rec in enumerate(records):
         todo.put(i)
-    ready: queue.Queue = queue.Queue(maxsize=queued * 2 + readers)
+    ready: queue.Queue = queue.Queue()  # bounded by decoded bytes (READY_BYTES), through `gate`
+    gate, waiting, ready_bytes = threading.Condition(), [0], READY_BYTES
     to_write: queue.Queue = queue.Queue(maxsize=queued * 2 + writers)
     stop = threading.Event()
     READERS_DONE = object()
@@ -238,6 +243,18 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
         item.row = dict(rec, _read_ms=(time.perf_counter() - item.t0) * 1000)
         return item
 
+    def hand_over(item: _Item) -> None:
+        item.nbytes = _nbytes(item.content)
+        with gate:
+            gate.wait_for(lambda: not waiting[0] or waiting[0] + item.nbytes <= ready_bytes or stop.is_set())
+            waiting[0] += item.nbytes
+        ready.put(item)
+
+    def taken(item: _Item) -> None:
+        with gate:
+            waiting[0] -= item.nbytes
+            gate.notify_all()
+
     def reader() -> None:
         try:
             while not stop.is_set():
@@ -247,7 +264,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
                     return
                 item = read_one(i)
                 if item is not None:
-                    ready.put(item)
+                    hand_over(item)
         finally:
             ready.put(READERS_DONE)
 
@@ -336,6 +353,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             if got is READERS_DONE:
                 finished_readers += 1
                 continue
+            taken(got)
             key = (got.row["method"], got.content.size, got.row.get("options_hash"), len(got.styles))
             buckets.setdefault(key, []).append(got)
             if key[:2] not in limits:
@@ -347,6 +365,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             flush(key)
     finally:
         stop.set()
+        with gate:
+            gate.notify_all()
         for _ in write_threads:
             to_write.put(None)
         for t in write_threads:

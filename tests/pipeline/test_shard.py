@@ -270,3 +270,33 @@ def test_a_style_used_at_two_sizes_is_fetched_once(tmp_path):
     assert styles.get(uri, 20).size == (20, 15) and styles.get(uri, 32).size == (32, 24)
     assert styles.get(uri, 20).size == (20, 15)
     assert reads == [uri]
+
+
+def test_decoded_rows_waiting_for_the_engine_stay_within_ready_bytes(tmp_path, engine, monkeypatch):
+    import time
+
+    from stylecore import shard
+
+    plan = _plan(tmp_path, write_manifest(tmp_path, 40, styles=1))
+    row_bytes = 32 * 27 * 3  # a 48x40 photo decoded at size 32
+    monkeypatch.setattr(shard, "READY_BYTES", 3 * row_bytes)
+    counting = CountingStorage()
+    contents_read = []
+
+    class SlowFirstCall(CountingEngine):
+        def stylize_batch(self, requests):
+            if not self.batches:  # the readers run ahead as far as the budget lets them
+                time.sleep(0.4)
+                contents_read.append(sum(n for u, n in counting.reads.items() if "/content/" in u))
+            return super().stylize_batch(requests)
+
+    slow = SlowFirstCall(engine)
+    metrics = run_shard(plan.rows, slow, batch_size=8, readers=2, storage=counting)
+    assert (metrics["status"] == "ok").all() and sum(len(b) for b in slow.batches) == 40
+    assert slow.batches[0] == [(32, 27)] * 8
+    # the first batch, three rows in the queue and one held by each reader (the count-bounded queue before took 28)
+    assert contents_read[0] <= 8 + 3 + 2
+
+    monkeypatch.setattr(shard, "READY_BYTES", 1)  # smaller than one row: rows still pass one at a time
+    again = run_shard(plan.rows, CountingEngine(engine), batch_size=8, readers=2, overwrite=True)
+    assert (again["status"] == "ok").all()
