@@ -81,6 +81,11 @@ run_offline() {  # name, extra recipe arguments...
           timeout ${SHARD_LIMIT:-60} $PY bench/bench_shard.py --device $DEVICE --method $m --rows ${SHARD_ROWS:-1024}
         done
         ;;
+      static)  # compiled graphs with constant sizes (STYLECORE_COMPILE_DYNAMIC=0) against eager, 256 px batch 64
+        stage "bench_feedforward --device $DEVICE, static compiled graphs"
+        STYLECORE_COMPILE_DYNAMIC=0 timeout ${STATIC_LIMIT:-240} $PY bench/bench_feedforward.py --device $DEVICE \
+          --sizes 256 --batches 64 --images 256 --compile off default reduce-overhead 2>&1 | grep -v pow_by_natural
+        ;;
       gatys)
         stage "bench_gatys --device $DEVICE"
         timeout 45 $PY bench/bench_gatys.py --device $DEVICE --sizes 256 512 1024 --steps 50

@@ -18,7 +18,7 @@ from .device import memory_format, resolve_device
 from .errors import OptionsError
 from .fast_layers import fast_decoder, fast_encoder, fast_transformer
 from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
-from .ff_graphs import compile_mode
+from .ff_graphs import compile_dynamic, compile_mode
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, resize_long_side, to_pil, to_tensor
 from .johnson import load_transformer
@@ -86,6 +86,8 @@ class Engine(FeedForwardMixin):
         self._model: TransformerNet | None = None
         self.style_cache = StyleCache()
         self.compile_mode = compile_mode(compile)  # feed-forward graphs: off, or a torch.compile mode
+        if self.compile_mode != "off":
+            compile_dynamic()  # a bad $STYLECORE_COMPILE_DYNAMIC fails here, not in the first batch
         self._graphs: dict = {}
 
     # -- networks -------------------------------------------------------------------------------

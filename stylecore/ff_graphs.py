@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # eager: torch.compile's graph capture without code generation (for tests of the compiled path on any machine).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "eager")
 COMPILE_ENV = "STYLECORE_COMPILE"
+# 1 (default): batch and image sizes compiled as symbols, one graph for a whole job. 0: one graph per shape,
+# with constant sizes (for jobs of one image size; torch recompiles up to its cache limit, then runs eagerly).
+DYNAMIC_ENV = "STYLECORE_COMPILE_DYNAMIC"
 
 
 def compile_mode(value: str | None = None) -> str:
@@ -41,6 +44,14 @@ def compile_mode(value: str | None = None) -> str:
     if mode not in COMPILE_MODES:
         raise OptionsError(f"compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES)}")
     return mode
+
+
+def compile_dynamic(value: str | None = None) -> bool:
+    """Whether compiled graphs take symbolic sizes: ``value``, else ``$STYLECORE_COMPILE_DYNAMIC``, else yes."""
+    text = (value if value is not None else os.environ.get(DYNAMIC_ENV, "1")).strip().lower() or "1"
+    if text not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise OptionsError(f"{DYNAMIC_ENV}={text!r}: expected 1 (one graph for all sizes) or 0 (one per shape)")
+    return text in ("1", "true", "yes", "on")
 
 
 def _amp(device_type: str, dtype: torch.dtype | None):
@@ -96,16 +107,17 @@ class FallbackGraph:
     graph is logged once as a warning and the batch is recomputed eagerly.
     """
 
-    def __init__(self, module: nn.Module, compiled):
-        self.module, self.compiled, self.failure = module, compiled, None
+    def __init__(self, module: nn.Module, compiled, dynamic: bool = True):
+        self.module, self.compiled, self.failure, self.dynamic = module, compiled, None, dynamic
 
     def __call__(self, *args):
-        if self.compiled is not None:
+        if self.compiled is not None and self.dynamic:
             for t in args:  # batch and image sizes vary from call to call; channels do not
                 torch._dynamo.maybe_mark_dynamic(t, 0)
                 if t.dim() == 4:
                     torch._dynamo.maybe_mark_dynamic(t, 2)
                     torch._dynamo.maybe_mark_dynamic(t, 3)
+        if self.compiled is not None:
             try:
                 return self.compiled(*args)
             except torch.cuda.OutOfMemoryError:
@@ -122,12 +134,13 @@ class FallbackGraph:
 def compile_graph(module: nn.Module, mode: str) -> FallbackGraph:
     """``module`` wrapped for ``mode`` (see ``COMPILE_MODES``); it compiles on its first call.
 
-    The batch and image sizes are compiled as dynamic (a job sees many), so one graph serves them all
-    (batches of one, and sides that are not multiples of the network's scale, may add a variant);
-    ``reduce-overhead`` still records one CUDA graph per shape.
+    By default the batch and image sizes are compiled as dynamic (a job sees many), so one graph serves them
+    all (batches of one, and sides that are not multiples of the network's scale, may add a variant);
+    ``reduce-overhead`` still records one CUDA graph per shape. ``$STYLECORE_COMPILE_DYNAMIC=0`` compiles one
+    graph per shape instead, with constant sizes (``compile_dynamic``).
     """
     if mode == "off":
         return FallbackGraph(module, None)
-    if mode == "eager":
-        return FallbackGraph(module, torch.compile(module, backend="eager"))
-    return FallbackGraph(module, torch.compile(module, mode=mode))
+    dynamic = compile_dynamic()
+    kwargs = {"backend": "eager"} if mode == "eager" else {"mode": mode}
+    return FallbackGraph(module, torch.compile(module, dynamic=None if dynamic else False, **kwargs), dynamic)

@@ -14,7 +14,7 @@ import pytest
 
 from stylecore.engine import Engine, Request
 from stylecore.errors import OptionsError
-from stylecore.ff_graphs import COMPILE_ENV, compile_mode
+from stylecore.ff_graphs import COMPILE_ENV, DYNAMIC_ENV, compile_mode
 from stylecore.options import StyleOptions
 from tests.conftest import make_photo, make_texture
 
@@ -87,3 +87,27 @@ def test_compile_mode_comes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.setenv(COMPILE_ENV, "fastest")
     with pytest.raises(OptionsError, match="compile mode 'fastest': expected one of off, default, reduce-overhead"):
         Engine(encoder="random:0", device="cpu")
+
+
+@pytest.mark.parametrize("dynamic, graphs", [("1", 1), ("0", 2)])
+def test_static_compilation_captures_one_graph_per_shape(ff_weights, monkeypatch, dynamic, graphs):
+    import torch
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv(DYNAMIC_ENV, dynamic)
+    torch._dynamo.reset()
+    counters.clear()
+    eager, compiled = _engine(ff_weights, "off"), _engine(ff_weights, "eager")
+    for size, seed in [((48, 40), 0), ((56, 32), 10)]:  # two shapes, batches of 2
+        reqs = _requests("johnson", size, 2, seed)
+        want, got = _pixels(eager.stylize_batch(reqs)), _pixels(compiled.stylize_batch(reqs))
+        assert np.abs(np.stack(want).astype(int) - np.stack(got).astype(int)).max() <= 1
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert next(iter(compiled._graphs.values())).failure is None
+
+
+def test_the_dynamic_setting_is_checked_when_the_engine_is_made(monkeypatch):
+    monkeypatch.setenv(DYNAMIC_ENV, "sometimes")
+    with pytest.raises(OptionsError, match="STYLECORE_COMPILE_DYNAMIC='sometimes': expected 1"):
+        Engine(encoder="random:0", device="cpu", compile="default")
+    Engine(encoder="random:0", device="cpu", compile="off")  # not compiling: the setting is not read
