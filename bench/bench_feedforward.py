@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylecore.adain_net import ENCODER_RELU4_1, decoder as decoder_layout, normalised_vgg  # noqa: E402
 from stylecore.engine import Engine, Request  # noqa: E402
+from stylecore.feedforward import CUDA_LAYERS  # noqa: E402
 from stylecore.johnson import load_transformer  # noqa: E402
 from stylecore.options import StyleOptions  # noqa: E402
 
@@ -150,7 +151,7 @@ def run(args) -> None:
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16] + ([64] if device.type == "cuda" else []))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}; CPU kernels {_native_state()}; "
+          f"CUDA layers {CUDA_LAYERS}; CPU kernels {_native_state()}; "
           f"{args.repeat} interleaved rounds per row")
     print(f"{'method':8} {'px':>4} {'batch':>5} {'compile':>15} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} "
           f"{'ratio':>6} {'median':>7} {'warm-up s':>9} {'levels vs off':>13}")

@@ -7,7 +7,6 @@ Random weights in the public formats; the batch runs once untimed, then once und
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_feedforward import _photo, _save_weights  # noqa: E402
 from stylecore.engine import Engine, Request  # noqa: E402
+from stylecore.feedforward import CUDA_LAYERS  # noqa: E402
 from stylecore.options import StyleOptions  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
         key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        print(f"{a.method} {a.size}px batch {a.batch} on {engine.device} (CUDA layers {os.environ.get('STYLECORE_CUDA_LAYERS', 'fast+pads')}, compile {engine.compile_mode})")
+        print(f"{a.method} {a.size}px batch {a.batch} on {engine.device} (CUDA layers {CUDA_LAYERS}, compile {engine.compile_mode})")
         print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=60))
 
 

@@ -34,13 +34,19 @@ COMPILE_ENV = "STYLECORE_COMPILE"
 DYNAMIC_ENV = "STYLECORE_COMPILE_DYNAMIC"
 
 
+_SWITCH_WORDS = {"0": False, "false": False, "no": False, "off": False, "1": True, "true": True, "yes": True,
+                 "on": True}
+
+
+def _setting(value: str | None, env: str, default: str) -> str:
+    return (value if value is not None else os.environ.get(env, default)).strip().lower() or default
+
+
 def compile_mode(value: str | None = None) -> str:
     """The compile mode: ``value``, else ``$STYLECORE_COMPILE``, else ``off``; an unknown name is an error."""
-    mode = (value if value is not None else os.environ.get(COMPILE_ENV, "off")).strip().lower() or "off"
-    if mode in ("0", "false", "no"):
-        mode = "off"
-    if mode in ("1", "true", "yes", "on"):
-        mode = "default"
+    mode = _setting(value, COMPILE_ENV, "off")
+    if mode in _SWITCH_WORDS:
+        mode = "default" if _SWITCH_WORDS[mode] else "off"
     if mode not in COMPILE_MODES:
         raise OptionsError(f"compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES)}")
     return mode
@@ -48,10 +54,10 @@ def compile_mode(value: str | None = None) -> str:
 
 def compile_dynamic(value: str | None = None) -> bool:
     """Whether compiled graphs take symbolic sizes: ``value``, else ``$STYLECORE_COMPILE_DYNAMIC``, else yes."""
-    text = (value if value is not None else os.environ.get(DYNAMIC_ENV, "1")).strip().lower() or "1"
-    if text not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+    text = _setting(value, DYNAMIC_ENV, "1")
+    if text not in _SWITCH_WORDS:
         raise OptionsError(f"{DYNAMIC_ENV}={text!r}: expected 1 (one graph for all sizes) or 0 (one per shape)")
-    return text in ("1", "true", "yes", "on")
+    return _SWITCH_WORDS[text]
 
 
 def _amp(device_type: str, dtype: torch.dtype | None):
@@ -111,13 +117,12 @@ class FallbackGraph:
         self.module, self.compiled, self.failure, self.dynamic = module, compiled, None, dynamic
 
     def __call__(self, *args):
-        if self.compiled is not None and self.dynamic:
-            for t in args:  # batch and image sizes vary from call to call; channels do not
+        if self.compiled is not None:
+            for t in args if self.dynamic else ():  # batch and image sizes vary from call to call; channels do not
                 torch._dynamo.maybe_mark_dynamic(t, 0)
                 if t.dim() == 4:
                     torch._dynamo.maybe_mark_dynamic(t, 2)
                     torch._dynamo.maybe_mark_dynamic(t, 3)
-        if self.compiled is not None:
             try:
                 return self.compiled(*args)
             except torch.cuda.OutOfMemoryError:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from .errors import OptionsError
 
 METHODS = ("gatys", "adain", "johnson")
+FEED_FORWARD = ("adain", "johnson")  # the methods with a trained network: batched forward passes, tiles
 ALL = frozenset(METHODS)
 
 
@@ -58,7 +59,7 @@ SPECS: dict[str, OptionSpec] = {
     "seed": OptionSpec(int, 0, help="random seed (bit-identical results on the same machine)"),
     "alpha": OptionSpec(float, 1.0, methods=frozenset({"adain"}), check=lambda a: 0.0 <= a <= 1.0, rule="in [0, 1]",
                         help="AdaIN style strength"),
-    "tile_size": OptionSpec(int, 0, methods=frozenset({"adain", "johnson"}), check=_nonneg, rule=">= 0",
+    "tile_size": OptionSpec(int, 0, methods=frozenset(FEED_FORWARD), check=_nonneg, rule=">= 0",
                             help="process images larger than this many pixels per side as tiles (0: automatic)"),
 }
 

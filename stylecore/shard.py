@@ -25,7 +25,7 @@ from PIL import Image
 from .errors import StyleCoreError
 from .fsutil import remove_partials
 from .images import encode_image, load_resized
-from .options import StyleOptions, parse_style_weights
+from .options import FEED_FORWARD, StyleOptions, parse_style_weights
 
 # Columns a plan row carries that are not passed through to the metrics unchanged.
 PLAN_COLUMNS = ("row", "id", "content", "style", "style_weights", "method", "options_json", "options_hash",
@@ -35,7 +35,6 @@ METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "stat
                   "device")
 
 
-FEED_FORWARD = ("adain", "johnson")
 CPU_CALL_BATCH = 8  # rows per engine call on the CPU when batch_size is 0 (auto)
 # Decoded contents waiting between the readers and the engine (RGB bytes): deep enough for a GPU's batches
 # of small images (2,700 rows of 256²), shallow for large photos (seven 24-MP ones; at least one always passes).
