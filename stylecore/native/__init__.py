@@ -82,11 +82,10 @@ def _writable_dir() -> Path:
 def _build(cc: str, source: Path) -> Path:
     """The cached library for ``source``, compiled first if needed; raises with the compiler's last line."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    errors = []
+    errors, text, cpu, folder = [], source.read_text(), _cpu_signature(), _writable_dir()
     for flags in FLAG_SETS:
-        key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(flags), _cpu_signature()])
-                             .encode()).hexdigest()[:20]
-        target = _writable_dir() / f"{source.stem}-{key}.so"
+        key = hashlib.sha256("\0".join([text, cc, version, " ".join(flags), cpu]).encode()).hexdigest()[:20]
+        target = folder / f"{source.stem}-{key}.so"
         if target.is_file():
             return target
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -138,7 +137,6 @@ def _declare_winograd(lib) -> None:
     lib.stylecore_winograd45_input.restype = i
     lib.stylecore_winograd45_output_shuffle.argtypes = [p, i, i, i, f, i, i, i, p, i, i, i, i]
     lib.stylecore_winograd45_output_shuffle.restype = i
-    lib.stylecore_winograd_output.restype = i
 
 
 def winograd():
