@@ -8,13 +8,14 @@ reference scripts: pytorch-AdaIN ``test.py`` (encode content and style, AdaIN, d
 networks loaded once and without file I/O. Weights are random, saved in the public checkpoint formats.
 
     python bench/bench_feedforward.py [--quick] [--device auto|cpu|cuda] [--images N] [--methods adain johnson]
-        [--compile off default reduce-overhead] [--compile-batches 16] [--repeat 3]
+        [--compile off default reduce-overhead] [--compile-batches 16] [--forms fast+pads fused+cudnn] [--repeat 3]
 
 The img/s figures and ``ratio`` are the best of ``--repeat`` rounds; ``median`` is the median over the
 rounds of each round's own ratio, the figure to trust on a shared machine whose speed drifts. In each round the reference loop and the engine (each
 ``--compile`` mode, ``stylecore.ff_graphs``) run one after the other on the same images, so that the slow
 and fast phases of a shared machine fall on both sides of each ratio. The warm-up column includes
-compilation; 'levels vs off' is the mean 8-bit difference from the first mode's images.
+compilation; 'levels vs off' is the mean 8-bit difference from the first mode's images. ``--forms`` compares CUDA
+layer forms (``STYLECORE_CUDA_LAYERS``) the same way, one engine per form and compile mode.
 """
 from __future__ import annotations
 
@@ -143,15 +144,18 @@ def _round_ips(fns: dict, n: int, repeat: int, device) -> dict[str, list[float]]
 def run(args) -> None:
     tmp = tempfile.TemporaryDirectory()
     paths = _save_weights(Path(tmp.name))
-    engines = {mode: Engine(encoder=paths["vgg_normalised.pth"], decoder=paths["decoder.pth"], model=paths["johnson.pth"],
-                            device=args.device, progress=False, compile=mode) for mode in args.compile}
+    forms = args.forms or [CUDA_LAYERS]
+    engines = {(mode if len(forms) == 1 else f"{f}/{mode}"):
+               Engine(encoder=paths["vgg_normalised.pth"], decoder=paths["decoder.pth"], model=paths["johnson.pth"],
+                      device=args.device, progress=False, compile=mode, cuda_layers=f)
+               for f in forms for mode in args.compile}
     device = next(iter(engines.values())).device
     sizes = args.sizes or ([256] if args.quick else [256, 512])
     # on GPUs also 64: the engine's default forward pass at 256 px (stylecore.feedforward.GPU_BATCH_PIXELS)
     batches = args.batches or ([1, 4] if args.quick else [1, 4, 16] + ([64] if device.type == "cuda" else []))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"CUDA layers {CUDA_LAYERS}; CPU kernels {_native_state()}; "
+          f"CUDA layers {' / '.join(forms)}; CPU kernels {_native_state()}; "
           f"{args.repeat} interleaved rounds per row")
     print(f"{'method':8} {'px':>4} {'batch':>5} {'compile':>15} {'images':>6} {'engine img/s':>13} {'reference img/s':>16} "
           f"{'ratio':>6} {'median':>7} {'warm-up s':>9} {'levels vs off':>13}")
@@ -176,7 +180,7 @@ def run(args) -> None:
             for batch in batches:
                 runs, results, warm = {"reference": reference_loop}, {}, {}
                 for mode, engine in engines.items():
-                    if mode != "off" and args.compile_batches and batch not in args.compile_batches:
+                    if engine.compile_mode != "off" and args.compile_batches and batch not in args.compile_batches:
                         continue
                     engine.max_batch = batch
                     if engine.device.type != "cpu":  # exactly this batch (the CPU keeps its pixel budget)
@@ -224,6 +228,8 @@ def main() -> None:
                    help="engine compile modes to compare, each against the same reference (default: off); "
                         "'levels vs off' is the mean 8-bit difference from the first mode's images")
     p.add_argument("--compile-batches", type=int, nargs="+", help="batch sizes measured for compiled modes (default all)")
+    p.add_argument("--forms", nargs="+", metavar="FORMS",
+                   help="CUDA layer forms to compare, e.g. fast+pads fused fused+cudnn (default: $STYLECORE_CUDA_LAYERS)")
     run(p.parse_args())
 
 

@@ -21,6 +21,8 @@ COMPILE=${COMPILE:-off}                # engine compile modes the bench compares
 COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
 PROFILE_COMPILE=${PROFILE_COMPILE:-off}  # STYLECORE_COMPILE for the profiles
 BIG_BATCH=${BIG_BATCH:-64}            # stage bigbatch: 256 px at this batch size, eager against reduce-overhead
+FORMS=${FORMS:-fast+pads fused fused+cudnn}  # stage forms: CUDA layer forms compared in one process
+PROFILE_LAYERS=${PROFILE_LAYERS:-${LAYERS##* }}  # STYLECORE_CUDA_LAYERS for the profiles
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log
 t0=$(date +%s)
@@ -75,6 +77,10 @@ run_offline() {  # name, extra recipe arguments...
         timeout ${BIG_BATCH_LIMIT:-80} $PY bench/bench_feedforward.py --device $DEVICE --sizes 256 --batches $BIG_BATCH \
           --images $(( BIG_BATCH * 4 )) --compile off reduce-overhead
         ;;
+      forms)  # CUDA layer forms side by side in one process (stylecore/fused_layers.py), batches 16 and 64
+        stage "bench_feedforward --device $DEVICE, layer forms $FORMS"
+        timeout ${FORMS_LIMIT:-150} $PY bench/bench_feedforward.py --device $DEVICE --batches 16 64 --forms $FORMS
+        ;;
       shard)  # the shard runner alone (no Prefect): auto batch (one forward pass per engine call) against 8
         for m in adain johnson; do
           stage "bench_shard --device $DEVICE --method $m"
@@ -92,8 +98,8 @@ run_offline() {  # name, extra recipe arguments...
         ;;
       profile)
         for m in ${PROFILE_METHODS:-johnson adain}; do
-          stage "profile $m 256 px batch 16 (compile $PROFILE_COMPILE)"
-          STYLECORE_COMPILE=$PROFILE_COMPILE STYLECORE_CUDA_LAYERS=${LAYERS##* } timeout ${PROFILE_LIMIT:-90} $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
+          stage "profile $m 256 px batch 16 (compile $PROFILE_COMPILE, layers $PROFILE_LAYERS)"
+          STYLECORE_COMPILE=$PROFILE_COMPILE STYLECORE_CUDA_LAYERS=$PROFILE_LAYERS timeout ${PROFILE_LIMIT:-90} $PY bench/profile_feedforward.py --device $DEVICE --method $m --size 256 --batch 16
         done
         ;;
       offline)

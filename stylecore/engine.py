@@ -17,8 +17,9 @@ from .adain import AdaINEncoder, load_adain_decoder, load_adain_encoder
 from .device import memory_format, resolve_device
 from .errors import OptionsError
 from .fast_layers import fast_decoder, fast_encoder, fast_transformer
-from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line
+from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line, cuda_layer_forms
 from .ff_graphs import compile_dynamic, compile_mode
+from .fused_layers import fuse_sequential, fuse_transformer
 from .gatys import StepInfo, stylize_gatys
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, resize_long_side, to_pil, to_tensor
 from .johnson import load_transformer
@@ -68,7 +69,7 @@ class Engine(FeedForwardMixin):
 
     def __init__(self, encoder: str = "imagenet", decoder: str | None = None, model: str | None = None,
                  device: str = "auto", *, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 compile: str | None = None):
+                 compile: str | None = None, cuda_layers: str | None = None):
         # Parse specs now so that a malformed spec fails before any work; weights load lazily on first use.
         parse_spec(encoder, what="encoder")
         if decoder:
@@ -88,6 +89,8 @@ class Engine(FeedForwardMixin):
         self.compile_mode = compile_mode(compile)  # feed-forward graphs: off, or a torch.compile mode
         if self.compile_mode != "off":
             compile_dynamic()  # a bad $STYLECORE_COMPILE_DYNAMIC fails here, not in the first batch
+        # CUDA layer forms (feedforward.cuda_layer_forms): cuda_layers, else $STYLECORE_CUDA_LAYERS; checked here
+        self.cuda_layers = cuda_layer_forms(cuda_layers)
         self._graphs: dict = {}
 
     # -- networks -------------------------------------------------------------------------------
@@ -106,7 +109,7 @@ class Engine(FeedForwardMixin):
         with self._lock:
             if self._adain_encoder is None:
                 enc = load_adain_encoder(self.config.encoder, progress=self.progress)
-                enc = self._fast(enc, fast_encoder)
+                enc = self._fast(enc, fast_encoder, fuse_sequential)
                 self._adain_encoder = enc.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._adain_encoder
 
@@ -118,7 +121,7 @@ class Engine(FeedForwardMixin):
                 if not self.config.decoder:
                     raise OptionsError("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
                                        "a decoder.pth path, file://, s3:// URI or random:SEED")
-                dec = self._fast(load_adain_decoder(self.config.decoder), fast_decoder)
+                dec = self._fast(load_adain_decoder(self.config.decoder), fast_decoder, fuse_sequential)
                 self._decoder = dec.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._decoder
 
@@ -130,7 +133,7 @@ class Engine(FeedForwardMixin):
                 if not self.config.model:
                     raise OptionsError("method johnson needs a model: pass --model SPEC (model= in Python): "
                                        "a fast_neural_style .pth path, file://, s3:// URI or random:SEED")
-                net = self._fast(load_transformer(self.config.model), fast_transformer)
+                net = self._fast(load_transformer(self.config.model), fast_transformer, fuse_transformer)
                 self._model = net.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._model
 

@@ -95,13 +95,16 @@ class UpsampleConv2d(nn.Conv2d):
                 _native_winograd(lib, x.permute(0, 2, 3, 1).contiguous(), self.winograd_weight, self.phase_bias, out,
                                  origin=-1, border=1, phase_ch=o)
                 return out.permute(0, 3, 1, 2)
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.phase_weight.to(x.dtype),
-                     None if self.phase_bias is None else self.phase_bias.to(x.dtype))  # (n, 4o, h+1, w+1)
+        y = self._phase_conv(F.pad(x, (1, 1, 1, 1), mode="replicate"))  # (n, 4o, h+1, w+1)
         out = torch.empty((n, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=_fmt(x))
         for p in range(4):
             py, px = divmod(p, 2)
             out[:, :, py::2, px::2] = y[:, p * o:(p + 1) * o, py:py + h, px:px + w]
         return out
+
+    def _phase_conv(self, xp: torch.Tensor) -> torch.Tensor:
+        """The four phases' 2×2 convolutions of the replicate-padded input, as one conv with 4·out channels."""
+        return F.conv2d(xp, self.phase_weight.to(xp.dtype), None if self.phase_bias is None else self.phase_bias.to(xp.dtype))
 
 
 class SpaceToDepthConv2d(nn.Conv2d):
@@ -441,6 +444,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     pad = 0
     record = None
     frozen = None
+    batched = False  # CUDA "fused" forms: the whole batch in three passes (see _batched)
 
     def fuse_relu_pad(self, relu: bool, pad: int) -> None:
         """Apply ReLU (``relu``) and then ReflectionPad2d(``pad``) to the normalised output."""
@@ -451,6 +455,8 @@ class InstanceNorm2d(nn.InstanceNorm2d):
             return self._after(super().forward(x))
         if self.record is not None or self.frozen is not None:
             return self._after(self._with_stats(x))
+        if self.batched and not torch.compiler.is_compiling():
+            return self._after(self._batched(x))
         lib = _native_norm(x)
         if lib is not None and self.pad < min(x.shape[-2:]):
             n, c, h, w = x.shape
@@ -469,6 +475,24 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         parts = [F.batch_norm(x[i:i + 1], None, None, self.weight, self.bias, True, 0.0, self.eps)
                  for i in range(x.shape[0])]
         return self._after(parts[0] if len(parts) == 1 else torch.cat(parts))
+
+    def _batched(self, x: torch.Tensor) -> torch.Tensor:
+        """All images at once: the mean (fp32 accumulation and result) and the variance (Welford) by two
+        reductions over H×W, then ``x·scale + shift`` in fp32 per (image, channel), written in ``x``'s dtype and
+        layout. A constant number of kernels, where one ``batch_norm`` per image and a concatenation launch
+        ~3 per image and copy the output once more."""
+        mean = x.mean((2, 3), dtype=torch.float32)
+        var = torch.var_mean(x, (2, 3), correction=0)[0].float()
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight.float()
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias.float()
+        shift, scale = shift[..., None, None], scale[..., None, None]
+        if torch.is_grad_enabled():  # out= does not take part in autograd
+            return (x * scale + shift).to(x.dtype)
+        return torch.addcmul(shift, x, scale, out=torch.empty_like(x))
 
     def _with_stats(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
@@ -576,21 +600,22 @@ def fast_transformer(net: nn.Module, winograd: bool = True) -> nn.Module:
     return net
 
 
-def _fuse_norm_relu_pad(net: nn.Module) -> None:
+def _fuse_norm_relu_pad(net: nn.Module, pads: bool = True) -> None:
     """TransformerNet on the CPU with the compiled instance norm: every norm applies the ReLU that follows it and
     the ReflectionPad2d of the next ConvLayer (conv2, conv3, deconv3; a residual block's conv2 unless Winograd
     already absorbed it); those ReLU and pad modules become Identity. One kernel then does in two passes what
-    batch_norm, ReLU and pad did in five. (Every use of ``net.relu`` and ``block.relu`` follows a norm.)"""
+    batch_norm, ReLU and pad did in five. (Every use of ``net.relu`` and ``block.relu`` follows a norm.)
+    ``pads=False``: the ReLUs only (the CUDA ``fused`` forms, whose pads keep the layout themselves)."""
     from . import native
     from .transformer_net import ResidualBlock, TransformerNet
 
     norms = [getattr(net, f"in{i}", None) for i in range(1, 6)]
-    if type(net) is not TransformerNet or native.instance_norm() is None \
+    if type(net) is not TransformerNet or (pads and native.instance_norm() is None) \
             or not all(isinstance(n, InstanceNorm2d) for n in norms):
         return
 
     def pad_of(layer: nn.Module) -> int:
-        pad = getattr(layer, "reflection_pad", None)
+        pad = getattr(layer, "reflection_pad", None) if pads else None
         if type(pad) is nn.ReflectionPad2d and len(set(pad.padding)) == 1:
             layer.reflection_pad = nn.Identity()
             return pad.padding[0]

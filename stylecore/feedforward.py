@@ -40,10 +40,13 @@ OOM = torch.cuda.OutOfMemoryError
 # convolutions measured 10-15% faster than NCHW on the CPU too.
 FF_MEMORY_FORMAT = torch.channels_last
 # Layer forms (stylecore.fast_layers): on the CPU the exact faster forms; on CUDA those plus layout-keeping
-# reflection pads. STYLECORE_CUDA_LAYERS=plain|pads|fast+pads picks the CUDA forms (for measurement); on an
-# H200, batch 16, fast+pads against plain: AdaIN 1144 vs 801 img/s at 256 px, 333 vs 207 at 512 px, half
-# the peak memory; Johnson within noise (957 vs 1085 at 256 px, 357 vs 334 at 512 px).
+# reflection pads. STYLECORE_CUDA_LAYERS picks the CUDA forms (for measurement), words joined by "+": plain,
+# fast, pads, fused (stylecore.fused_layers: conv+ReLU modules, batched instance norms, no bias before a norm;
+# implies fast+pads) and cudnn (fused, with cuDNN's one-call conv+bias+ReLU). On an H200, batch 16, fast+pads
+# against plain: AdaIN 1144 vs 801 img/s at 256 px, 333 vs 207 at 512 px, half the peak memory; Johnson within
+# noise (957 vs 1085 at 256 px, 357 vs 334 at 512 px). fused and cudnn are not measured on a GPU yet.
 CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fast+pads")
+CUDA_LAYER_WORDS = ("plain", "fast", "pads", "fused", "cudnn")
 MIN_TILE = 64
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
 # On GPUs 4 Mpx: 64 images of 256², 16 of 512². On an H200 batches of 64 at 256 px ran AdaIN at 2051 img/s
@@ -85,6 +88,22 @@ def pixels(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
 
 
+def cuda_layer_forms(text: str | None = None) -> frozenset[str]:
+    """The CUDA layer forms that ``text`` (default ``CUDA_LAYERS``) names, e.g. ``fast+pads`` or ``fused+cudnn``,
+    with what they imply (cudnn → fused → fast and pads); an unknown word is an ``OptionsError``."""
+    text = CUDA_LAYERS if text is None else text
+    words = {w for w in text.strip().lower().replace(" ", "").split("+") if w}
+    unknown = sorted(words - set(CUDA_LAYER_WORDS))
+    if unknown:
+        raise OptionsError(f"STYLECORE_CUDA_LAYERS={text!r}: unknown form {unknown[0]!r}; expected words of "
+                           f"{', '.join(CUDA_LAYER_WORDS)} joined by '+', e.g. fast+pads or fused+cudnn")
+    if "cudnn" in words:
+        words.add("fused")
+    if "fused" in words:
+        words |= {"fast", "pads"}
+    return frozenset(words - {"plain"})
+
+
 def _one_line(e: BaseException) -> str:
     if isinstance(e, StyleCoreError):
         return str(e)
@@ -97,22 +116,26 @@ def _align_down(n: int, align: int) -> int:
 
 
 class FeedForwardMixin:
-    """The feed-forward half of ``Engine``: needs ``device``, ``style_cache``, ``config``, ``_lock`` and the
-    ``adain_encoder`` / ``decoder`` / ``model`` properties."""
+    """The feed-forward half of ``Engine``: needs ``device``, ``cuda_layers``, ``style_cache``, ``config``,
+    ``_lock`` and the ``adain_encoder`` / ``decoder`` / ``model`` properties."""
 
     max_batch: int = 64
     batch_pixels: int | None = None  # pixels per forward pass; None: CPU_BATCH_PIXELS / GPU_BATCH_PIXELS
     oom_splits: int = 0
 
     # -- networks ---------------------------------------------------------------------------------
-    def _fast(self, net, convert):
+    def _fast(self, net, convert, fuse):
         """``convert(net)`` (the exact faster layer forms of ``stylecore.fast_layers``) on the CPU; on CUDA the
-        forms that ``CUDA_LAYERS`` names."""
-        cuda = self.device.type == "cuda"
-        if not cuda or "fast" in CUDA_LAYERS:
-            net = convert(net, winograd=not cuda)  # cuDNN picks its own algorithms on CUDA
-        if cuda and "pads" in CUDA_LAYERS:
+        forms that ``CUDA_LAYERS`` names (``fuse``: the ``fused`` forms of ``stylecore.fused_layers``)."""
+        if self.device.type != "cuda":
+            return convert(net, winograd=True)
+        forms = self.cuda_layers
+        if "fast" in forms:
+            net = convert(net, winograd=False)  # cuDNN picks its own algorithms on CUDA
+        if "pads" in forms:
             net = channels_last_pads(net)
+        if "fused" in forms:
+            net = fuse(net, cudnn="cudnn" in forms)
         return net
 
     # -- tensors ----------------------------------------------------------------------------------

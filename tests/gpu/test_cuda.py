@@ -74,6 +74,36 @@ def test_a_batch_gives_the_pixels_of_single_images(gpu_weights, record, method):
     assert d.mean() <= (0.5 if CUDA else 0.0) and d.max() <= (16 if CUDA else 1)
 
 
+@cuda_only
+@pytest.mark.parametrize("forms", ["fused", "fused+cudnn"])
+@pytest.mark.parametrize("method", ["adain", "johnson"])
+def test_fused_layer_forms_give_the_default_forms_pixels(gpu_weights, record, forms, method):
+    """The fused CUDA forms (stylecore.fused_layers; cuDNN's conv+bias+ReLU with ``cudnn``) against the default
+    forms, on a batch of 8, and against the fp32 reference on one image."""
+    from stylecore import fused_layers
+
+    style = make_texture(96, seed=1)
+    reqs = [_req(make_photo(160, 128, seed=i), [style] if method == "adain" else [], method, f"c{i}") for i in range(8)]
+    outs = {}
+    for name in ("fast+pads", forms):
+        engine = Engine(encoder=gpu_weights["vgg_normalised"], decoder=gpu_weights["decoder"],
+                        model=gpu_weights["johnson"], device=DEVICE, progress=False, cuda_layers=name)
+        res = engine.stylize_batch(reqs)
+        assert all(r.error is None for r in res), [r.error for r in res if r.error]
+        outs[name] = [r.image for r in res]
+    record(f"{method} {forms}: cuDNN fused call", failure=fused_layers._cudnn_failure or "none")
+    assert fused_layers._cudnn_failure is None, fused_layers._cudnn_failure
+    d = np.stack([level_diff(a, b) for a, b in zip(outs[forms], outs["fast+pads"])])
+    record(f"{method} {forms} vs fast+pads", mean_levels=d.mean(), p99_levels=np.percentile(d, 99), max_levels=d.max())
+    assert d.mean() <= 1.0 and np.percentile(d, 99) <= 6
+    content = reqs[0].content
+    if method == "adain":
+        ref = ref_style_transfer(adain_encoder_state(), adain_decoder_state(), to_input(content), to_input(style))
+    else:
+        ref = ref_johnson(johnson_state(), np.asarray(content))
+    _check_close(record, f"{method} {forms} vs reference", outs[forms][0], ref)
+
+
 def test_each_style_is_encoded_once_on_the_device(gpu_weights):
     engine = _engine(gpu_weights)
     shapes = []

@@ -1,0 +1,168 @@
+"""The CUDA ``fused`` layer forms (stylecore.fused_layers) against the plain networks, on the CPU.
+
+On CPU tensors the fused modules compute with plain ops (the cuDNN call is CUDA-only; tests/gpu compares it),
+so these tests check the algebra: the same outputs, the same state_dict, no bias before a norm, and a
+number of ops that does not grow with the batch.
+"""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from stylecore import feedforward, fused_layers
+from stylecore.adain import AdaINEncoder, load_adain_decoder
+from stylecore.adain_net import ENCODER_RELU4_1, normalised_vgg
+from stylecore.errors import OptionsError
+from stylecore.fast_layers import (InstanceNorm2d, channels_last_pads, fast_decoder, fast_encoder,
+                                   fast_transformer)
+from stylecore.fused_layers import FusedConv2d, FusedUpsampleConv2d, fuse_sequential, fuse_transformer
+from stylecore.johnson import instance_norm_stats, load_transformer
+
+CL = torch.channels_last
+
+
+def _cuda_forms(net, convert, fuse):
+    """What ``Engine`` builds on CUDA for STYLECORE_CUDA_LAYERS=fused+cudnn, on the CPU."""
+    return fuse(channels_last_pads(convert(copy.deepcopy(net), winograd=False)), cudnn=True).to(memory_format=CL)
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_fused_adain_networks_give_the_plain_outputs():
+    torch.manual_seed(0)
+    enc = AdaINEncoder(normalised_vgg()[:ENCODER_RELU4_1], "normalised")
+    dec = load_adain_decoder("random:4")
+    fenc, fdec = _cuda_forms(enc, fast_encoder, fuse_sequential), _cuda_forms(dec, fast_decoder, fuse_sequential)
+    assert _same_state(fenc, enc) and _same_state(fdec, dec)
+    # every conv that a ReLU follows carries it: 9 in the encoder up to relu4_1, 8 of the decoder's 9
+    assert sum(type(m) is FusedConv2d and m.relu for m in fenc.modules()) == 9
+    assert sum(isinstance(m, nn.ReLU) for m in fenc.modules()) == 0
+    assert sum(type(m) is FusedUpsampleConv2d and m.relu for m in fdec) == 3
+    assert sum(type(m) is FusedConv2d and m.relu for m in fdec) == 5
+    assert sum(isinstance(m, nn.ReLU) for m in fdec) == 0 and type(fdec[28]) is nn.Conv2d  # no output activation
+    x = torch.rand(2, 3, 40, 56)
+    with torch.inference_mode():
+        f = enc(x)
+        torch.testing.assert_close(fenc(x.contiguous(memory_format=CL)), f, atol=1e-5, rtol=1e-4)
+        assert [t.shape for t in fenc.features(x)] == [t.shape for t in enc.features(x)]
+        for a, b in zip(fenc.features(x), enc.features(x)):  # the taps sit at the ReLUs, now Identity
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fdec(f.contiguous(memory_format=CL)), dec(f), atol=1e-4, rtol=1e-4)
+
+
+def test_fused_transformer_gives_the_plain_outputs_without_the_biases_before_norms():
+    net = load_transformer("random:3")
+    with torch.no_grad():
+        for m in net.modules():  # large biases, so that dropping one without a norm after it would show
+            if isinstance(m, nn.Conv2d):
+                m.bias.normal_(0, 5)
+    fast = _cuda_forms(net, fast_transformer, fuse_transformer)
+    assert _same_state(fast, net)
+    convs = [m for m in fast.modules() if isinstance(m, (FusedConv2d, FusedUpsampleConv2d))]
+    assert len(convs) == 15 and not any(m.use_bias or m.relu for m in convs)  # all but deconv3 feed a norm
+    assert fast.deconv3.conv2d.bias is not None and not isinstance(fast.deconv3.conv2d, FusedConv2d)
+    norms = [m for m in fast.modules() if isinstance(m, InstanceNorm2d)]
+    assert len(norms) == 15 and all(m.batched for m in norms)
+    assert [fast.get_submodule(f"in{i}").relu for i in range(1, 6)] == [True] * 5
+    assert all(fast.get_submodule(f"res{i}").in1.relu and not fast.get_submodule(f"res{i}").in2.relu
+               for i in range(1, 6))
+    x = torch.rand(3, 3, 44, 36) * 255
+    with torch.inference_mode():
+        a, b = net(x), fast(x.contiguous(memory_format=CL))
+    assert (a - b).abs().max() < 0.05  # levels on the 0-255 scale
+
+
+def test_fused_transformer_takes_and_imposes_tile_statistics():
+    """Tiling records each norm's input statistics and imposes them on the tiles; without the biases the
+    recorded means shift, consistently, and the function stays the same."""
+    net = _cuda_forms(load_transformer("random:5"), fast_transformer, fuse_transformer)
+    x, other = torch.rand(1, 3, 32, 40) * 255, torch.rand(1, 3, 32, 40) * 200
+    with torch.inference_mode():
+        plain = net(x)
+        with instance_norm_stats(net) as rec:
+            net(x)
+        with instance_norm_stats(net, rec):
+            same, changed = net(x), net(other)
+        assert len(rec) == 15 and (same - plain).abs().max() < 0.05
+        assert (changed - net(other)).abs().max() > 1
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batched_instance_norm_matches_instance_norm(layout, affine):
+    torch.manual_seed(1)
+    ref = nn.InstanceNorm2d(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            ref.weight.normal_(), ref.bias.normal_()
+    fast = InstanceNorm2d(6, affine=affine)
+    fast.load_state_dict(ref.state_dict())
+    fast.batched = True
+    # channel means far from zero (20 standard deviations): the variance must not come from E[x²] − mean²
+    x = (torch.randn(4, 6, 9, 13) * 0.5 + 10 * torch.randn(4, 6, 1, 1)).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        out, want = fast(x), ref(x)
+        assert out.is_contiguous(memory_format=layout) and out.dtype == x.dtype
+        torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
+        xb = x.bfloat16()
+        half, want = fast(xb), ref(xb.float())  # bf16 in, bf16 out; fp32 statistics and arithmetic inside
+        assert half.dtype == torch.bfloat16
+        err = (half.float() - want).abs()  # bf16 rounding only (a bf16 mean would be off by ~0.1 here)
+        assert err.max() <= 2 ** -8 * want.abs().max() and err.mean() <= 2 ** -9 * want.abs().mean()
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _count_ops(net, batch: int) -> Counter:
+    x = (torch.rand(batch, 3, 32, 32) * 255).contiguous(memory_format=CL)
+    with torch.inference_mode(), _OpCounter() as counter:
+        net(x)
+    return counter.ops
+
+
+def test_fused_forms_launch_the_same_ops_for_any_batch():
+    """The plain CUDA forms ran one batch_norm per image and concatenated them (launch-bound at batch 64);
+    the fused forms run a fixed set of ops, so a batch of 8 launches what a batch of 1 does."""
+    net = load_transformer("random:2")
+    plain = channels_last_pads(fast_transformer(copy.deepcopy(net), winograd=False)).to(memory_format=CL)
+    fused = _cuda_forms(net, fast_transformer, fuse_transformer)
+    assert sum(_count_ops(plain, 8).values()) > sum(_count_ops(plain, 1).values()) + 15 * 7  # ≥ one more per image
+    one, eight = _count_ops(fused, 1), _count_ops(fused, 8)
+    assert eight == one
+    assert one["aten.batch_norm"] + one["aten.native_batch_norm"] + one["aten.cat"] == 0
+
+
+def test_cudnn_flag_on_cpu_tensors_runs_the_plain_ops():
+    conv = nn.Conv2d(4, 5, 3)
+    fused = FusedConv2d.from_conv(conv, relu=True, cudnn=True)
+    x = torch.randn(2, 4, 9, 9)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), torch.relu(conv(x)))
+    assert fused_layers._cudnn_failure is None
+    with pytest.raises(ValueError, match="FusedConv2d"):
+        FusedConv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
+
+
+def test_cuda_layer_forms_parse_and_imply():
+    assert feedforward.cuda_layer_forms("fast+pads") == {"fast", "pads"}
+    assert feedforward.cuda_layer_forms("plain") == frozenset()
+    assert feedforward.cuda_layer_forms("fused") == {"fast", "pads", "fused"}
+    assert feedforward.cuda_layer_forms(" Fused+cuDNN ") == {"fast", "pads", "fused", "cudnn"}
+    with pytest.raises(OptionsError, match="unknown form 'pad'"):
+        feedforward.cuda_layer_forms("fast+pad")
