@@ -95,16 +95,50 @@ class UpsampleConv2d(nn.Conv2d):
                 _native_winograd(lib, x.permute(0, 2, 3, 1).contiguous(), self.winograd_weight, self.phase_bias, out,
                                  origin=-1, border=1, phase_ch=o)
                 return out.permute(0, 3, 1, 2)
-        y = self._phase_conv(F.pad(x, (1, 1, 1, 1), mode="replicate"))  # (n, 4o, h+1, w+1)
+        keep = self.keep_layout and not torch.compiler.is_compiling()
+        y = self._phase_conv(replicate_pad1(x) if keep else F.pad(x, (1, 1, 1, 1), mode="replicate"))  # (n,4o,h+1,w+1)
         out = torch.empty((n, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=_fmt(x))
+        if keep and _nhwc(y) and _nhwc(out):
+            _interleave_phases(y, out)
+            return out
         for p in range(4):
             py, px = divmod(p, 2)
             out[:, :, py::2, px::2] = y[:, p * o:(p + 1) * o, py:py + h, px:px + w]
         return out
 
+    keep_layout = False  # the fused CUDA forms: a layout-keeping pad and one interleaving copy (fused_layers)
+
     def _phase_conv(self, xp: torch.Tensor) -> torch.Tensor:
         """The four phases' 2×2 convolutions of the replicate-padded input, as one conv with 4·out channels."""
         return F.conv2d(xp, self.phase_weight.to(xp.dtype), None if self.phase_bias is None else self.phase_bias.to(xp.dtype))
+
+
+def _nhwc(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.permute(0, 2, 3, 1).is_contiguous()
+
+
+def _interleave_phases(y: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[:, :, 2i+py, 2j+px] = y[:, (2py+px)·o + c, i+py, j+px]`` as one strided copy (both NHWC in memory): the
+    source offset is linear in (n, i, py, j, px, c), so a single view reads all four phases."""
+    n, o, h2, w2 = out.shape
+    h, w = h2 // 2, w2 // 2
+    yh = y.permute(0, 2, 3, 1)
+    s_n, s_h, s_w, _ = yh.stride()
+    src = yh.as_strided((n, h, 2, w, 2, o), (s_n, s_h, s_h + 2 * o, s_w, s_w + o, 1), yh.storage_offset())
+    out.permute(0, 2, 3, 1).view(n, h, 2, w, 2, o).copy_(src)
+
+
+def replicate_pad1(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="replicate")`` in ``x``'s layout (CUDA's replicate pad returns NCHW, and the
+    next convolution then converts it back)."""
+    n, c, h, w = x.shape
+    out = torch.empty((n, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=_fmt(x))
+    out[..., 1:h + 1, 1:w + 1] = x
+    out[..., 1:h + 1, :1] = x[..., :1]
+    out[..., 1:h + 1, w + 1:] = x[..., w - 1:]
+    out[..., :1, :] = out[..., 1:2, :]
+    out[..., h + 1:, :] = out[..., h:h + 1, :]
+    return out
 
 
 class SpaceToDepthConv2d(nn.Conv2d):

@@ -83,8 +83,10 @@ class FusedConv2d(nn.Conv2d):
 
 
 class FusedUpsampleConv2d(UpsampleConv2d):
-    """``UpsampleConv2d`` whose phase convolution applies the following ReLU and/or drops its bias."""
+    """``UpsampleConv2d`` whose phase convolution applies the following ReLU and/or drops its bias; its replicate
+    pad keeps the channels_last layout and one strided copy interleaves the four phases."""
 
+    keep_layout = True
     relu = False
     use_bias = True
     cudnn = False

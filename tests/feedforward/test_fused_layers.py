@@ -166,3 +166,21 @@ def test_cuda_layer_forms_parse_and_imply():
     assert feedforward.cuda_layer_forms(" Fused+cuDNN ") == {"fast", "pads", "fused", "cudnn"}
     with pytest.raises(OptionsError, match="unknown form 'pad'"):
         feedforward.cuda_layer_forms("fast+pad")
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (1, 3, 1, 1), (1, 4, 2, 6)])
+def test_layout_keeping_upsample_conv_gives_the_plain_output(shape):
+    from stylecore.fast_layers import UpsampleConv2d, replicate_pad1
+
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    p = replicate_pad1(x)
+    assert torch.equal(p, torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"))
+    assert p.is_contiguous(memory_format=CL) or x.is_contiguous()  # (a 1×1 image is in both layouts)
+    torch.manual_seed(shape[2])
+    conv = nn.Conv2d(shape[1], 6, 3)
+    plain = UpsampleConv2d.from_conv(conv).to(memory_format=CL)
+    fused = FusedUpsampleConv2d.from_upsample(plain, relu=True)
+    with torch.inference_mode():
+        want, got = torch.relu(plain(x)), fused(x)
+    assert got.is_contiguous(memory_format=CL) or x.is_contiguous()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)  # the same sums: only the data movement differs
