@@ -21,7 +21,7 @@ COMPILE=${COMPILE:-off}                # engine compile modes the bench compares
 COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
 PROFILE_COMPILE=${PROFILE_COMPILE:-off}  # STYLECORE_COMPILE for the profiles
 BIG_BATCH=${BIG_BATCH:-64}            # stage bigbatch: 256 px at this batch size, eager against reduce-overhead
-FORMS=${FORMS:-fast+pads fused fused+cudnn}  # stage forms: CUDA layer forms compared in one process
+FORMS=${FORMS:-fast+pads fused fused+cudnn fused+cudnn+borders}  # stage forms: CUDA layer forms, one process
 PROFILE_LAYERS=${PROFILE_LAYERS:-${LAYERS##* }}  # STYLECORE_CUDA_LAYERS for the profiles
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log

@@ -42,11 +42,12 @@ FF_MEMORY_FORMAT = torch.channels_last
 # Layer forms (stylecore.fast_layers): on the CPU the exact faster forms; on CUDA those plus layout-keeping
 # reflection pads. STYLECORE_CUDA_LAYERS picks the CUDA forms (for measurement), words joined by "+": plain,
 # fast, pads, fused (stylecore.fused_layers: conv+ReLU modules, batched instance norms, no bias before a norm;
-# implies fast+pads) and cudnn (fused, with cuDNN's one-call conv+bias+ReLU). On an H200, batch 16, fast+pads
-# against plain: AdaIN 1144 vs 801 img/s at 256 px, 333 vs 207 at 512 px, half the peak memory; Johnson within
-# noise (957 vs 1085 at 256 px, 357 vs 334 at 512 px). fused and cudnn are not measured on a GPU yet.
+# implies fast+pads), cudnn (fused, with cuDNN's one-call conv+bias+ReLU) and borders (fused, with 3×3 convs
+# that apply their reflection pads by recomputing border strips). On an H200, batch 16, fast+pads against plain:
+# AdaIN 1144 vs 801 img/s at 256 px, 333 vs 207 at 512 px, half the peak memory; Johnson within noise (957 vs
+# 1085 at 256 px, 357 vs 334 at 512 px). fused, cudnn and borders are not measured on a GPU yet.
 CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fast+pads")
-CUDA_LAYER_WORDS = ("plain", "fast", "pads", "fused", "cudnn")
+CUDA_LAYER_WORDS = ("plain", "fast", "pads", "fused", "cudnn", "borders")
 MIN_TILE = 64
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
 # On GPUs 4 Mpx: 64 images of 256², 16 of 512². On an H200 batches of 64 at 256 px ran AdaIN at 2051 img/s
@@ -90,14 +91,14 @@ def pixels(img: Image.Image) -> torch.Tensor:
 
 def cuda_layer_forms(text: str | None = None) -> frozenset[str]:
     """The CUDA layer forms that ``text`` (default ``CUDA_LAYERS``) names, e.g. ``fast+pads`` or ``fused+cudnn``,
-    with what they imply (cudnn → fused → fast and pads); an unknown word is an ``OptionsError``."""
+    with what they imply (cudnn and borders → fused → fast and pads); an unknown word is an ``OptionsError``."""
     text = CUDA_LAYERS if text is None else text
     words = {w for w in text.strip().lower().replace(" ", "").split("+") if w}
     unknown = sorted(words - set(CUDA_LAYER_WORDS))
     if unknown:
         raise OptionsError(f"STYLECORE_CUDA_LAYERS={text!r}: unknown form {unknown[0]!r}; expected words of "
                            f"{', '.join(CUDA_LAYER_WORDS)} joined by '+', e.g. fast+pads or fused+cudnn")
-    if "cudnn" in words:
+    if words & {"cudnn", "borders"}:
         words.add("fused")
     if "fused" in words:
         words |= {"fast", "pads"}
@@ -135,7 +136,7 @@ class FeedForwardMixin:
         if "pads" in forms:
             net = channels_last_pads(net)
         if "fused" in forms:
-            net = fuse(net, cudnn="cudnn" in forms)
+            net = fuse(net, cudnn="cudnn" in forms, borders="borders" in forms)
         return net
 
     # -- tensors ----------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ parameters stay under their checkpoint keys, so the state_dict is unchanged:
   channel's mean, so a per-channel constant cancels exactly (15 of TransformerNet's 16 convolutions).
 * Instance norms normalise the whole batch at once (``fast_layers.InstanceNorm2d.batched``) and apply the
   ReLU that follows them.
+* ``borders`` (``reflect=True``): a 3×3 convolution after a ReflectionPad2d(1) runs with cuDNN's implicit zero
+  padding, then recomputes its border rows and columns from thin reflect-padded strips of the input. Only the
+  border outputs read the padding, so this is the same function without the padded copy of the whole input.
 
 Elsewhere (CPU tensors, autograd, ``torch.compile``) the modules compute the same values with plain ops.
 """
@@ -44,7 +47,7 @@ def _cudnn_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                                             stride, padding, (1, 1), 1)
     except torch.cuda.OutOfMemoryError:
         raise
-    except RuntimeError as e:
+    except (RuntimeError, TypeError) as e:
         _cudnn_failure = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         log.warning("torch.cudnn_convolution_relu failed, using separate bias and ReLU passes: %s", _cudnn_failure)
         return None
@@ -61,25 +64,55 @@ def _conv_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
 
 
 class FusedConv2d(nn.Conv2d):
-    """A convolution (zero or no padding, ungrouped, undilated) with an optional ReLU after it (``relu``) and
-    an optional dropped bias (``use_bias=False``: only where an instance norm follows)."""
+    """A convolution (zero or no padding, ungrouped, undilated) with an optional ReLU after it (``relu``), an
+    optional dropped bias (``use_bias=False``: only where an instance norm follows) and, for an unpadded 3×3
+    stride-1 convolution, an optional ReflectionPad2d(1) before it (``reflect``, computed by border strips)."""
 
     relu = False
     use_bias = True
     cudnn = False
+    reflect = False
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, relu: bool = False, use_bias: bool = True, cudnn: bool = False):
+    def from_conv(cls, conv: nn.Conv2d, relu: bool = False, use_bias: bool = True, cudnn: bool = False,
+                  reflect: bool = False):
         if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
             raise ValueError("FusedConv2d needs a plain ungrouped, undilated nn.Conv2d with zero padding")
+        if reflect and not _absorbs_reflect_pad(conv):
+            raise ValueError("FusedConv2d(reflect=True) needs an unpadded 3x3 stride-1 convolution")
         new = _conv_like(conv, cls)
         new.padding = conv.padding
-        new.relu, new.use_bias, new.cudnn = relu, use_bias, cudnn
+        new.relu, new.use_bias, new.cudnn, new.reflect = relu, use_bias, cudnn, reflect
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _conv_act(x, self.weight, self.bias if self.use_bias else None, self.stride, self.padding, self.relu,
-                         self.cudnn)
+        bias = self.bias if self.use_bias else None
+        if not self.reflect:
+            return _conv_act(x, self.weight, bias, self.stride, self.padding, self.relu, self.cudnn)
+        h, w = x.shape[-2:]
+        if min(h, w) < 2 or torch.compiler.is_compiling():
+            x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            return _conv_act(x, self.weight, bias, (1, 1), (0, 0), self.relu, self.cudnn)
+        y = _conv_act(x, self.weight, bias, (1, 1), (1, 1), self.relu, self.cudnn)  # right except on the borders
+        n = x.shape[0]
+        rows = torch.cat([F.pad(x[:, :, :2], (1, 1, 1, 0), mode="reflect"),  # input rows 1, 0, 1
+                          F.pad(x[:, :, h - 2:], (1, 1, 0, 1), mode="reflect")])  # rows h-2, h-1, h-2
+        cols = torch.cat([F.pad(x[..., :2], (1, 0, 1, 1), mode="reflect"),
+                          F.pad(x[..., w - 2:], (0, 1, 1, 1), mode="reflect")])
+        r = _conv_act(rows, self.weight, bias, (1, 1), (0, 0), self.relu, self.cudnn)  # (2n, o, 1, w)
+        c = _conv_act(cols, self.weight, bias, (1, 1), (0, 0), self.relu, self.cudnn)  # (2n, o, h, 1)
+        y[:, :, :1], y[:, :, h - 1:] = r[:n], r[n:]
+        y[..., :1], y[..., w - 1:] = c[:n], c[n:]
+        return y
+
+
+def _absorbs_reflect_pad(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def _is_reflect_pad1(m: nn.Module) -> bool:
+    return isinstance(m, nn.ReflectionPad2d) and tuple(m.padding) == (1, 1, 1, 1)
 
 
 class FusedUpsampleConv2d(UpsampleConv2d):
@@ -102,31 +135,41 @@ class FusedUpsampleConv2d(UpsampleConv2d):
         return _conv_act(xp, self.phase_weight, bias, (1, 1), (0, 0), self.relu, self.cudnn)
 
 
-def _fused(conv: nn.Module, relu: bool, use_bias: bool, cudnn: bool) -> nn.Module | None:
-    """The fused form of ``conv``, or None where it has none."""
-    if type(conv) is UpsampleConv2d:
+def _fused(conv: nn.Module, relu: bool, use_bias: bool, cudnn: bool, reflect: bool = False) -> nn.Module | None:
+    """The fused form of ``conv``, or None where it has none (``reflect``: also the pad before it)."""
+    if type(conv) is UpsampleConv2d and not reflect:
         return FusedUpsampleConv2d.from_upsample(conv, relu, use_bias, cudnn)
-    if type(conv) is nn.Conv2d and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros":
-        return FusedConv2d.from_conv(conv, relu, use_bias, cudnn)
+    if type(conv) is nn.Conv2d and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros" \
+            and (not reflect or _absorbs_reflect_pad(conv)):
+        return FusedConv2d.from_conv(conv, relu, use_bias, cudnn, reflect)
     return None
 
 
-def fuse_sequential(net: nn.Module, cudnn: bool = False) -> nn.Module:
+def fuse_sequential(net: nn.Module, cudnn: bool = False, borders: bool = False) -> nn.Module:
     """In place, in every ``nn.Sequential`` of ``net`` (AdaIN's encoders and decoder): a convolution directly
-    followed by a ReLU becomes one fused module at the convolution's index, and the ReLU becomes Identity."""
+    followed by a ReLU becomes one fused module at the convolution's index, and the ReLU becomes Identity;
+    with ``borders`` a ReflectionPad2d(1) right before a 3×3 one becomes Identity too (the conv applies it)."""
     for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            if type(seq._modules[b]) is nn.ReLU:
-                new = _fused(seq._modules[a], True, True, cudnn)
-                if new is not None:
-                    seq._modules[a], seq._modules[b] = new, nn.Identity()
+        mods = seq._modules
+        names = list(mods)
+        for i, name in enumerate(names):
+            relu = i + 1 < len(names) and type(mods[names[i + 1]]) is nn.ReLU
+            reflect = borders and i > 0 and _is_reflect_pad1(mods[names[i - 1]]) and _absorbs_reflect_pad(mods[name])
+            new = _fused(mods[name], relu, True, cudnn, reflect) if relu or reflect else None
+            if new is None:
+                continue
+            mods[name] = new
+            if relu:
+                mods[names[i + 1]] = nn.Identity()
+            if reflect:
+                mods[names[i - 1]] = nn.Identity()
     return net
 
 
-def fuse_transformer(net: nn.Module, cudnn: bool = False) -> nn.Module:
+def fuse_transformer(net: nn.Module, cudnn: bool = False, borders: bool = False) -> nn.Module:
     """In place, on a TransformerNet already in its fast forms (``fast_layers.fast_transformer``): the convolutions
-    that feed an instance norm drop their bias, the norms run batched and apply the ReLUs after them."""
+    that feed an instance norm drop their bias, the norms run batched and apply the ReLUs after them; with
+    ``borders`` the residual blocks' 3×3 convolutions apply their reflection pads themselves."""
     from .transformer_net import ResidualBlock, TransformerNet
 
     if type(net) is not TransformerNet:
@@ -138,9 +181,12 @@ def fuse_transformer(net: nn.Module, cudnn: bool = False) -> nn.Module:
     for layer, norm in pairs:
         if not isinstance(norm, InstanceNorm2d) or norm.track_running_stats:
             continue
-        new = _fused(layer.conv2d, False, False, cudnn)
+        reflect = borders and _is_reflect_pad1(layer.reflection_pad) and _absorbs_reflect_pad(layer.conv2d)
+        new = _fused(layer.conv2d, False, False, cudnn, reflect)
         if new is not None:
             layer.conv2d = new
+            if reflect:
+                layer.reflection_pad = nn.Identity()
         norm.batched = True
     _fuse_norm_relu_pad(net, pads=False)
     return net

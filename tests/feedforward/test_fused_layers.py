@@ -26,9 +26,10 @@ from stylecore.johnson import instance_norm_stats, load_transformer
 CL = torch.channels_last
 
 
-def _cuda_forms(net, convert, fuse):
-    """What ``Engine`` builds on CUDA for STYLECORE_CUDA_LAYERS=fused+cudnn, on the CPU."""
-    return fuse(channels_last_pads(convert(copy.deepcopy(net), winograd=False)), cudnn=True).to(memory_format=CL)
+def _cuda_forms(net, convert, fuse, borders=False):
+    """What ``Engine`` builds on CUDA for STYLECORE_CUDA_LAYERS=fused+cudnn (+borders), on the CPU."""
+    net = channels_last_pads(convert(copy.deepcopy(net), winograd=False))
+    return fuse(net, cudnn=True, borders=borders).to(memory_format=CL)
 
 
 def _same_state(a: nn.Module, b: nn.Module) -> bool:
@@ -36,18 +37,25 @@ def _same_state(a: nn.Module, b: nn.Module) -> bool:
     return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_fused_adain_networks_give_the_plain_outputs():
+@pytest.mark.parametrize("borders", [False, True])
+def test_fused_adain_networks_give_the_plain_outputs(borders):
     torch.manual_seed(0)
     enc = AdaINEncoder(normalised_vgg()[:ENCODER_RELU4_1], "normalised")
     dec = load_adain_decoder("random:4")
-    fenc, fdec = _cuda_forms(enc, fast_encoder, fuse_sequential), _cuda_forms(dec, fast_decoder, fuse_sequential)
+    fenc = _cuda_forms(enc, fast_encoder, fuse_sequential, borders)
+    fdec = _cuda_forms(dec, fast_decoder, fuse_sequential, borders)
     assert _same_state(fenc, enc) and _same_state(fdec, dec)
     # every conv that a ReLU follows carries it: 9 in the encoder up to relu4_1, 8 of the decoder's 9
     assert sum(type(m) is FusedConv2d and m.relu for m in fenc.modules()) == 9
     assert sum(isinstance(m, nn.ReLU) for m in fenc.modules()) == 0
     assert sum(type(m) is FusedUpsampleConv2d and m.relu for m in fdec) == 3
     assert sum(type(m) is FusedConv2d and m.relu for m in fdec) == 5
-    assert sum(isinstance(m, nn.ReLU) for m in fdec) == 0 and type(fdec[28]) is nn.Conv2d  # no output activation
+    assert sum(isinstance(m, nn.ReLU) for m in fdec) == 0 and not getattr(fdec[28], "relu", False)  # no output ReLU
+    # with borders the convs after a pad apply it: all 9 of the encoder, the 6 of the decoder that do not upsample
+    assert sum(getattr(m, "reflect", False) for m in fenc.modules()) == (9 if borders else 0)
+    assert sum(getattr(m, "reflect", False) for m in fdec) == (6 if borders else 0)
+    assert sum(isinstance(m, nn.ReflectionPad2d) for m in fdec) == (0 if borders else 6)  # (3 upsampling convs pad)
+    assert sum(isinstance(m, nn.ReflectionPad2d) for m in fenc.modules()) == (0 if borders else 9)
     x = torch.rand(2, 3, 40, 56)
     with torch.inference_mode():
         f = enc(x)
@@ -58,14 +66,16 @@ def test_fused_adain_networks_give_the_plain_outputs():
         torch.testing.assert_close(fdec(f.contiguous(memory_format=CL)), dec(f), atol=1e-4, rtol=1e-4)
 
 
-def test_fused_transformer_gives_the_plain_outputs_without_the_biases_before_norms():
+@pytest.mark.parametrize("borders", [False, True])
+def test_fused_transformer_gives_the_plain_outputs_without_the_biases_before_norms(borders):
     net = load_transformer("random:3")
     with torch.no_grad():
         for m in net.modules():  # large biases, so that dropping one without a norm after it would show
             if isinstance(m, nn.Conv2d):
                 m.bias.normal_(0, 5)
-    fast = _cuda_forms(net, fast_transformer, fuse_transformer)
+    fast = _cuda_forms(net, fast_transformer, fuse_transformer, borders)
     assert _same_state(fast, net)
+    assert sum(getattr(m, "reflect", False) for m in fast.modules()) == (10 if borders else 0)  # residual convs
     convs = [m for m in fast.modules() if isinstance(m, (FusedConv2d, FusedUpsampleConv2d))]
     assert len(convs) == 15 and not any(m.use_bias or m.relu for m in convs)  # all but deconv3 feed a norm
     assert fast.deconv3.conv2d.bias is not None and not isinstance(fast.deconv3.conv2d, FusedConv2d)
@@ -83,7 +93,7 @@ def test_fused_transformer_gives_the_plain_outputs_without_the_biases_before_nor
 def test_fused_transformer_takes_and_imposes_tile_statistics():
     """Tiling records each norm's input statistics and imposes them on the tiles; without the biases the
     recorded means shift, consistently, and the function stays the same."""
-    net = _cuda_forms(load_transformer("random:5"), fast_transformer, fuse_transformer)
+    net = _cuda_forms(load_transformer("random:5"), fast_transformer, fuse_transformer, borders=True)
     x, other = torch.rand(1, 3, 32, 40) * 255, torch.rand(1, 3, 32, 40) * 200
     with torch.inference_mode():
         plain = net(x)
@@ -164,6 +174,7 @@ def test_cuda_layer_forms_parse_and_imply():
     assert feedforward.cuda_layer_forms("plain") == frozenset()
     assert feedforward.cuda_layer_forms("fused") == {"fast", "pads", "fused"}
     assert feedforward.cuda_layer_forms(" Fused+cuDNN ") == {"fast", "pads", "fused", "cudnn"}
+    assert feedforward.cuda_layer_forms("borders") == {"fast", "pads", "fused", "borders"}
     with pytest.raises(OptionsError, match="unknown form 'pad'"):
         feedforward.cuda_layer_forms("fast+pad")
 
@@ -184,3 +195,38 @@ def test_layout_keeping_upsample_conv_gives_the_plain_output(shape):
         want, got = torch.relu(plain(x)), fused(x)
     assert got.is_contiguous(memory_format=CL) or x.is_contiguous()
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)  # the same sums: only the data movement differs
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 9, 7), (1, 4, 2, 2), (1, 3, 2, 5), (1, 6, 2, 3), (3, 8, 16, 16)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_border_strips_give_the_reflection_padded_convolution(shape, relu):
+    """FusedConv2d(reflect=True): cuDNN-style zero padding, then the border rows and columns recomputed from thin
+    reflect-padded strips, equals the convolution of the reflection-padded input."""
+    torch.manual_seed(sum(shape))
+    conv = nn.Conv2d(shape[1], 5, 3)
+    with torch.no_grad():
+        conv.bias.normal_(0, 3)
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    fused = FusedConv2d.from_conv(conv, relu=relu, reflect=True)
+    with torch.inference_mode():
+        want = conv(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+        torch.testing.assert_close(fused(x), torch.relu(want) if relu else want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="3x3 stride-1"):
+        FusedConv2d.from_conv(nn.Conv2d(4, 4, 3, stride=2), reflect=True)
+
+
+@pytest.mark.parametrize("forms,fused,reflect,norms_batched", [("fast+pads", 0, 0, 0), ("fused", 15, 0, 15),
+                                                                ("fused+cudnn+borders", 15, 10, 15)])
+def test_engine_builds_the_named_cuda_forms(forms, fused, reflect, norms_batched):
+    """Engine(cuda_layers=...) → the modules its CUDA networks get (converted on the CPU before the upload)."""
+    from stylecore.engine import Engine
+
+    engine = Engine(encoder="random:0", model="random:1", device="cpu", progress=False, cuda_layers=forms)
+    engine.device = torch.device("cuda")  # only the conversion runs here: no CUDA op
+    net = engine._fast(load_transformer("random:1"), fast_transformer, fuse_transformer)
+    convs = [m for m in net.modules() if isinstance(m, (FusedConv2d, FusedUpsampleConv2d))]
+    assert len(convs) == fused and sum(m.cudnn for m in convs) == (fused if "cudnn" in forms else 0)
+    assert sum(getattr(m, "reflect", False) for m in convs) == reflect
+    assert sum(m.batched for m in net.modules() if isinstance(m, InstanceNorm2d)) == norms_batched
+    with pytest.raises(OptionsError, match="unknown form"):
+        Engine(encoder="random:0", device="cpu", progress=False, cuda_layers="fast+fuzed")
