@@ -230,3 +230,23 @@ def test_engine_builds_the_named_cuda_forms(forms, fused, reflect, norms_batched
     assert sum(m.batched for m in net.modules() if isinstance(m, InstanceNorm2d)) == norms_batched
     with pytest.raises(OptionsError, match="unknown form"):
         Engine(encoder="random:0", device="cpu", progress=False, cuda_layers="fast+fuzed")
+
+
+def test_fused_forms_under_bf16_autocast_round_like_the_default_forms():
+    """The dtypes the forms meet on CUDA (bf16 conv outputs from autocast, fp32 norm arithmetic), on the CPU: their
+    error against fp32 is that of the default CUDA forms under the same autocast (about 1%), not more."""
+    net, dec = load_transformer("random:6"), load_adain_decoder("random:7")
+    x = (torch.rand(2, 3, 40, 48) * 255).contiguous(memory_format=CL)
+    f = torch.rand(2, 512, 5, 6).contiguous(memory_format=CL)
+    default = [channels_last_pads(convert(copy.deepcopy(m), winograd=False)).to(memory_format=CL)
+               for m, convert in ((net, fast_transformer), (dec, fast_decoder))]
+    fused = [_cuda_forms(net, fast_transformer, fuse_transformer, True), _cuda_forms(dec, fast_decoder, fuse_sequential, True)]
+    with torch.inference_mode():
+        want = [net(x), dec(f)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs = {name: [nets[0](x), nets[1](f)] for name, nets in (("default", default), ("fused", fused))}
+    err = {name: [float((o.float() - w).abs().mean() / w.abs().mean()) for o, w in zip(v, want)]
+           for name, v in outs.items()}
+    assert all(o.dtype == torch.bfloat16 for o in outs["fused"])
+    assert all(e < 0.03 for e in err["fused"]), err
+    assert all(a <= 1.25 * b for a, b in zip(err["fused"], err["default"])), err
