@@ -5,7 +5,7 @@
 
 Every batch size runs the same shard (outputs overwritten, JPEG, quality scoring off) with one engine, in turn
 within each round, after a warm-up pass. Batch size 0 is the default, auto: 8 rows per engine call on the CPU,
-one full forward pass per call on GPUs (``shard.call_batch``). The table gives the best round's rows/s, the
+``shard.GPU_CALL_PASSES`` full forward passes per call on GPUs (``shard.call_batch``). The table gives the best round's rows/s, the
 mean rows per engine call, and the median per-round ratio to the first batch size. Weights are random
 (``random:SEED`` specs): throughput does not depend on them.
 """

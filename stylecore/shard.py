@@ -36,10 +36,17 @@ METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "stat
 
 
 CPU_CALL_BATCH = 8  # rows per engine call on the CPU when batch_size is 0 (auto)
+# On GPUs an auto call holds this many forward passes: the engine launches each pass before it waits for the
+# previous one, so only the host work between calls (gathering, handing rows to the writers) leaves the GPU
+# idle, once per 4 passes instead of after each.
+GPU_CALL_PASSES = 4
 # Decoded contents waiting between the readers and the engine (RGB bytes): deep enough for a GPU's batches
 # of small images (2,700 rows of 256²), shallow for large photos (seven 24-MP ones; at least one always passes).
 READY_BYTES = 512 << 20
 CONTENT_CACHE_BYTES = 256 << 20  # decoded contents kept per shard (RGB bytes), for rows that share a content
+# Outputs (RGB bytes) waiting for the writers. It was a row count (16 + writers), so a GPU call of 64 rows
+# blocked the calling thread, and the GPU with it, until the writers had encoded 40-odd images.
+WRITE_BYTES = 512 << 20
 
 # A quality evaluator (e.g. ``stylecore.quality.get_evaluator().evaluate_batch``) takes a batch of
 # ``stylecore.quality.QualityItem`` and returns one dict of metric columns per item.
@@ -58,7 +65,7 @@ class _Item:
     styles: list[Image.Image] = field(default_factory=list)
     weights: list[float] | None = None
     image: Image.Image | None = None
-    nbytes: int = 0  # the decoded content, while it waits in the hand-off queue
+    nbytes: int = 0  # what it holds in a hand-off queue: the decoded content, later the output
 
 
 def io_threads(kind: str) -> int:
@@ -162,12 +169,35 @@ def _nbytes(img: Image.Image) -> int:
 
 def call_batch(engine, method: str, hw: tuple[int, int]) -> int:
     """Rows of one method and content size (height, width) per engine call when ``batch_size`` is 0 (auto):
-    for the feed-forward methods on GPUs one full forward pass (``engine.batch_limit``: 64 rows of 256², 16 of
-    512² by default), else ``CPU_CALL_BATCH``."""
+    for the feed-forward methods on GPUs ``GPU_CALL_PASSES`` full forward passes (``engine.batch_limit``: 64
+    rows of 256², 16 of 512² by default), else ``CPU_CALL_BATCH``."""
     limit = getattr(engine, "batch_limit", None)
     if limit is None or method not in FEED_FORWARD or str(getattr(engine, "device", "cpu")) == "cpu":
         return CPU_CALL_BATCH
-    return max(1, int(limit(hw)))
+    return max(1, int(limit(hw))) * GPU_CALL_PASSES
+
+
+class ByteGate:
+    """Back-pressure by bytes between threads: ``enter(n)`` waits until ``n`` more bytes fit in ``budget``
+    (one item always passes when nothing waits, however large) or ``stop`` is set; ``leave(n)`` frees them."""
+
+    def __init__(self, budget: int, stop: threading.Event):
+        self.budget, self.stop, self.held = budget, stop, 0
+        self._cond = threading.Condition()
+
+    def enter(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self.held or self.held + n <= self.budget or self.stop.is_set())
+            self.held += n
+
+    def leave(self, n: int) -> None:
+        with self._cond:
+            self.held -= n
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
 
 def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size: int = 0, readers: int = 0,
@@ -192,7 +222,6 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     lock = threading.Lock()
     done = [0]
     batch_size = max(0, int(batch_size or 0))
-    queued = batch_size or CPU_CALL_BATCH  # rows waiting for the writers
     limits: dict[tuple, int] = {}  # (method, size) -> rows per engine call
     max_pixels = getattr(engine, "max_pixels", 0)
     styles = ImageCache(storage.read_bytes, max_pixels, keep_files=True)
@@ -217,10 +246,10 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     todo: queue.Queue = queue.Queue()
     for i, rec in enumerate(records):
         todo.put(i)
-    ready: queue.Queue = queue.Queue()  # bounded by decoded bytes (READY_BYTES), through `gate`
-    gate, waiting, ready_bytes = threading.Condition(), [0], READY_BYTES
-    to_write: queue.Queue = queue.Queue(maxsize=queued * 2 + writers)
     stop = threading.Event()
+    ready: queue.Queue = queue.Queue()  # bounded by decoded bytes through `ready_gate`
+    to_write: queue.Queue = queue.Queue()  # bounded by output bytes through `write_gate`
+    ready_gate, write_gate = ByteGate(READY_BYTES, stop), ByteGate(WRITE_BYTES, stop)
     READERS_DONE = object()
 
     def read_one(i: int) -> _Item | None:
@@ -244,15 +273,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
 
     def hand_over(item: _Item) -> None:
         item.nbytes = _nbytes(item.content)
-        with gate:
-            gate.wait_for(lambda: not waiting[0] or waiting[0] + item.nbytes <= ready_bytes or stop.is_set())
-            waiting[0] += item.nbytes
+        ready_gate.enter(item.nbytes)
         ready.put(item)
-
-    def taken(item: _Item) -> None:
-        with gate:
-            waiting[0] -= item.nbytes
-            gate.notify_all()
 
     def reader() -> None:
         try:
@@ -272,6 +294,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             item = to_write.get()
             if item is None:
                 return
+            write_gate.leave(item.nbytes)
             t = time.perf_counter()
             try:
                 uri = item.row["output_uri"]
@@ -334,6 +357,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
         for it in good:
             it.content = None  # free memory early; the writer only needs the output
             it.styles = []
+            it.nbytes = _nbytes(it.image)
+            write_gate.enter(it.nbytes)
             to_write.put(it)
 
     buckets: dict[tuple, list[_Item]] = {}
@@ -352,7 +377,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             if got is READERS_DONE:
                 finished_readers += 1
                 continue
-            taken(got)
+            ready_gate.leave(got.nbytes)
             key = (got.row["method"], got.content.size, got.row.get("options_hash"), len(got.styles))
             buckets.setdefault(key, []).append(got)
             if key[:2] not in limits:
@@ -364,8 +389,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             flush(key)
     finally:
         stop.set()
-        with gate:
-            gate.notify_all()
+        ready_gate.wake()
+        write_gate.wake()
         for _ in write_threads:
             to_write.put(None)
         for t in write_threads:

@@ -137,20 +137,53 @@ class GPUSizedEngine(CountingEngine):
         return self.per_pass
 
 
-def test_auto_batch_size_gathers_one_forward_pass_per_call_on_gpus(tmp_path, engine):
+def test_auto_batch_size_gathers_several_forward_passes_per_call_on_gpus(tmp_path, engine):
+    from stylecore.shard import GPU_CALL_PASSES
+
     path = write_manifest(tmp_path, 24, styles=1)
     rows = _plan(tmp_path, path).rows
-    gpu = GPUSizedEngine(engine, per_pass=11)
+    gpu = GPUSizedEngine(engine, per_pass=3)
     metrics = run_shard(rows, gpu)  # batch_size 0: auto
     assert (metrics["status"] == "ok").all()
     assert sum(len(b) for b in gpu.batches) == 24
-    assert 8 < max(len(b) for b in gpu.batches) <= 11  # above the CPU's 8, never above one pass
+    # several passes per call (the engine overlaps them), above the CPU's 8, never above GPU_CALL_PASSES passes
+    assert 8 < max(len(b) for b in gpu.batches) <= 3 * GPU_CALL_PASSES
     w, h = gpu.batches[0][0]
     assert gpu.asked == [(h, w)]  # asked once per method and size, as (height, width)
 
     cpu = CountingEngine(engine)  # on the CPU: 8 rows per call
     run_shard(rows, cpu, overwrite=True)
     assert max(len(b) for b in cpu.batches) <= 8 and sum(len(b) for b in cpu.batches) == 24
+
+
+def test_slow_writers_do_not_hold_up_the_next_engine_call(tmp_path, engine):
+    """Outputs wait for the writers within WRITE_BYTES, not within a row count: a GPU call of 40 rows used to
+    block the calling thread (and the GPU) until the writers had taken all but 17 of them."""
+    import threading
+    import time
+
+    rows = _plan(tmp_path, write_manifest(tmp_path, 80, styles=1)).rows
+    written, writes_at_call = [0], []
+
+    class SlowStorage(CountingStorage):
+        def write_bytes(self, uri, data):
+            time.sleep(0.02)
+            storage.write_bytes(uri, data)
+            written[0] += 1
+
+    class Recording(GPUSizedEngine):
+        def stylize_batch(self, requests):
+            writes_at_call.append(written[0])
+            return super().stylize_batch(requests)
+
+    gpu = Recording(engine, per_pass=10)  # auto: 40 rows per call
+    metrics = run_shard(rows, gpu, readers=2, writers=1, storage=SlowStorage())
+    assert (metrics["status"] == "ok").all() and sum(len(b) for b in gpu.batches) == 80
+    assert len(gpu.batches) >= 2 and len(gpu.batches[0]) == 40
+    # the second call starts while the first call's rows wait for the writer (the row-bounded queue made it wait
+    # for 22 of the 40 to be written; at 20 ms per write that is the GPU idle for 0.45 s)
+    assert writes_at_call[1] <= 5, writes_at_call
+    assert threading.active_count() < 10  # the writer and reader threads have ended
 
 
 def test_write_failure_fails_the_row(tmp_path, engine):
