@@ -1,4 +1,5 @@
-"""CUDA inference forms with fewer passes over the activations (``STYLECORE_CUDA_LAYERS`` ``fused`` and ``cudnn``).
+"""CUDA inference forms with fewer passes over the activations (``STYLECORE_CUDA_LAYERS`` words ``fused``, ``cudnn``
+and ``borders``; not yet measured on a GPU).
 
 Profiles of the eager networks on an H200 (docs/gpu.md) put most of the GPU time around the convolutions,
 not in them: PyTorch adds a cuDNN convolution's bias in a separate pass over its output (a broadcasting
@@ -9,7 +10,8 @@ parameters stay under their checkpoint keys, so the state_dict is unchanged:
 * ``FusedConv2d`` / ``FusedUpsampleConv2d``: a convolution and the ReLU that follows it in one module; with
   ``cudnn`` one cuDNN call computes convolution, bias and ReLU (``torch.cudnn_convolution_relu``), where
   PyTorch otherwise runs two more passes. The ReLU of an upsampling conv is applied to its phases (the
-  interleaving only moves values).
+  interleaving only moves values). (TransformerNet has no conv followed by a ReLU: ``cudnn`` changes nothing
+  there.)
 * A convolution whose output goes straight into an instance norm drops its bias: the norm subtracts each
   channel's mean, so a per-channel constant cancels exactly (15 of TransformerNet's 16 convolutions).
 * Instance norms normalise the whole batch at once (``fast_layers.InstanceNorm2d.batched``) and apply the
