@@ -215,6 +215,22 @@ def test_border_strips_give_the_reflection_padded_convolution(shape, relu):
         FusedConv2d.from_conv(nn.Conv2d(4, 4, 3, stride=2), reflect=True)
 
 
+@pytest.mark.parametrize("side,strips", [(32, True), (31, False)])
+def test_border_strips_only_where_the_image_is_wide_for_its_channels(side, strips):
+    """Strips recompute ~4/side of a conv; for 128 channels they are used from a side of 32 (128 / 4), below it the
+    input is padded (in channels_last), and both give the padded convolution."""
+    torch.manual_seed(side)
+    conv = nn.Conv2d(128, 128, 3)
+    x = torch.randn(1, 128, side, side + 3).contiguous(memory_format=CL)
+    fused = FusedConv2d.from_conv(conv, relu=True, reflect=True).to(memory_format=CL)
+    with torch.inference_mode(), _OpCounter() as counter:
+        got = fused(x)
+    assert (counter.ops["aten.cat"] == 2) == strips  # the strips: rows and columns, two convs
+    with torch.inference_mode():
+        want = torch.relu(conv(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("forms,fused,reflect,norms_batched", [("fast+pads", 0, 0, 0), ("fused", 15, 0, 15),
                                                                 ("fused+cudnn+borders", 15, 10, 15)])
 def test_engine_builds_the_named_cuda_forms(forms, fused, reflect, norms_batched):
