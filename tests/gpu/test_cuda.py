@@ -95,7 +95,9 @@ def test_fused_layer_forms_give_the_default_forms_pixels(gpu_weights, record, fo
     assert fused_layers._cudnn_failure is None, fused_layers._cudnn_failure
     d = np.stack([level_diff(a, b) for a, b in zip(outs[forms], outs["fast+pads"])])
     record(f"{method} {forms} vs fast+pads", mean_levels=d.mean(), p99_levels=np.percentile(d, 99), max_levels=d.max())
-    assert d.mean() <= 1.0 and np.percentile(d, 99) <= 6
+    # both run bf16 with other rounding orders (no bias before the norms, batched statistics): the bounds of the
+    # comparisons with the fp32 reference; the figures are recorded
+    assert d.mean() <= MEAN_LEVELS and np.percentile(d, 99) <= P99_LEVELS
     content = reqs[0].content
     if method == "adain":
         ref = ref_style_transfer(adain_encoder_state(), adain_decoder_state(), to_input(content), to_input(style))
