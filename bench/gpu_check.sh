@@ -21,7 +21,7 @@ COMPILE=${COMPILE:-off}                # engine compile modes the bench compares
 COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
 PROFILE_COMPILE=${PROFILE_COMPILE:-off}  # STYLECORE_COMPILE for the profiles
 BIG_BATCH=${BIG_BATCH:-64}            # stage bigbatch: 256 px at this batch size, eager against reduce-overhead
-FORMS=${FORMS:-fast+pads fused fused+cudnn fused+cudnn+borders}  # stage forms: CUDA layer forms, one process
+FORMS=${FORMS:-fast+pads fused fused+borders fused+cudnn fused+cudnn+borders}  # stage forms: one process
 PROFILE_LAYERS=${PROFILE_LAYERS:-${LAYERS##* }}  # STYLECORE_CUDA_LAYERS for the profiles
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD GPU_CHECK_OUT=$OUT DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 LOG=$OUT/gpu_check.log
@@ -79,7 +79,7 @@ run_offline() {  # name, extra recipe arguments...
         ;;
       forms)  # CUDA layer forms side by side in one process (stylecore/fused_layers.py), batches 16 and 64
         stage "bench_feedforward --device $DEVICE, layer forms $FORMS"
-        timeout ${FORMS_LIMIT:-150} $PY bench/bench_feedforward.py --device $DEVICE --batches 16 64 --forms $FORMS
+        timeout ${FORMS_LIMIT:-200} $PY bench/bench_feedforward.py --device $DEVICE --batches 16 64 --forms $FORMS
         ;;
       shard)  # the shard runner alone (no Prefect): 8 rows, one forward pass (64) and auto (4 passes) per engine call
         for m in adain johnson; do

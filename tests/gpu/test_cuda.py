@@ -75,7 +75,7 @@ def test_a_batch_gives_the_pixels_of_single_images(gpu_weights, record, method):
 
 
 @cuda_only
-@pytest.mark.parametrize("forms", ["fused", "fused+cudnn", "fused+cudnn+borders"])
+@pytest.mark.parametrize("forms", ["fused", "fused+borders", "fused+cudnn", "fused+cudnn+borders"])
 @pytest.mark.parametrize("method", ["adain", "johnson"])
 def test_fused_layer_forms_give_the_default_forms_pixels(gpu_weights, record, forms, method):
     """The fused CUDA forms (stylecore.fused_layers; cuDNN's conv+bias+ReLU with ``cudnn``) against the default
