@@ -1,13 +1,21 @@
 """Shard-runner throughput by batch size: rows/s of ``stylecore.shard.run_shard`` over generated local images.
 
     python bench/bench_shard.py [--device auto] [--method adain|johnson] [--rows 512] [--size 256]
-        [--batch-sizes 8 0] [--repeat 3]
+        [--batch-sizes 8 0] [--repeat 3] [--simulate IMG_PER_S [--pass-rows 64]] [--write-rows N]
 
 Every batch size runs the same shard (outputs overwritten, JPEG, quality scoring off) with one engine, in turn
 within each round, after a warm-up pass. Batch size 0 is the default, auto: 8 rows per engine call on the CPU,
-``shard.GPU_CALL_PASSES`` full forward passes per call on GPUs (``shard.call_batch``). The table gives the best round's rows/s, the
+one full forward pass per call on GPUs (``shard.call_batch``). The table gives the best round's rows/s, the
 mean rows per engine call, and the median per-round ratio to the first batch size. Weights are random
 (``random:SEED`` specs): throughput does not depend on them.
+
+``--simulate IMG_PER_S`` measures the pipeline around a GPU on a machine without one: the engine is replaced
+by ``SimulatedGPU``, whose forward passes of ``--pass-rows`` images take the time a device at IMG_PER_S would
+(the calling thread sleeps as it waits for a GPU, with the GIL free) and are launched and waited for in the
+engine's order (each pass launched before the previous one is waited for); the host work is real (contents
+copied into one batch buffer per pass, outputs made as new PIL images, then encoded and written). ``efficiency``
+is rows/s over IMG_PER_S. ``--write-rows N`` bounds the outputs waiting for the writers to N rows' bytes
+(``shard.WRITE_BYTES``; 17 emulates the old row-count queue with one writer).
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stylecore import manifest  # noqa: E402
 from stylecore.engine import Engine  # noqa: E402
 from stylecore.options import StyleOptions  # noqa: E402
+from stylecore import shard  # noqa: E402
 from stylecore.shard import run_shard  # noqa: E402
 
 
@@ -42,6 +51,47 @@ class CallCounter:
     def stylize_batch(self, requests):
         self.calls.append(len(requests))
         return self._engine.stylize_batch(requests)
+
+
+class SimulatedGPU:
+    """A stand-in GPU engine: forward passes of ``pass_rows`` images cost ``pass_rows / img_per_s`` seconds of
+    device time, launched and waited for as ``Engine._ff_batch`` does (pass i+1 launched before pass i is
+    waited for); the host work around them is done for real."""
+
+    device, max_pixels = "cuda:sim", 0
+
+    def __init__(self, img_per_s: float, pass_rows: int):
+        self.img_per_s, self.pass_rows, self.calls = img_per_s, pass_rows, []
+        self.busy_until = 0.0  # when the simulated device finishes its queued work
+
+    def batch_limit(self, hw) -> int:
+        return self.pass_rows
+
+    def _launch(self, requests) -> tuple[float, np.ndarray]:
+        h, w = requests[0].content.size[::-1]
+        buf = np.empty((len(requests), h, w, 3), dtype=np.uint8)  # what _batch_pixels copies before an upload
+        for i, r in enumerate(requests):
+            buf[i] = np.asarray(r.content)
+        start = max(time.perf_counter(), self.busy_until)
+        self.busy_until = start + len(requests) / self.img_per_s
+        return self.busy_until, buf
+
+    def stylize_batch(self, requests):
+        self.calls.append(len(requests))
+        out, pending = [], None
+        for k in range(0, len(requests), self.pass_rows):
+            launched = self._launch(requests[k:k + self.pass_rows])
+            if pending is not None:
+                out += self._wait(*pending)
+            pending = launched
+        return out + self._wait(*pending)
+
+    @staticmethod
+    def _wait(done_at: float, buf: np.ndarray) -> list:
+        from stylecore.engine import Result
+
+        time.sleep(max(0.0, done_at - time.perf_counter()))
+        return [Result("", Image.fromarray(img), None, 0.0) for img in buf]
 
 
 def _image(size: int, seed: int) -> Image.Image:
@@ -60,7 +110,13 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 0], help="0: auto (default: 8 0)")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--simulate", type=float, default=0, metavar="IMG_PER_S",
+                   help="replace the engine by a simulated GPU at this many images/s")
+    p.add_argument("--pass-rows", type=int, default=64, help="images per simulated forward pass (default 64)")
+    p.add_argument("--write-rows", type=int, default=0, help="bound the outputs waiting for the writers to N rows")
     a = p.parse_args()
+    if a.write_rows:
+        shard.WRITE_BYTES = a.write_rows * a.size * a.size * 3
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "content").mkdir()
@@ -74,9 +130,14 @@ def main() -> None:
         plan = manifest.plan(str(root / "pairs.csv"), str(root / "out"), method=a.method,
                              options=StyleOptions.make(size=0), encoder="random:0", decoder="random:1",
                              model="random:2" if a.method == "johnson" else None, fmt="jpg")
-        engine = CallCounter(Engine(encoder="random:0", decoder="random:1", model="random:2", device=a.device,
-                                    progress=False))
-        print(f"device: {engine.device}; {a.method}, {a.rows} rows of {a.size} px; {a.repeat} interleaved rounds")
+        if a.simulate:
+            engine = SimulatedGPU(a.simulate, a.pass_rows)
+        else:
+            engine = CallCounter(Engine(encoder="random:0", decoder="random:1", model="random:2", device=a.device,
+                                        progress=False))
+        sim = f" at {a.simulate:g} img/s, {a.pass_rows} per pass" if a.simulate else ""
+        print(f"device: {engine.device}{sim}; {a.method}, {a.rows} rows of {a.size} px; {a.repeat} interleaved rounds"
+              f"{f'; outputs waiting for the writers: {a.write_rows} rows' if a.write_rows else ''}")
         run_shard(plan.rows.iloc[: min(len(plan.rows), 64)], engine, overwrite=True)  # warm-up
         rates: dict[int, list[float]] = {b: [] for b in a.batch_sizes}
         per_call: dict[int, float] = {}
@@ -89,11 +150,13 @@ def main() -> None:
                 assert (m["status"] == "ok").all(), m["error"].dropna().unique()[:3]
                 per_call[b] = sum(engine.calls) / max(1, len(engine.calls))
         first = a.batch_sizes[0]
-        print(f"{'batch_size':>10} {'rows/s':>9} {'rows/call':>9} {'median ratio to ' + str(first):>20}")
+        eff = f" {'efficiency':>10}" if a.simulate else ""
+        print(f"{'batch_size':>10} {'rows/s':>9} {'rows/call':>9} {'median ratio to ' + str(first):>20}{eff}")
         for b in a.batch_sizes:
             ratio = statistics.median(r / f for r, f in zip(rates[b], rates[first]))
             name = f"{b} (auto)" if b == 0 else str(b)
-            print(f"{name:>10} {max(rates[b]):>9.1f} {per_call[b]:>9.1f} {ratio:>19.2f}x")
+            eff = f" {max(rates[b]) / a.simulate:>10.2f}" if a.simulate else ""
+            print(f"{name:>10} {max(rates[b]):>9.1f} {per_call[b]:>9.1f} {ratio:>19.2f}x{eff}")
 
 
 if __name__ == "__main__":

@@ -81,11 +81,10 @@ run_offline() {  # name, extra recipe arguments...
         stage "bench_feedforward --device $DEVICE, layer forms $FORMS"
         timeout ${FORMS_LIMIT:-200} $PY bench/bench_feedforward.py --device $DEVICE --batches 16 64 --forms $FORMS
         ;;
-      shard)  # the shard runner alone (no Prefect): 8 rows, one forward pass (64) and auto (4 passes) per engine call
+      shard)  # the shard runner alone (no Prefect): auto batch (one forward pass per engine call) against 8
         for m in adain johnson; do
           stage "bench_shard --device $DEVICE --method $m"
-          timeout ${SHARD_LIMIT:-60} $PY bench/bench_shard.py --device $DEVICE --method $m --rows ${SHARD_ROWS:-1024} \
-            --batch-sizes 8 64 0
+          timeout ${SHARD_LIMIT:-60} $PY bench/bench_shard.py --device $DEVICE --method $m --rows ${SHARD_ROWS:-1024}
         done
         ;;
       static)  # compiled graphs with constant sizes (STYLECORE_COMPILE_DYNAMIC=0) against eager, 256 px batch 64

@@ -36,16 +36,13 @@ METRIC_COLUMNS = ("id", "row", "content", "style", "output", "output_uri", "stat
 
 
 CPU_CALL_BATCH = 8  # rows per engine call on the CPU when batch_size is 0 (auto)
-# On GPUs an auto call holds this many forward passes: the engine launches each pass before it waits for the
-# previous one, so only the host work between calls (gathering, handing rows to the writers) leaves the GPU
-# idle, once per 4 passes instead of after each.
-GPU_CALL_PASSES = 4
 # Decoded contents waiting between the readers and the engine (RGB bytes): deep enough for a GPU's batches
 # of small images (2,700 rows of 256²), shallow for large photos (seven 24-MP ones; at least one always passes).
 READY_BYTES = 512 << 20
 CONTENT_CACHE_BYTES = 256 << 20  # decoded contents kept per shard (RGB bytes), for rows that share a content
 # Outputs (RGB bytes) waiting for the writers. It was a row count (16 + writers), so a GPU call of 64 rows
-# blocked the calling thread, and the GPU with it, until the writers had encoded 40-odd images.
+# blocked the calling thread, and the GPU with it, until the writers had encoded 40-odd images: with a simulated
+# 150 img/s device (bench_shard.py --simulate) 64-row calls ran at 0.77 of the device's rate, now 0.92.
 WRITE_BYTES = 512 << 20
 
 # A quality evaluator (e.g. ``stylecore.quality.get_evaluator().evaluate_batch``) takes a batch of
@@ -169,12 +166,14 @@ def _nbytes(img: Image.Image) -> int:
 
 def call_batch(engine, method: str, hw: tuple[int, int]) -> int:
     """Rows of one method and content size (height, width) per engine call when ``batch_size`` is 0 (auto):
-    for the feed-forward methods on GPUs ``GPU_CALL_PASSES`` full forward passes (``engine.batch_limit``: 64
-    rows of 256², 16 of 512² by default), else ``CPU_CALL_BATCH``."""
+    for the feed-forward methods on GPUs one full forward pass (``engine.batch_limit``: 64 rows of 256², 16 of
+    512² by default), else ``CPU_CALL_BATCH``. (Four passes per call measured no better with a simulated GPU, and
+    worse on short shards, whose first call waits for more rows and whose last call's rows are written after
+    all compute: 0.88 against 0.92 of the device's rate over 768 rows, equal over 2304.)"""
     limit = getattr(engine, "batch_limit", None)
     if limit is None or method not in FEED_FORWARD or str(getattr(engine, "device", "cpu")) == "cpu":
         return CPU_CALL_BATCH
-    return max(1, int(limit(hw))) * GPU_CALL_PASSES
+    return max(1, int(limit(hw)))
 
 
 class ByteGate:

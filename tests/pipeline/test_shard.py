@@ -137,17 +137,14 @@ class GPUSizedEngine(CountingEngine):
         return self.per_pass
 
 
-def test_auto_batch_size_gathers_several_forward_passes_per_call_on_gpus(tmp_path, engine):
-    from stylecore.shard import GPU_CALL_PASSES
-
+def test_auto_batch_size_gathers_one_forward_pass_per_call_on_gpus(tmp_path, engine):
     path = write_manifest(tmp_path, 24, styles=1)
     rows = _plan(tmp_path, path).rows
-    gpu = GPUSizedEngine(engine, per_pass=3)
+    gpu = GPUSizedEngine(engine, per_pass=11)
     metrics = run_shard(rows, gpu)  # batch_size 0: auto
     assert (metrics["status"] == "ok").all()
     assert sum(len(b) for b in gpu.batches) == 24
-    # several passes per call (the engine overlaps them), above the CPU's 8, never above GPU_CALL_PASSES passes
-    assert 8 < max(len(b) for b in gpu.batches) <= 3 * GPU_CALL_PASSES
+    assert 8 < max(len(b) for b in gpu.batches) <= 11  # above the CPU's 8, never above one pass
     w, h = gpu.batches[0][0]
     assert gpu.asked == [(h, w)]  # asked once per method and size, as (height, width)
 
@@ -159,6 +156,8 @@ def test_auto_batch_size_gathers_several_forward_passes_per_call_on_gpus(tmp_pat
 def test_slow_writers_do_not_hold_up_the_next_engine_call(tmp_path, engine):
     """Outputs wait for the writers within WRITE_BYTES, not within a row count: a GPU call of 40 rows used to
     block the calling thread (and the GPU) until the writers had taken all but 17 of them."""
+    from stylecore import shard
+
     import threading
     import time
 
@@ -176,8 +175,9 @@ def test_slow_writers_do_not_hold_up_the_next_engine_call(tmp_path, engine):
             writes_at_call.append(written[0])
             return super().stylize_batch(requests)
 
-    gpu = Recording(engine, per_pass=10)  # auto: 40 rows per call
+    gpu = Recording(engine, per_pass=40)  # auto: 40 rows per call
     metrics = run_shard(rows, gpu, readers=2, writers=1, storage=SlowStorage())
+    assert shard.WRITE_BYTES >= 80 * 32 * 27 * 3  # every output of this shard fits
     assert (metrics["status"] == "ok").all() and sum(len(b) for b in gpu.batches) == 80
     assert len(gpu.batches) >= 2 and len(gpu.batches[0]) == 40
     # the second call starts while the first call's rows wait for the writer (the row-bounded queue made it wait
