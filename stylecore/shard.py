@@ -176,6 +176,20 @@ def call_batch(engine, method: str, hw: tuple[int, int]) -> int:
     return max(1, int(limit(hw)))
 
 
+def _remove_partials_of(paths: Sequence[str]) -> None:
+    """Remove the temporary files that killed earlier attempts left for these written outputs: one listing per
+    folder (``fsutil.remove_partials``). Cleaning never fails a shard."""
+    folders: dict[str, list[str]] = {}
+    for p in paths:
+        folder, name = os.path.split(str(p))
+        folders.setdefault(folder, []).append(name)
+    for folder, names in folders.items():
+        try:
+            remove_partials(folder, names)
+        except OSError:
+            pass
+
+
 class ByteGate:
     """Back-pressure by bytes between threads: ``enter(n)`` waits until ``n`` more bytes fit in ``budget``
     (one item always passes when nothing waits, however large) or ``stop`` is set; ``leave(n)`` frees them."""
@@ -249,6 +263,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     ready: queue.Queue = queue.Queue()  # bounded by decoded bytes through `ready_gate`
     to_write: queue.Queue = queue.Queue()  # bounded by output bytes through `write_gate`
     ready_gate, write_gate = ByteGate(READY_BYTES, stop), ByteGate(WRITE_BYTES, stop)
+    written_local: list[str] = []  # local outputs written, whose killed earlier attempts may have left partials
     READERS_DONE = object()
 
     def read_one(i: int) -> _Item | None:
@@ -299,7 +314,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
                 uri = item.row["output_uri"]
                 storage.write_bytes(uri, encode_image(item.image, str(item.row["output"])))
                 if not str(uri).startswith("s3://"):
-                    remove_partials(storage.resolve(uri))  # litter of a killed earlier attempt
+                    written_local.append(storage.resolve(uri))  # its folder is cleaned of partials at the end
             except Exception as e:  # noqa: BLE001
                 finish(item, "failed", one_line(e), read_ms=item.row["_read_ms"], compute_ms=item.row["_compute_ms"],
                        write_ms=(time.perf_counter() - t) * 1000)
@@ -394,6 +409,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             to_write.put(None)
         for t in write_threads:
             t.join()
+        _remove_partials_of(written_local)
 
     out = []
     for rec, res in zip(records, results):

@@ -186,6 +186,31 @@ def test_slow_writers_do_not_hold_up_the_next_engine_call(tmp_path, engine):
     assert threading.active_count() < 10  # the writer and reader threads have ended
 
 
+def test_partials_of_killed_attempts_are_removed_with_one_listing_per_folder(tmp_path, engine, monkeypatch):
+    """A killed writer leaves ``.{name}.XXXXXXXX.part`` beside its output. Rewriting the row removes it; the folder
+    is listed once per shard (a glob per written file cost 33 ms each in a folder of 50,000 outputs)."""
+    import os
+
+    from stylecore import fsutil
+
+    rows = _plan(tmp_path, write_manifest(tmp_path, 6, styles=1)).rows
+    out = tmp_path / "out"
+    out.mkdir()
+    names = [os.path.basename(str(u)) for u in rows["output_uri"]]
+    planted = [out / f".{names[0]}.a1b2c3d4.part", out / f".{names[3]}.q_9z8y7x.part"]
+    other = out / ".not-this-shard.jpg.abcdefgh.part"
+    for p in planted + [other]:
+        p.write_bytes(b"half an image")
+    listings = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(fsutil.os, "scandir", lambda p=".": listings.append(str(p)) or real_scandir(p))
+    metrics = run_shard(rows, engine, writers=3)
+    assert (metrics["status"] == "ok").all()
+    assert not any(p.exists() for p in planted) and other.exists()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(names)
+    assert listings.count(str(out)) == 1
+
+
 def test_write_failure_fails_the_row(tmp_path, engine):
     path = write_manifest(tmp_path, 2)
     rows = _plan(tmp_path, path).rows

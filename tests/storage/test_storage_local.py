@@ -90,3 +90,15 @@ def test_scrub_removes_credentials(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
     msg = storage.scrub("http://user:pw@host:9000/b failed with very-secret-value")
     assert "pw" not in msg and "very-secret-value" not in msg and "host:9000/b" in msg
+
+
+def test_remove_partials_removes_only_the_named_files_partials(tmp_path):
+    from stylecore.fsutil import atomic_write_bytes, remove_partials
+
+    atomic_write_bytes(tmp_path / "a.b.jpg", b"done")
+    left = [".a.b.jpg.k3x_9zq1.part", ".c.png.abcd1234.part", ".d.jpg.zz.part", ".a.b.jpg.part", "x.part"]
+    for name in left:
+        (tmp_path / name).write_bytes(b"half")
+    assert remove_partials(tmp_path, ["a.b.jpg", "c.png", "missing.jpg"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.b.jpg", ".d.jpg.zz.part", ".a.b.jpg.part", "x.part"])
+    assert remove_partials(tmp_path / "no-such-folder", ["a.jpg"]) == 0
