@@ -266,3 +266,21 @@ def test_fused_forms_under_bf16_autocast_round_like_the_default_forms():
     assert all(o.dtype == torch.bfloat16 for o in outs["fused"])
     assert all(e < 0.03 for e in err["fused"]), err
     assert all(a <= 1.25 * b for a, b in zip(err["fused"], err["default"])), err
+
+
+def test_fused_forms_trace_under_torch_compile():
+    """Under torch.compile (the eager backend: graph capture without code generation) the fused modules take their
+    plain paths (no cuDNN call, padded input instead of strips, per-image-free norm) and give the same outputs."""
+    import torch._dynamo
+
+    net, dec = load_transformer("random:1"), load_adain_decoder("random:2")
+    fused = [_cuda_forms(net, fast_transformer, fuse_transformer, True), _cuda_forms(dec, fast_decoder, fuse_sequential, True)]
+    x = (torch.rand(2, 3, 40, 48) * 255).contiguous(memory_format=CL)
+    f = torch.rand(2, 512, 5, 6).contiguous(memory_format=CL)
+    try:
+        with torch.inference_mode():
+            got = [torch.compile(m, backend="eager", dynamic=True)(i) for m, i in zip(fused, (x, f))]
+            want = [net(x), dec(f)]
+        assert (got[0] - want[0]).abs().max() < 0.05 and (got[1] - want[1]).abs().max() < 1e-3
+    finally:
+        torch._dynamo.reset()
