@@ -270,7 +270,8 @@ def test_fused_forms_under_bf16_autocast_round_like_the_default_forms():
 
 def test_fused_forms_trace_under_torch_compile():
     """Under torch.compile (the eager backend: graph capture without code generation) the fused modules take their
-    plain paths (no cuDNN call, padded input instead of strips, per-image-free norm) and give the same outputs."""
+    plain paths (no cuDNN call, the padded input instead of strips, the plain instance norm) and give the same
+    outputs."""
     import torch._dynamo
 
     net, dec = load_transformer("random:1"), load_adain_decoder("random:2")
