@@ -520,9 +520,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         scale = torch.rsqrt(var + self.eps)
         if self.affine:
             scale = scale * self.weight.float()
-        shift = -mean * scale
-        if self.affine:
-            shift = shift + self.bias.float()
+            shift = self.bias.float() - mean * scale
+        else:
+            shift = -mean * scale
         shift, scale = shift[..., None, None], scale[..., None, None]
         if torch.is_grad_enabled():  # out= does not take part in autograd
             return (x * scale + shift).to(x.dtype)

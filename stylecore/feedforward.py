@@ -127,7 +127,7 @@ class FeedForwardMixin:
     # -- networks ---------------------------------------------------------------------------------
     def _fast(self, net, convert, fuse):
         """``convert(net)`` (the exact faster layer forms of ``stylecore.fast_layers``) on the CPU; on CUDA the
-        forms that ``CUDA_LAYERS`` names (``fuse``: the ``fused`` forms of ``stylecore.fused_layers``)."""
+        forms that ``self.cuda_layers`` names (``fuse``: the ``fused`` forms of ``stylecore.fused_layers``)."""
         if self.device.type != "cuda":
             return convert(net, winograd=True)
         forms = self.cuda_layers

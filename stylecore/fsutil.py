@@ -46,7 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def remove_partials(folder: str | os.PathLike, names) -> int:
     """Remove the temporary files that ``atomic_write_bytes`` left in ``folder`` for the files named in ``names``
-    when their writer was killed (``.{name}.XXXXXXXX.part``); returns how many were removed.
+    when their writer was killed (``.{name}.<random>.part``, the name mkstemp gives); returns how many were removed.
 
     One listing of the folder serves every name: a glob per written file listed the whole folder each time, which
     cost 33 ms per file in a folder of 50,000 outputs (quadratic in the size of a flat output folder)."""

@@ -79,7 +79,7 @@ class FusedConv2d(nn.Conv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, relu: bool = False, use_bias: bool = True, cudnn: bool = False,
                   reflect: bool = False):
-        if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        if not _plain_conv(conv):
             raise ValueError("FusedConv2d needs a plain ungrouped, undilated nn.Conv2d with zero padding")
         if reflect and not _absorbs_reflect_pad(conv):
             raise ValueError("FusedConv2d(reflect=True) needs an unpadded 3x3 stride-1 convolution")
@@ -117,6 +117,10 @@ class FusedConv2d(nn.Conv2d):
 STRIPS_SIDE_PER_CHANNEL = 4
 
 
+def _plain_conv(conv: nn.Module) -> bool:
+    return type(conv) is nn.Conv2d and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+
+
 def _absorbs_reflect_pad(conv: nn.Module) -> bool:
     return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
@@ -150,8 +154,7 @@ def _fused(conv: nn.Module, relu: bool, use_bias: bool, cudnn: bool, reflect: bo
     """The fused form of ``conv``, or None where it has none (``reflect``: also the pad before it)."""
     if type(conv) is UpsampleConv2d and not reflect:
         return FusedUpsampleConv2d.from_upsample(conv, relu, use_bias, cudnn)
-    if type(conv) is nn.Conv2d and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros" \
-            and (not reflect or _absorbs_reflect_pad(conv)):
+    if _plain_conv(conv) and (not reflect or _absorbs_reflect_pad(conv)):
         return FusedConv2d.from_conv(conv, relu, use_bias, cudnn, reflect)
     return None
 

@@ -187,7 +187,7 @@ def test_slow_writers_do_not_hold_up_the_next_engine_call(tmp_path, engine):
 
 
 def test_partials_of_killed_attempts_are_removed_with_one_listing_per_folder(tmp_path, engine, monkeypatch):
-    """A killed writer leaves ``.{name}.XXXXXXXX.part`` beside its output. Rewriting the row removes it; the folder
+    """A killed writer leaves ``.{name}.<random>.part`` beside its output. Rewriting the row removes it; the folder
     is listed once per shard (a glob per written file cost 33 ms each in a folder of 50,000 outputs)."""
     import os
 
