@@ -263,14 +263,24 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     ready: queue.Queue = queue.Queue()  # bounded by decoded bytes through `ready_gate`
     to_write: queue.Queue = queue.Queue()  # bounded by output bytes through `write_gate`
     ready_gate, write_gate = ByteGate(READY_BYTES, stop), ByteGate(WRITE_BYTES, stop)
+    # outputs that exist already (written by an earlier attempt of this shard): on S3 found by listing the shard's
+    # key range (a request per 1,000 keys) instead of a HEAD per row, 1 of the 3 requests a row made
+    known = {} if overwrite else storage.existence(
+        [str(rec["output_uri"]) for rec in records if str(rec.get("status") or "") != "skipped"])
     written_local: list[str] = []  # local outputs written, whose killed earlier attempts may have left partials
     READERS_DONE = object()
+
+    def done_before(rec: dict[str, Any]) -> bool:
+        if overwrite:
+            return False
+        uri = str(rec["output_uri"])
+        return str(rec.get("status") or "") == "skipped" or (known[uri] if uri in known else storage.exists(uri))
 
     def read_one(i: int) -> _Item | None:
         rec = records[i]
         item = _Item(i, rec, time.perf_counter())
         try:
-            if not overwrite and (str(rec.get("status") or "") == "skipped" or storage.exists(rec["output_uri"])):
+            if done_before(rec):
                 finish(item, "skipped")
                 return None
             item.options = row_options(rec)

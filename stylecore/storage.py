@@ -46,6 +46,7 @@ _ENV = {
     "multipart_chunksize": ("STYLIZE_S3_MULTIPART_CHUNKSIZE", int),
     "addressing_style": ("STYLIZE_S3_ADDRESSING_STYLE", str),
 }
+LIST_PAGE_KEYS = 1000  # keys per listing request (S3's most)
 _overrides: dict = {}
 _lock = threading.Lock()
 _client_cache: dict = {}
@@ -292,6 +293,68 @@ def stat(uri: str) -> Stat | None:
 def exists(uri: str) -> bool:
     """True when ``uri`` names an existing file/object."""
     return stat(uri) is not None
+
+
+def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict[str, bool]:
+    """Whether each of ``uri_list`` exists, as ``exists`` would say, for the URIs that can be decided without a
+    request each: every local path, and the S3 keys that a listing of the key range of their bucket covers
+    (1,000 keys a request, where each key would cost a HEAD; from the smallest key on, stopping past the largest).
+    The listing stops after ``max_listed`` keys (default: 1,000 + 4 per key asked, so keys scattered among many
+    others do not turn into a listing of the whole bucket); keys past that point, and all keys of a bucket whose
+    listing fails or is not in key order, are left out (as is a local path that cannot be checked), for the
+    caller to check with ``exists``."""
+    known: dict[str, bool] = {}
+    by_bucket: dict[str, dict[str, list[str]]] = {}
+    for u in map(str, uri_list):
+        if is_s3(u):
+            loc = parse_s3(u)
+            by_bucket.setdefault(loc.bucket, {}).setdefault(loc.key, []).append(u)
+        else:
+            try:
+                known[u] = exists(u)
+            except StorageError:
+                pass  # left to the caller's own check, which reports it
+    for bucket, keys in by_bucket.items():
+        budget = 1000 + 4 * len(keys) if max_listed is None else max(0, int(max_listed))
+        present: set[str] = set()
+        decided_to = _list_range(bucket, sorted(keys), budget, present)
+        if decided_to is not None:
+            known.update((u, k in present) for k, us in keys.items() if k <= decided_to for u in us)
+    return known
+
+
+def _list_range(bucket: str, ordered: list[str], budget: int, present: set[str]) -> str | None:
+    """Lists ``bucket`` from the smallest of the sorted keys ``ordered`` on, adding the listed ones to ``present``;
+    returns the largest key the listing decided (every key up to it was listed or is missing), or None."""
+    low, high = ordered[0], ordered[-1]
+    wanted = set(ordered)
+    if budget <= 0:
+        return None
+    last, listed = None, 0
+    start = {"StartAfter": low[:-1]} if len(low) > 1 else {}  # just below the smallest key
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=os.path.commonprefix(ordered), PaginationConfig={"PageSize": min(LIST_PAGE_KEYS, budget)},
+            **start)
+        for page in pages:
+            for obj in page.get("Contents", ()):
+                key = obj["Key"]
+                if last is not None and key <= last:
+                    present.clear()
+                    return None  # not in key order (S3 Express directory buckets): HEAD every key
+                if key > high:
+                    return high
+                if key in wanted:
+                    present.add(key)
+                last, listed = key, listed + 1
+            if not page.get("IsTruncated"):
+                return high
+            if listed >= budget:
+                return last
+    except Exception:  # noqa: BLE001 - no ListBucket permission, no StartAfter support: HEAD every key
+        present.clear()
+        return None
+    return last
 
 
 def is_dir(uri: str) -> bool:

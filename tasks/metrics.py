@@ -38,7 +38,9 @@ def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcome
             frames.append(tables.read_parquet(shard["metrics"]))
             continue
         rows = tables.read_parquet(shard["shard"])
-        written = rows["output_uri"].map(storage.exists)
+        uris = rows["output_uri"].astype(str)
+        known = storage.existence(uris)  # one listing of the shard's key range on S3, not a HEAD per row
+        written = uris.map(lambda u: known[u] if u in known else storage.exists(u)).astype(bool)
         reason = f"shard {shard['index']:05d} did not finish: {outcome.get('error') or 'unknown error'}"
         frames.append(_from_plan(rows[written], "ok"))
         frames.append(_from_plan(rows[~written], "failed", reason))

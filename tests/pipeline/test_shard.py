@@ -358,3 +358,29 @@ def test_decoded_rows_waiting_for_the_engine_stay_within_ready_bytes(tmp_path, e
     monkeypatch.setattr(shard, "READY_BYTES", 1)  # smaller than one row: rows still pass one at a time
     again = run_shard(plan.rows, CountingEngine(engine), batch_size=8, readers=2, overwrite=True)
     assert (again["status"] == "ok").all()
+
+
+def test_on_s3_outputs_of_an_earlier_attempt_are_found_by_one_listing(tmp_path, engine, s3, s3_proxy):
+    """A shard skips the outputs an earlier attempt wrote after the plan was made, found by listing the shard's key
+    range: a row costs a GET and a PUT, where it cost a HEAD too."""
+    write_manifest(tmp_path, 12, styles=1)
+    b = s3.bucket()
+    for path in sorted((tmp_path / "content").iterdir()) + [tmp_path / "styles" / "s0.png"]:
+        s3.put(b, f"in/{path.parent.name}/{path.name}", path.read_bytes())
+    rows = pd.DataFrame({"content": [f"s3://{b}/in/content/c{i:03d}.jpg" for i in range(12)],
+                         "style": f"s3://{b}/in/styles/s0.png"})
+    plan = manifest.plan(rows, f"s3://{b}/out", method=ENGINE["method"], options=StyleOptions.make(size=ENGINE["size"]),
+                         encoder=ENGINE["encoder"], decoder=ENGINE["decoder"], fmt="png")
+    assert plan.counts() == {"pending": 12}
+    earlier = plan.rows["output_uri"].iloc[[0, 5, 6, 11]]
+    for uri in earlier:  # written by an attempt that was killed before it reported
+        storage.write_bytes(uri, b"done")
+    s3_proxy.requests.clear()
+    metrics = run_shard(plan.rows, engine, batch_size=4, readers=3, writers=2)
+    assert metrics.loc[metrics["status"] == "skipped", "output_uri"].tolist() == earlier.tolist()
+    assert (metrics["status"] == "ok").sum() == 8
+    methods = [r.split(" ", 1)[0] for r in s3_proxy.requests]
+    lists = [r for r in s3_proxy.requests if "list-type=2" in r]
+    assert "HEAD" not in methods and len(lists) == 1
+    assert methods.count("PUT") == 8 and methods.count("GET") == 1 + 8 + 1  # the listing, 8 contents, the style
+    assert storage.read_bytes(earlier.iloc[0]) == b"done"  # left as it was

@@ -64,6 +64,50 @@ def test_paginated_listing_over_1000_keys(s3):
     assert len(rel) == 1011 and "notes.txt" in rel and "sub/00001.jpg" in rel
 
 
+def test_existence_lists_the_key_range_instead_of_a_head_per_key(s3, s3_proxy, monkeypatch):
+    """Whether outputs exist, decided from one listing of the range their keys span: the same answers as a HEAD
+    per key, unrelated keys before, inside and after the range ignored, non-ASCII keys in S3's byte order."""
+    b = s3.bucket()
+    asked = [f"out/{i:03d}__{'é' if i % 5 == 0 else 'e'}.jpg" for i in range(60)] + ["out/z😀.jpg"]
+    present = set(asked[::3])
+    for key in sorted(present) + ["a/first.jpg", "out/050_unrelated.jpg", "out/zz.jpg", "z/last.jpg"]:
+        s3.put(b, key, b"x")
+    uris = [f"s3://{b}/{k}" for k in asked]
+    truth = {u: storage.exists(u) for u in uris}
+    assert sum(truth.values()) == len(present) == 21
+    s3_proxy.requests.clear()
+    assert storage.existence(uris) == truth
+    assert [r.split("?")[0] for r in s3_proxy.requests] == [f"GET /{b}"]  # one listing request, no HEAD
+
+    # pages of 4 keys: the listing goes on over pages, stopping at the first key past the range
+    monkeypatch.setattr(storage, "LIST_PAGE_KEYS", 4)
+    s3_proxy.requests.clear()
+    assert storage.existence(uris) == truth
+    assert len(s3_proxy.requests) == 6 and not any(r.startswith("HEAD") for r in s3_proxy.requests)  # 23 keys in the range
+
+    # a listing budget smaller than the range: the keys past the last listed one are left to the caller's HEADs
+    s3_proxy.requests.clear()
+    part = storage.existence(uris, max_listed=10)
+    assert len(s3_proxy.requests) == 3 and not any(r.startswith("HEAD") for r in s3_proxy.requests)
+    assert 0 < len(part) < len(uris) and all(truth[u] == e for u, e in part.items())
+    decided = sorted(parse_key(u) for u in part)
+    assert decided == sorted(asked)[:len(decided)]  # a prefix of the keys in order, each one decided
+    assert storage.existence(uris, max_listed=0) == {}
+
+
+def parse_key(uri: str) -> str:
+    return storage.parse_s3(uri).key
+
+
+def test_existence_leaves_undecidable_keys_to_the_caller(s3, tmp_path):
+    """A bucket that cannot be listed decides nothing (the caller's HEAD then reports it per row); local paths
+    are always decided, and one that cannot be checked is left out."""
+    assert storage.existence(["s3://no-such-bucket-xyz/a.jpg"]) == {}
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    local = [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert storage.existence(local) == {local[0]: True, local[1]: False}
+
+
 def test_multipart_upload(s3):
     b = s3.bucket()
     storage.configure(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
