@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_shard.py --rows 96 --size 128
 	$(PY) bench/bench_shard.py --simulate 150 --rows 768 --batch-sizes 8 0 256
 	$(PY) bench/bench_shard.py --simulate 150 --rows 768 --batch-sizes 64 --write-rows 17
+	$(PY) bench/bench_s3_shard.py
 
 clean:
 	rm -rf demo-output .pytest_cache
