@@ -296,24 +296,18 @@ def exists(uri: str) -> bool:
 
 
 def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict[str, bool]:
-    """Whether each of ``uri_list`` exists, as ``exists`` would say, for the URIs that can be decided without a
-    request each: every local path, and the S3 keys that a listing of the key range of their bucket covers
-    (1,000 keys a request, where each key would cost a HEAD; from the smallest key on, stopping past the largest).
-    The listing stops after ``max_listed`` keys (default: 1,000 + 4 per key asked, so keys scattered among many
-    others do not turn into a listing of the whole bucket); keys past that point, and all keys of a bucket whose
-    listing fails or is not in key order, are left out (as is a local path that cannot be checked), for the
-    caller to check with ``exists``."""
+    """Whether each S3 URI of ``uri_list`` exists, as ``exists`` would say, for the keys that a listing of the key
+    range of their bucket covers: 1,000 keys a request, where each key would cost a HEAD (from the smallest key
+    on, stopping past the largest). The listing stops after ``max_listed`` keys (default: 1,000 + 4 per key asked,
+    so keys scattered among many others do not turn into a listing of the whole bucket). Left out, for the caller
+    to check with ``exists``: keys past that point, all keys of a bucket whose listing fails or is not in key
+    order, and local paths (a local check costs no request, and callers check them in parallel)."""
     known: dict[str, bool] = {}
     by_bucket: dict[str, dict[str, list[str]]] = {}
     for u in map(str, uri_list):
         if is_s3(u):
             loc = parse_s3(u)
             by_bucket.setdefault(loc.bucket, {}).setdefault(loc.key, []).append(u)
-        else:
-            try:
-                known[u] = exists(u)
-            except StorageError:
-                pass  # left to the caller's own check, which reports it
     for bucket, keys in by_bucket.items():
         budget = 1000 + 4 * len(keys) if max_listed is None else max(0, int(max_listed))
         present: set[str] = set()

@@ -27,6 +27,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("winograd.c")
+NORM_SOURCE = SOURCE.with_name("instance_norm.c")
 FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=c99"]
 # OpenMP first (the loops then share torch's thread pool); a compiler without it (Apple clang) builds serial loops.
 FLAG_SETS = [FLAGS + ["-fopenmp"], FLAGS]
@@ -152,7 +153,7 @@ def _declare_instance_norm(lib) -> None:
 
 def instance_norm():
     """The compiled instance norm + ReLU + reflection pad (``stylecore_instance_norm``), or ``None``."""
-    return _load("instance_norm", SOURCE.with_name("instance_norm.c"), _declare_instance_norm)
+    return _load("instance_norm", NORM_SOURCE, _declare_instance_norm)
 
 
 def reset() -> None:

@@ -100,12 +100,13 @@ def parse_key(uri: str) -> str:
 
 
 def test_existence_leaves_undecidable_keys_to_the_caller(s3, tmp_path):
-    """A bucket that cannot be listed decides nothing (the caller's HEAD then reports it per row); local paths
-    are always decided, and one that cannot be checked is left out."""
-    assert storage.existence(["s3://no-such-bucket-xyz/a.jpg"]) == {}
+    """A bucket that cannot be listed decides nothing (the caller's HEAD then reports it per row), and local
+    paths are left to the caller's own checks."""
+    b = s3.bucket()
+    s3.put(b, "out/a.jpg", b"x")
     (tmp_path / "a.jpg").write_bytes(b"x")
-    local = [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
-    assert storage.existence(local) == {local[0]: True, local[1]: False}
+    mixed = ["s3://no-such-bucket-xyz/a.jpg", str(tmp_path / "a.jpg"), f"s3://{b}/out/a.jpg", f"s3://{b}/out/b.jpg"]
+    assert storage.existence(mixed) == {f"s3://{b}/out/a.jpg": True, f"s3://{b}/out/b.jpg": False}
 
 
 def test_multipart_upload(s3):
