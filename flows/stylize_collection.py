@@ -48,8 +48,8 @@ def run_id() -> str:
 
 
 @task(name="merge-metrics", cache_policy=NO_CACHE)
-def merge_task(plan_rows, shards, outcomes):
-    return merge_metrics(plan_rows, shards, outcomes)
+def merge_task(plan_rows, shards, outcomes, overwrite=False):
+    return merge_metrics(plan_rows, shards, outcomes, overwrite=overwrite)
 
 
 def _run_local(shards, engine, *, overwrite, batch_size, quality, concurrency, retries, on_done) -> dict[int, dict]:
@@ -249,7 +249,7 @@ def stylize_collection(
         outcomes = _run_pool(shards, engine, pool=pool, name=name, run=run, **common)
     artifact.update(1, 1)
 
-    metrics = merge_task(rows, shards, outcomes)
+    metrics = merge_task(rows, shards, outcomes, overwrite)
     wall = time.perf_counter() - t0
     summary = summarize(metrics, wall_seconds=wall, extra={
         "manifest": manifest, "output": output, "report_dir": report_dir, "run_id": run,

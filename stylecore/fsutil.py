@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,21 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+# Bytes of a file name kept in its temporary name: ``.{name}.XXXXXXXX.part`` adds 15 bytes, so a legal name of
+# 241-255 bytes would give an illegal temporary one; longer names are shortened, with a hash of the whole name.
+TEMP_NAME_BYTES = 200
+
+
+def temp_stem(name: str) -> str:
+    """The part of ``name`` that its temporary files carry: the name itself, or for a name longer than
+    ``TEMP_NAME_BYTES`` in UTF-8 its start plus ``~`` and a hash of the whole name."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= TEMP_NAME_BYTES:
+        return name
+    head = raw[:TEMP_NAME_BYTES - 17].decode("utf-8", "ignore")
+    return f"{head}~{hashlib.sha1(raw).hexdigest()[:16]}"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same directory, fsync, rename.
 
@@ -24,16 +40,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{temp_stem(path.name)}.", suffix=".part", dir=path.parent)
     try:
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would
-        # (those of the file it replaces, else 0666 minus the umask).
-        try:
-            mode = path.stat().st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~_UMASK
-        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates 0600 files; give the result the permissions a plain open() would (those of the file
+            # it replaces, else 0666 minus the umask). Best effort: some mounts refuse chmod but take the write.
+            try:
+                mode = path.stat().st_mode & 0o7777
+            except OSError:
+                mode = 0o666 & ~_UMASK
+            with contextlib.suppress(OSError):
+                os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -46,11 +63,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def remove_partials(folder: str | os.PathLike, names) -> int:
     """Remove the temporary files that ``atomic_write_bytes`` left in ``folder`` for the files named in ``names``
-    when their writer was killed (``.{name}.<random>.part``, the name mkstemp gives); returns how many were removed.
+    when their writer was killed (``.{temp_stem(name)}.<random>.part``, the name mkstemp gives); returns how many were removed.
 
     One listing of the folder serves every name: a glob per written file listed the whole folder each time, which
     cost 33 ms per file in a folder of 50,000 outputs (quadratic in the size of a flat output folder)."""
-    names, removed = set(names), 0
+    names, removed = {temp_stem(n) for n in names}, 0
     try:
         entries = os.scandir(folder)
     except OSError:

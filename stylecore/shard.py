@@ -40,6 +40,8 @@ CPU_CALL_BATCH = 8  # rows per engine call on the CPU when batch_size is 0 (auto
 # of small images (2,700 rows of 256²), shallow for large photos (seven 24-MP ones; at least one always passes).
 READY_BYTES = 512 << 20
 CONTENT_CACHE_BYTES = 256 << 20  # decoded contents kept per shard (RGB bytes), for rows that share a content
+# Styles kept per shard, decoded (RGB bytes) and, apart, as fetched: a style is decoded at each content size
+STYLE_CACHE_BYTES = 256 << 20
 # Outputs (RGB bytes) waiting for the writers. It was a row count (16 + writers), so a GPU call of 64 rows
 # blocked the calling thread, and the GPU with it, until the writers had encoded 40-odd images: with a simulated
 # 150 img/s device (bench_shard.py --simulate) 64-row calls ran at 0.77 of the device's rate, now 0.92.
@@ -98,21 +100,31 @@ class ImageCache:
     """Decoded images for one shard, keyed by (URI, long side): each fetched and decoded once (large JPEGs at
     a reduced scale, see ``images.load_resized``), concurrent readers of one key wait for the first.
 
-    ``max_bytes`` (contents) bounds the pixels kept, least recently used out first, and a larger image is not
-    kept; failures are not kept either, so each row tries again and a transient storage error fails one row.
-    None (styles: few, reused by every row) keeps everything, failures included. ``keep_files`` also keeps
-    each URI's fetched bytes, so another size of the same image decodes without fetching again."""
+    ``max_bytes`` bounds the pixels kept, least recently used out first, and a larger image is not kept.
+    Failures are kept only with ``keep_failures`` (styles: a bad style fails each of its rows without another
+    fetch); otherwise each row tries again, so a transient storage error fails one row. ``keep_files`` also keeps
+    each URI's fetched bytes (as many as ``max_bytes``), so another size of the same image decodes without
+    fetching again: styles are decoded at each content's size, so with ``size=0`` a shard of mixed photo sizes
+    holds many sizes of one style, which ``max_bytes`` bounds."""
 
-    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int | None = None,
-                 keep_files: bool = False):
+    def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int, *,
+                 keep_files: bool = False, keep_failures: bool = False):
         self._read = read_bytes
-        self._files: dict[str, bytes] | None = {} if keep_files else None
+        self._files: OrderedDict[str, bytes] | None = OrderedDict() if keep_files else None
+        self._file_bytes = 0
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
+        self._keep_failures = keep_failures
         self._bytes = 0
         self._lock = threading.Lock()
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         self._images: OrderedDict[tuple[str, int], Image.Image | BaseException] = OrderedDict()
+
+    @property
+    def held(self) -> tuple[int, int, int]:
+        """(entries, decoded bytes, fetched file bytes) held now."""
+        with self._lock:
+            return len(self._images), self._bytes, self._file_bytes
 
     def get(self, uri: str, long_side: int) -> Image.Image:
         """The image at ``uri`` resized to ``long_side`` (0 keeps its size)."""
@@ -127,7 +139,7 @@ class ImageCache:
             if img is None:
                 try:
                     img = load_resized(self._fetch(uri), key[1], name=uri, max_pixels=self._max_pixels)
-                except Exception as e:  # noqa: BLE001 - raised below; kept for later rows only for styles
+                except Exception as e:  # noqa: BLE001 - raised below; kept for later rows only with keep_failures
                     img = e
                 self._keep(key, img)
         if isinstance(img, BaseException):
@@ -139,25 +151,35 @@ class ImageCache:
             return self._read(uri)
         with self._lock:
             data = self._files.get(uri)
+            if data is not None:
+                self._files.move_to_end(uri)
         if data is None:
             data = self._read(uri)
             with self._lock:
-                self._files[uri] = data
+                if uri not in self._files and len(data) <= self._max_bytes:
+                    self._files[uri] = data
+                    self._file_bytes += len(data)
+                    while self._file_bytes > self._max_bytes:
+                        self._file_bytes -= len(self._files.popitem(last=False)[1])
         return data
 
     def _keep(self, key: tuple[str, int], img: Image.Image | BaseException) -> None:
         failed = isinstance(img, BaseException)
         size = 0 if failed else _nbytes(img)
         with self._lock:
-            if self._max_bytes is not None and (failed or size > self._max_bytes):
+            if (failed and not self._keep_failures) or size > self._max_bytes:
                 self._locks.pop(key, None)
                 return
+            old = self._images.pop(key, None)  # two threads can load one key after its lock was dropped
+            if isinstance(old, Image.Image):
+                self._bytes -= _nbytes(old)
             self._images[key] = img
             self._bytes += size
-            while self._max_bytes is not None and self._bytes > self._max_bytes:
-                old, gone = self._images.popitem(last=False)
-                self._locks.pop(old, None)
-                self._bytes -= _nbytes(gone)
+            while self._bytes > self._max_bytes:
+                gone_key, gone = self._images.popitem(last=False)
+                self._locks.pop(gone_key, None)
+                if isinstance(gone, Image.Image):
+                    self._bytes -= _nbytes(gone)
 
 
 def _nbytes(img: Image.Image) -> int:
@@ -237,9 +259,9 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     batch_size = max(0, int(batch_size or 0))
     limits: dict[tuple, int] = {}  # (method, size) -> rows per engine call
     max_pixels = getattr(engine, "max_pixels", 0)
-    styles = ImageCache(storage.read_bytes, max_pixels, keep_files=True)
+    styles = ImageCache(storage.read_bytes, max_pixels, STYLE_CACHE_BYTES, keep_files=True, keep_failures=True)
     # rows of one content with several styles (cross, sample:K) are adjacent and read by concurrent readers
-    contents = ImageCache(storage.read_bytes, max_pixels, max_bytes=CONTENT_CACHE_BYTES)
+    contents = ImageCache(storage.read_bytes, max_pixels, CONTENT_CACHE_BYTES)
 
     def finish(item: _Item, status: str, error: str = "", **timings) -> None:
         res = {"status": status, "error": error, "width": None, "height": None,

@@ -47,6 +47,7 @@ _ENV = {
     "addressing_style": ("STYLIZE_S3_ADDRESSING_STYLE", str),
 }
 LIST_PAGE_KEYS = 1000  # keys per listing request (S3's most)
+DIRECTORY_BUCKET_SUFFIX = "--x-s3"  # S3 Express One Zone bucket names end so
 _overrides: dict = {}
 _lock = threading.Lock()
 _client_cache: dict = {}
@@ -300,8 +301,10 @@ def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict
     range of their bucket covers: 1,000 keys a request, where each key would cost a HEAD (from the smallest key
     on, stopping past the largest). The listing stops after ``max_listed`` keys (default: 1,000 + 4 per key asked,
     so keys scattered among many others do not turn into a listing of the whole bucket). Left out, for the caller
-    to check with ``exists``: keys past that point, all keys of a bucket whose listing fails or is not in key
-    order, and local paths (a local check costs no request, and callers check them in parallel)."""
+    to check with ``exists``: keys past that point, all keys of a bucket whose listing fails or is found out of key
+    order, of S3 Express directory buckets (which list out of order), and local paths (a local check costs no
+    request, and callers check them in parallel). Other stores must list in key order, as S3's general purpose
+    buckets, MinIO and Ceph do."""
     known: dict[str, bool] = {}
     by_bucket: dict[str, dict[str, list[str]]] = {}
     for u in map(str, uri_list):
@@ -309,6 +312,8 @@ def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict
             loc = parse_s3(u)
             by_bucket.setdefault(loc.bucket, {}).setdefault(loc.key, []).append(u)
     for bucket, keys in by_bucket.items():
+        if bucket.endswith(DIRECTORY_BUCKET_SUFFIX):
+            continue  # S3 Express directory buckets do not list in key order
         budget = 1000 + 4 * len(keys) if max_listed is None else max(0, int(max_listed))
         present: set[str] = set()
         decided_to = _list_range(bucket, sorted(keys), budget, present)

@@ -24,12 +24,14 @@ def _from_plan(rows: pd.DataFrame, status: str, error: str = "") -> pd.DataFrame
     return out
 
 
-def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcomes: dict[int, dict[str, Any]]) -> pd.DataFrame:
+def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcomes: dict[int, dict[str, Any]], *,
+                  overwrite: bool = False) -> pd.DataFrame:
     """One metrics row per plan row, in manifest order.
 
     ``skipped`` means the output existed before this run. A row that an earlier attempt of a retried
     shard wrote counts as ``ok``; the rows of a shard that never finished are ``ok`` when their output
-    exists and ``failed`` with the shard's reason otherwise.
+    exists and ``failed`` with the shard's reason otherwise. With ``overwrite`` an existing output may be the
+    one the run was to replace, so every row of a shard that never finished is ``failed``.
     """
     frames = [_from_plan(plan_rows[plan_rows["status"] == "skipped"], "skipped")]
     for shard in shards:
@@ -38,10 +40,13 @@ def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcome
             frames.append(tables.read_parquet(shard["metrics"]))
             continue
         rows = tables.read_parquet(shard["shard"])
+        reason = f"shard {shard['index']:05d} did not finish: {outcome.get('error') or 'unknown error'}"
+        if overwrite:
+            frames.append(_from_plan(rows, "failed", reason))
+            continue
         uris = rows["output_uri"].astype(str)
         known = storage.existence(uris)  # one listing of the shard's key range on S3, not a HEAD per row
         written = uris.map(lambda u: known[u] if u in known else storage.exists(u)).astype(bool)
-        reason = f"shard {shard['index']:05d} did not finish: {outcome.get('error') or 'unknown error'}"
         frames.append(_from_plan(rows[written], "ok"))
         frames.append(_from_plan(rows[~written], "failed", reason))
     frames = [f for f in frames if len(f)]

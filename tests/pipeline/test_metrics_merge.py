@@ -30,3 +30,8 @@ def test_rows_of_a_lost_shard_are_ok_when_written_and_failed_otherwise(s3, s3_pr
     # the lost shard's outputs are found by one listing, not a HEAD per row
     assert not any(r.startswith("HEAD") for r in s3_proxy.requests)
     assert sum("list-type=2" in r for r in s3_proxy.requests) == 1
+
+    # with overwrite the outputs that exist may be the ones the run was to replace: the lost shard's rows all fail
+    again = merge_metrics(plan.rows, shards, {0: {"status": "ok"}, 1: {"status": "failed", "error": "worker lost"}},
+                          overwrite=True)
+    assert again["status"].tolist() == ["ok"] * 4 + ["failed"] * 6

@@ -304,30 +304,94 @@ def test_image_cache_keeps_at_most_its_byte_budget(tmp_path):
     reads: list[str] = []
     read = _recording_reader(reads)
 
-    cache = ImageCache(read, 0, max_bytes=2 * 40 * 30 * 3)  # room for two 40x30 images
+    cache = ImageCache(read, 0, 2 * 40 * 30 * 3)  # room for two 40x30 images
     for i in (0, 1, 0, 2, 0, 1):
         cache.get(str(tmp_path / f"p{i}.png"), 0)
     # p0 stays (recently used); p1 is evicted by p2 and read again
     assert [r.rsplit("/", 1)[-1] for r in reads] == ["p0.png", "p1.png", "p2.png", "p1.png"]
-    tiny = ImageCache(read, 0, max_bytes=100)  # smaller than any image: nothing is kept
+    tiny = ImageCache(read, 0, 100)  # smaller than any image: nothing is kept
     reads.clear()
     tiny.get(str(tmp_path / "p0.png"), 0)
     tiny.get(str(tmp_path / "p0.png"), 0)
     assert len(reads) == 2
 
 
-def test_a_style_used_at_two_sizes_is_fetched_once(tmp_path):
+def test_a_style_used_at_many_sizes_is_fetched_once_and_kept_within_its_budget(tmp_path):
+    """Styles are decoded at each content's size; with ``size=0`` a shard of mixed photo sizes used to keep every
+    size of a style for the whole shard (60 sizes of a 1200x900 style: 67 MB held for a 3 MB style)."""
     from stylecore.shard import ImageCache
 
     make_photo(40, 30, seed=3).save(tmp_path / "s.png")
     reads: list[str] = []
     read = _recording_reader(reads)
 
-    styles = ImageCache(read, 0, keep_files=True)
+    styles = ImageCache(read, 0, 10 * 32 * 24 * 3, keep_files=True, keep_failures=True)
     uri = str(tmp_path / "s.png")
     assert styles.get(uri, 20).size == (20, 15) and styles.get(uri, 32).size == (32, 24)
     assert styles.get(uri, 20).size == (20, 15)
     assert reads == [uri]
+    for side in range(8, 40):
+        assert max(styles.get(uri, side).size) == side
+    entries, decoded, files = styles.held
+    assert reads == [uri] and 0 < decoded <= 10 * 32 * 24 * 3 and files == (tmp_path / "s.png").stat().st_size
+    assert entries >= 5  # the most recent sizes
+    with pytest.raises(Exception, match="not found|No such file"):
+        styles.get(str(tmp_path / "missing.png"), 20)
+    with pytest.raises(Exception, match="not found|No such file"):
+        styles.get(str(tmp_path / "missing.png"), 20)
+    assert reads.count(str(tmp_path / "missing.png")) == 1  # a failed style is kept: its rows fail without a fetch
+
+
+def test_two_loads_of_one_key_are_counted_once(tmp_path):
+    """A failed load drops the key's lock while another reader still waits on it; a third reader then loads the key
+    beside the waiting one. Both keep it: the bytes used to be counted twice and never given back, until the cache
+    kept nothing."""
+    import threading
+    import time
+
+    from stylecore.shard import ImageCache
+
+    make_photo(64, 64, seed=1).save(tmp_path / "k.png")
+    uri, calls = str(tmp_path / "k.png"), [0]
+    second_waits, third_started = threading.Event(), threading.Event()
+
+    def read(u):
+        calls[0] += 1
+        if calls[0] == 1:  # a transient failure while the second reader waits for the key's lock
+            second_waits.wait()
+            time.sleep(0.1)
+            raise OSError("read timed out")
+        if calls[0] == 2:  # the second reader, under the dropped lock, loads slowly
+            third_started.wait(5)
+        if calls[0] == 3:  # the third reader got a new lock and loads beside it
+            third_started.set()
+        return storage.read_bytes(u)
+
+    one = 64 * 64 * 3
+    cache = ImageCache(read, 0, int(one * 1.5))
+    results = {}
+
+    def get(name):
+        try:
+            results[name] = cache.get(uri, 0).size
+        except OSError as e:
+            results[name] = str(e)
+
+    first = threading.Thread(target=get, args=("first",))
+    first.start()
+    time.sleep(0.05)
+    second = threading.Thread(target=get, args=("second",))
+    second.start()
+    time.sleep(0.05)
+    second_waits.set()
+    first.join()
+    time.sleep(0.05)
+    third = threading.Thread(target=get, args=("third",))
+    third.start()
+    second.join(10)
+    third.join(10)
+    assert results == {"first": "read timed out", "second": (64, 64), "third": (64, 64)}
+    assert cache.held[:2] == (1, one)
 
 
 def test_decoded_rows_waiting_for_the_engine_stay_within_ready_bytes(tmp_path, engine, monkeypatch):

@@ -102,3 +102,39 @@ def test_remove_partials_removes_only_the_named_files_partials(tmp_path):
     assert remove_partials(tmp_path, ["a.b.jpg", "c.png", "missing.jpg"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.b.jpg", ".d.jpg.zz.part", ".a.b.jpg.part", "x.part"])
     assert remove_partials(tmp_path / "no-such-folder", ["a.jpg"]) == 0
+
+
+def test_names_up_to_the_filesystem_limit_write_atomically_and_their_partials_are_found(tmp_path):
+    """A temporary name adds 15 bytes to the output's; names of 241-255 bytes (long content stems in the default
+    output keys) used to fail with 'File name too long'. Their temporary names carry a shortened, hashed stem."""
+    from stylecore.fsutil import atomic_write_bytes, remove_partials, temp_stem
+
+    names = ["c" * 230 + "__style__0123abcd.jpg", "é" * 120 + ".png", "short.jpg"]  # 251, 244 and 9 bytes
+    for name in names:
+        atomic_write_bytes(tmp_path / name, b"done")
+        assert (tmp_path / name).read_bytes() == b"done"
+    stems = [temp_stem(n) for n in names]
+    assert stems[2] == "short.jpg" and all(len(s.encode()) <= 200 for s in stems) and len(set(stems)) == 3
+    assert temp_stem("c" * 230 + "__style__9999abcd.jpg") != stems[0]  # same start, another name
+    for stem in stems:
+        (tmp_path / f".{stem}.k3x_9zq1.part").write_bytes(b"half")
+    assert remove_partials(tmp_path, names[:2]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == [".short.jpg.k3x_9zq1.part"]
+
+
+def test_a_mount_that_refuses_chmod_still_takes_the_write_and_no_descriptor_leaks(tmp_path, monkeypatch):
+    import os
+
+    from stylecore import fsutil
+
+    def refuse(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fsutil.os, "fchmod", refuse)
+    monkeypatch.setattr(fsutil.os, "chmod", refuse)
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        fsutil.atomic_write_bytes(tmp_path / f"{i}.jpg", b"data")
+    assert all((tmp_path / f"{i}.jpg").read_bytes() == b"data" for i in range(20))
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]

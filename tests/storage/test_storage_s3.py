@@ -109,6 +109,13 @@ def test_existence_leaves_undecidable_keys_to_the_caller(s3, tmp_path):
     assert storage.existence(mixed) == {f"s3://{b}/out/a.jpg": True, f"s3://{b}/out/b.jpg": False}
 
 
+def test_existence_does_not_list_directory_buckets(s3, s3_proxy):
+    """S3 Express directory buckets list out of key order, so a range listing could call an output missing."""
+    s3_proxy.requests.clear()
+    assert storage.existence(["s3://outputs--usw2-az1--x-s3/out/a.jpg"]) == {}
+    assert s3_proxy.requests == []
+
+
 def test_multipart_upload(s3):
     b = s3.bucket()
     storage.configure(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
