@@ -15,13 +15,14 @@ from PIL import Image
 
 from .adain import AdaINEncoder, load_adain_decoder, load_adain_encoder
 from .device import memory_format, resolve_device
-from .errors import OptionsError
+from .errors import ImageError, OptionsError
 from .fast_layers import fast_decoder, fast_encoder, fast_transformer
 from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line, cuda_layer_forms
 from .ff_graphs import compile_dynamic, compile_mode
 from .fused_layers import fuse_sequential, fuse_transformer
 from .gatys import StepInfo, stylize_gatys
-from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, resize_long_side, to_pil, to_tensor
+from .images import (DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, resize_long_side, to_pil, to_rgb,
+                     to_tensor)
 from .johnson import load_transformer
 from .options import StyleOptions, check_method, normalise_weights, parse_style_weights
 from .style_cache import StyleCache
@@ -173,8 +174,7 @@ class Engine(FeedForwardMixin):
         style_imgs = [self.load(s, style_long, name=_name(s, f"style {i + 1}")) for i, s in enumerate(styles)]
         mask_img = None
         if mask is not None:
-            if method != "adain":
-                raise OptionsError(f"mask: spatial control is available for method adain, not {method}")
+            _check_mask(method)
             mask_img = load_image(mask, name=_name(mask, "mask"), max_pixels=self.max_pixels)
         return self._run(content_img, style_imgs, method, opts, style_weights, callback, mask=mask_img)
 
@@ -206,8 +206,9 @@ class Engine(FeedForwardMixin):
             t0 = time.perf_counter()
             try:
                 method = check_method(req.method)
+                req = _checked(req, method)
                 if method != "gatys":
-                    ff.append((i, req if method == req.method else _with_method(req, method)))
+                    ff.append((i, req))
                     continue
                 img = self._run(req.content, list(req.styles), method, req.options, req.style_weights)
                 results[i] = Result(req.key, img, None, (time.perf_counter() - t0) * 1000)
@@ -222,10 +223,29 @@ class Engine(FeedForwardMixin):
         return results
 
 
-def _with_method(req: Request, method: str) -> Request:
+def _check_mask(method: str) -> None:
+    if method != "adain":
+        raise OptionsError(f"mask: spatial control is available for method adain, not {method}")
+
+
+def _checked(req: Request, method: str) -> Request:
+    """``req`` for ``method`` with its images in RGB (alpha composited on white and palettes applied, as
+    ``stylize`` loads them); an item that is not an image, or a mask for a method without spatial control,
+    is an error of that item."""
     from dataclasses import replace
 
-    return replace(req, method=method)
+    if req.mask is not None:
+        _check_mask(method)
+    return replace(req, method=method, content=_rgb(req.content, "content"),
+                   styles=[_rgb(s, f"style {i + 1}") for i, s in enumerate(req.styles)])
+
+
+def _rgb(img, what: str) -> Image.Image:
+    if not isinstance(img, Image.Image):
+        raise ImageError(f"{what}: expected a decoded PIL image, got {type(img).__name__}")
+    if img.width < 1 or img.height < 1:
+        raise ImageError(f"{what}: empty image ({img.width}x{img.height} px)")
+    return to_rgb(img)
 
 
 def _name(source, default: str) -> str | None:

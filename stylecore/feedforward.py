@@ -27,7 +27,7 @@ from PIL import Image
 from .adain import SCALE as ADAIN_SCALE, Stats, StatsAccumulator, adain_features, feature_labels, mask_labels, mean_std
 from .color import combine_luminance, match_color_covariance
 from .device import amp_dtype, autocast
-from .errors import OptionsError, StyleCoreError
+from .errors import ImageError, OptionsError, StyleCoreError
 from .fast_layers import channels_last_pads
 from .ff_graphs import AdaINGraph, JohnsonGraph, compile_graph, to_uint8_hwc
 from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
@@ -81,6 +81,19 @@ class FFItem:
         if self._pixels is None:
             self._pixels = pixels(self.image)
         return self._pixels
+
+
+# Shortest side each method runs on: AdaIN's encoder pools three times (ceil) and must leave at least 2x2 cells
+# for its reflection pads and a standard deviation; Johnson's 9x9 convolution pads 4 by reflection.
+MIN_SIDE = {"adain": 9, "johnson": 5}
+
+
+def check_side(img: Image.Image, what: str, method: str) -> None:
+    """An ``ImageError`` naming ``what`` when ``img`` is too small for ``method`` (``MIN_SIDE``)."""
+    least = MIN_SIDE.get(method, 1)
+    if min(img.size) < least:
+        raise ImageError(f"{what}: {img.width}x{img.height} px is too small for method {method} "
+                         f"(at least {least} px per side)")
 
 
 def pixels(img: Image.Image) -> torch.Tensor:
@@ -167,6 +180,7 @@ class FeedForwardMixin:
     def _prepare(self, index: int, req) -> FFItem:
         t0 = time.perf_counter()
         opts = req.options
+        check_side(req.content, "content", req.method)
         if req.method == "johnson":
             self.model  # noqa: B018 - load now so that a missing/bad model fails here
             item = FFItem(index, "johnson", req.content, opts)
@@ -181,6 +195,8 @@ class FeedForwardMixin:
         styles = list(req.styles)
         if not styles:
             raise OptionsError("method adain needs at least one style image")
+        for i, style in enumerate(styles):
+            check_side(style, f"style {i + 1}", "adain")
         self.decoder  # noqa: B018 - a missing decoder is an error before any encoding
         n = len(styles)
         labels = None
@@ -194,12 +210,13 @@ class FeedForwardMixin:
         item = FFItem(index, "adain", req.content, opts, labels=labels)
         stats = []
         keys = list(req.style_keys or [])
+        tile = self.tile_limit(opts, ADAIN_SCALE)
         for i, style in enumerate(styles):
             if opts.preserve_color:
                 stats.append(self._recoloured_style_stats(style, item.pixels, opts))
                 continue
             key = ("adain", self.config.encoder, keys[i] if i < len(keys) and keys[i] else image_digest(style),
-                   style.size)
+                   style.size, tile if max(style.size) > tile else 0)  # tiled statistics differ a little
             stats.append(self.style_cache.get_or_compute(key, lambda s=style: self._style_stats(pixels(s), opts)))
         if labels is not None:
             targets = stats
@@ -228,7 +245,8 @@ class FeedForwardMixin:
                         with autocast(self.device):
                             m, s = mean_std(self.adain_encoder(self._input(x)))
                         return Stats(m[0, :, 0, 0], s[0, :, 0, 0])
-                    return self._tiled_content_stats(x, None, 1, tile)[0][0]
+                    st = self._tiled_content_stats(x, None, 1, tile)[0][0]  # summed on the CPU
+                    return Stats(st.mean.to(self.device), st.std.to(self.device))
             except OOM:
                 self._release()
                 tile = self._smaller_tile(min(tile, max(x.shape[-2:])), ADAIN_SCALE)
@@ -481,14 +499,15 @@ class FeedForwardMixin:
             return Image.fromarray(blender.result().numpy(), mode="RGB")
 
     def _johnson_norm_stats(self, x: torch.Tensor, tile: int) -> dict:
-        """InstanceNorm statistics of the whole image, from one pass over it downscaled to the tile size.
+        """InstanceNorm statistics of the whole image, from one pass over it downscaled to a tile's pixel count.
 
         Every tile then normalises with these statistics, so all tiles compute the same function and no
         seams appear (per-tile statistics would differ from tile to tile).
         """
         h, w = x.shape[-2:]
-        scale = tile / max(h, w)
-        size = (max(JOHNSON_SCALE, round(w * scale)), max(JOHNSON_SCALE, round(h * scale)))
+        scale = min(1.0, tile / math.sqrt(h * w))  # the pixels of one tile: a long strip keeps its rows
+        least = MIN_SIDE["johnson"]
+        size = (max(least, round(w * scale)), max(least, round(h * scale)))
         small = Image.fromarray(x[0].permute(1, 2, 0).numpy(), mode="RGB").resize(size, Image.Resampling.BOX)
         with instance_norm_stats(self.model) as record, autocast(self.device):
             self.model(self._input(pixels(small)) * 255.0)
@@ -506,7 +525,7 @@ def _host_images(y: torch.Tensor) -> Callable[[], list[Image.Image]]:
     host = torch.empty(y.shape, dtype=torch.uint8, pin_memory=True)
     host.copy_(y, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(y.device))  # the copy's stream, on cuda:N too (not the current device's)
 
     def wait() -> list[Image.Image]:
         done.synchronize()

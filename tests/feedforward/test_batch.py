@@ -1,6 +1,8 @@
 """Batched inference: style statistics cache, batching parity, bad items, out-of-memory splitting."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
@@ -67,6 +69,69 @@ def test_bad_items_fail_alone_with_one_line_errors(ff_weights):
     assert "cubism" in by_key["method"].error
     assert "2 weights for 1 style" in by_key["weights"].error
     assert "tile_size" in by_key["tile"].error
+
+
+def test_unusable_images_fail_their_item_with_a_reason_and_the_batch_goes_on(ff_weights):
+    """An empty content, a non-image, images below a method's smallest side and a mask for a method without
+    spatial control each fail their item alone (they used to raise out of the whole call, give a raw padding
+    RuntimeError, or be silently ignored)."""
+    from PIL import Image
+
+    engine = _engine(ff_weights)
+    opts = StyleOptions.make(size=0)
+    style = make_texture(32, seed=1)
+    items = {
+        "empty-adain": Request(Image.new("RGB", (0, 0)), [style], ["t"], None, "adain", opts),
+        "empty-johnson": Request(Image.new("RGB", (0, 0)), [], [], None, "johnson", opts),
+        "none-johnson": Request(None, [], [], None, "johnson", opts),
+        "strip-adain": Request(make_photo(200, 8), [style], ["t"], None, "adain", opts),
+        "small-style": Request(make_photo(64, 48), [make_texture(8)], ["small"], None, "adain", opts),
+        "tiny-johnson": Request(make_photo(4, 40), [], [], None, "johnson", opts),
+        "mask-johnson": Request(make_photo(64, 48), [], [], None, "johnson", opts, mask=Image.new("L", (64, 48))),
+        "mask-gatys": Request(make_photo(64, 48), [style], [], None, "gatys", opts, mask=Image.new("L", (64, 48))),
+        "smallest-adain": Request(make_photo(9, 40), [style], ["t"], None, "adain", opts),
+        "smallest-johnson": Request(make_photo(40, 5), [], [], None, "johnson", opts),
+    }
+    results = engine.stylize_batch([dataclasses.replace(r, key=k) for k, r in items.items()])
+    by_key = {r.key: r for r in results}
+    assert by_key["empty-adain"].error == "content: empty image (0x0 px)"
+    assert by_key["empty-johnson"].error == "content: empty image (0x0 px)"
+    assert by_key["none-johnson"].error == "content: expected a decoded PIL image, got NoneType"
+    assert by_key["strip-adain"].error == "content: 200x8 px is too small for method adain (at least 9 px per side)"
+    assert by_key["small-style"].error == "style 1: 8x8 px is too small for method adain (at least 9 px per side)"
+    assert by_key["tiny-johnson"].error == "content: 4x40 px is too small for method johnson (at least 5 px per side)"
+    for key in ("mask-johnson", "mask-gatys"):
+        assert by_key[key].error == f"mask: spatial control is available for method adain, not {key[5:]}"
+    assert by_key["smallest-adain"].image.size == (9, 40) and by_key["smallest-johnson"].image.size == (40, 5)
+    assert np.isfinite(np.asarray(by_key["smallest-adain"].image, dtype=float)).all()
+
+
+def test_palette_and_transparent_images_are_read_as_stylize_reads_them(ff_weights):
+    """Two palette styles with the same indices and different palettes are different styles (the cache key hashed
+    only the indices), and a transparent content is composited on white in a batch as in ``stylize``."""
+    from PIL import Image
+
+    from stylecore.images import to_rgb
+
+    engine = _engine(ff_weights)
+    opts = StyleOptions.make(size=0)
+    a = make_texture(32, seed=1).quantize(8)
+    b = a.copy()
+    b.putpalette([255 - v for v in a.getpalette()])
+    content = make_photo(48, 40, seed=2)
+    first, second = engine.stylize_batch([Request(content, [s], [], None, "adain", opts) for s in (a, b)])
+    fresh = _engine(ff_weights).stylize_batch([Request(content, [b], [], None, "adain", opts)])[0]
+    assert engine.style_cache.misses == 2 and _diff(second.image, fresh.image) <= 1 and _diff(first.image, second.image) > 10
+    rgba = make_photo(48, 40, seed=3).convert("RGBA")
+    alpha = Image.new("L", rgba.size, 255)
+    alpha.paste(0, (0, 0, 24, 40))  # left half transparent
+    rgba.putalpha(alpha)
+    for method, styles in (("johnson", []), ("adain", [make_texture(48, seed=4)])):  # stylize: style at 48 px too
+        batch = engine.stylize_batch([Request(rgba, styles, [], None, method, opts)])[0].image
+        single = engine.stylize(rgba, styles, method=method, size=0)
+        plain = engine.stylize(to_rgb(rgba), styles, method=method, size=0)
+        assert _diff(batch, single) <= 1
+        assert _diff(batch, plain) <= 1
 
 
 def test_missing_networks_fail_items_not_the_call(ff_weights):

@@ -85,7 +85,8 @@ def test_johnson_tiled_is_close_to_untiled(ff_engine):
         tiled = np.asarray(ff_engine.stylize(content, method="johnson", size=0, tile_size=128), float)
     finally:
         hook.remove()
-    assert max(max(s) for s in seen) <= 128 + 4 + 8  # tiles (+ conv1's reflection padding)
+    # tiles (+ conv1's reflection padding), and the statistics pass over the image downscaled to a tile's pixels
+    assert max(h * w for h, w in seen) <= (128 + 4 + 8) ** 2
     d = np.abs(tiled - whole)
     assert whole.std() > 10
     # InstanceNorm statistics come from a downscaled whole-image pass: a small global shift, no seams
@@ -93,3 +94,35 @@ def test_johnson_tiled_is_close_to_untiled(ff_engine):
     tiles = plan_tiles(160, 224, 128, 32, 4)
     cuts = sorted({t.x0 for t in tiles if t.x0} | {t.x1 for t in tiles if t.x1 < 224})
     assert _seam_ratio(tiled.astype(np.uint8), cuts) < 1.5 * max(1.0, _seam_ratio(whole.astype(np.uint8), cuts))
+
+
+def test_a_long_strip_tiles_with_johnson(ff_weights):
+    """Johnson's whole-image norm statistics come from a pass over the image downscaled to the tile size: a 3000x12
+    strip went down to 4 rows, too few for the 9x9 convolution's reflection pad, while untiled it ran."""
+    from stylecore.engine import Engine
+
+    engine = Engine(model=ff_weights["johnson"], device="cpu")
+    strip = make_photo(3000, 12, seed=5)
+    tiled = engine.stylize(strip, method="johnson", size=0, tile_size=1024)
+    whole = engine.stylize(strip, method="johnson", size=0, tile_size=4096)
+    assert tiled.size == whole.size == (3000, 12)
+    assert np.abs(np.asarray(tiled, dtype=int) - np.asarray(whole, dtype=int)).mean() < 12
+
+
+def test_style_statistics_cached_from_tiles_are_not_reused_untiled(ff_weights):
+    """A large style encoded in tiles (a request's small tile_size) gives slightly different statistics; the cache
+    keeps them apart, so a later request's output does not depend on the requests before it."""
+    from stylecore.engine import Engine, Request
+    from stylecore.options import StyleOptions
+
+    def engine():
+        return Engine(encoder=ff_weights["vgg_normalised"], decoder=ff_weights["decoder"], device="cpu")
+
+    style, content = make_texture(160, seed=3), make_photo(48, 40, seed=1)
+    small_tiles = Request(content, [style], ["s3://styles/big.png"], None, "adain", StyleOptions.make(size=0, tile_size=64))
+    default = Request(content, [style], ["s3://styles/big.png"], None, "adain", StyleOptions.make(size=0))
+    warm = engine()
+    after = warm.stylize_batch([small_tiles, default])[1].image
+    fresh = engine().stylize_batch([default])[0].image
+    assert warm.style_cache.misses == 2
+    assert np.array_equal(np.asarray(after), np.asarray(fresh))
