@@ -9,6 +9,7 @@ writes are atomic a killed worker never leaves a partial file that counts as don
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -62,6 +63,7 @@ class _Item:
     options: StyleOptions | None = None
     content: Image.Image | None = None
     styles: list[Image.Image] = field(default_factory=list)
+    style_keys: list[str] = field(default_factory=list)  # cache keys of the styles' statistics (URI and content)
     weights: list[float] | None = None
     image: Image.Image | None = None
     nbytes: int = 0  # what it holds in a hand-off queue: the decoded content, later the output
@@ -105,13 +107,16 @@ class ImageCache:
     fetch); otherwise each row tries again, so a transient storage error fails one row. ``keep_files`` also keeps
     each URI's fetched bytes (as many as ``max_bytes``), so another size of the same image decodes without
     fetching again: styles are decoded at each content's size, so with ``size=0`` a shard of mixed photo sizes
-    holds many sizes of one style, which ``max_bytes`` bounds."""
+    holds many sizes of one style, which ``max_bytes`` bounds. With ``keep_files`` each URI's first fetch is also
+    hashed (``version_key``), so caches that outlive the shard (the engine's style statistics, the quality
+    evaluator's) see a file replaced under the same URI as a new style."""
 
     def __init__(self, read_bytes: Callable[[str], bytes], max_pixels: int, max_bytes: int, *,
                  keep_files: bool = False, keep_failures: bool = False):
         self._read = read_bytes
         self._files: OrderedDict[str, bytes] | None = OrderedDict() if keep_files else None
         self._file_bytes = 0
+        self._digests: dict[str, str] = {}
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
         self._keep_failures = keep_failures
@@ -125,6 +130,12 @@ class ImageCache:
         """(entries, decoded bytes, fetched file bytes) held now."""
         with self._lock:
             return len(self._images), self._bytes, self._file_bytes
+
+    def version_key(self, uri: str) -> str:
+        """``uri#<hash of its bytes>`` once ``uri`` was fetched here with ``keep_files``, else ``uri``."""
+        with self._lock:
+            digest = self._digests.get(uri)
+        return f"{uri}#{digest}" if digest else uri
 
     def get(self, uri: str, long_side: int) -> Image.Image:
         """The image at ``uri`` resized to ``long_side`` (0 keeps its size)."""
@@ -155,7 +166,9 @@ class ImageCache:
                 self._files.move_to_end(uri)
         if data is None:
             data = self._read(uri)
+            digest = hashlib.blake2b(data, digest_size=12).hexdigest()
             with self._lock:
+                self._digests.setdefault(uri, digest)  # the version this shard uses, even if refetched later
                 if uri not in self._files and len(data) <= self._max_bytes:
                     self._files[uri] = data
                     self._file_bytes += len(data)
@@ -311,6 +324,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             item.content = contents.get(rec["content"], item.options.size)
             long_side = item.options.style_size or max(item.content.size)
             item.styles = [styles.get(u, long_side) for u in style_uris]
+            item.style_keys = [styles.version_key(u) for u in style_uris]
         except Exception as e:  # noqa: BLE001 - a bad row fails alone
             finish(item, "failed", one_line(e), read_ms=(time.perf_counter() - item.t0) * 1000)
             return None
@@ -365,7 +379,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     def compute(batch: list[_Item]) -> None:
         from .engine import Request
 
-        reqs = [Request(content=it.content, styles=it.styles, style_keys=str(it.row["style"]).split("|"),
+        reqs = [Request(content=it.content, styles=it.styles, style_keys=it.style_keys,
                         style_weights=it.weights, method=str(it.row["method"]), options=it.options,
                         key=str(it.index)) for it in batch]
         error = None
@@ -393,8 +407,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             try:
                 from .quality import QualityItem
 
-                scores = list(quality([QualityItem(it.content, it.styles, it.image, it.weights,
-                                                   str(it.row["style"]).split("|")) for it in good]))
+                scores = list(quality([QualityItem(it.content, it.styles, it.image, it.weights, it.style_keys)
+                                       for it in good]))
             except Exception as e:  # noqa: BLE001 - scoring never fails a row
                 scores = [{"quality_error": one_line(e)}] * len(good)
             per_row = (time.perf_counter() - t) * 1000 / len(good)

@@ -448,3 +448,32 @@ def test_on_s3_outputs_of_an_earlier_attempt_are_found_by_one_listing(tmp_path, 
     assert "HEAD" not in methods and len(lists) == 1
     assert methods.count("PUT") == 8 and methods.count("GET") == 1 + 8 + 1  # the listing, 8 contents, the style
     assert storage.read_bytes(earlier.iloc[0]) == b"done"  # left as it was
+
+
+def test_a_style_file_replaced_under_its_path_is_a_new_style_for_a_long_lived_engine(tmp_path, engine):
+    """The process engine outlives shards (a worker serving many runs) and caches style statistics by key: the
+    key holds a hash of the style's bytes, so a style replaced under the same path is encoded again, and the
+    outputs are those of a fresh engine with the new style."""
+    from stylecore.engine import Engine
+    from tests.conftest import make_texture
+
+    def shard(out: str, eng) -> Image.Image:
+        rows = pd.DataFrame({"content": [str(tmp_path / "c.jpg")], "style": [str(tmp_path / "style.png")]})
+        plan = manifest.plan(rows, str(tmp_path / out), method=ENGINE["method"],
+                             options=StyleOptions.make(size=ENGINE["size"]), encoder=ENGINE["encoder"],
+                             decoder=ENGINE["decoder"], fmt="png")
+        metrics = run_shard(plan.rows, eng, batch_size=1, readers=1, writers=1)
+        assert metrics["status"].tolist() == ["ok"], metrics["error"].tolist()
+        return np.asarray(Image.open(plan.rows["output_uri"].iloc[0]).convert("RGB")).astype(int)
+
+    make_photo(48, 40, seed=3).save(tmp_path / "c.jpg")
+    make_texture(32, seed=11).save(tmp_path / "style.png")
+    first = shard("out1", engine)
+    misses = engine.style_cache.misses
+    assert np.array_equal(shard("out2", engine), first) and engine.style_cache.misses == misses  # same file: cached
+    Image.fromarray(255 - np.asarray(make_texture(32, seed=12))).save(tmp_path / "style.png")  # replaced
+    second = shard("out3", engine)
+    assert engine.style_cache.misses == misses + 1
+    fresh = shard("out4", Engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"], progress=False))
+    assert np.array_equal(second, fresh)
+    assert np.abs(second - first).mean() > 5  # the new style shows
