@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_shard.py --simulate 150 --rows 768 --batch-sizes 8 0 256
 	$(PY) bench/bench_shard.py --simulate 150 --rows 768 --batch-sizes 64 --write-rows 17
 	$(PY) bench/bench_s3_shard.py
+	$(PY) bench/bench_encode.py
 
 clean:
 	rm -rf demo-output .pytest_cache

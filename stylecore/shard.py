@@ -25,7 +25,7 @@ from PIL import Image
 
 from .errors import StyleCoreError
 from .fsutil import remove_partials
-from .images import encode_image, load_resized
+from .images import encode_image, load_resized, png_level
 from .options import FEED_FORWARD, StyleOptions, parse_style_weights
 
 # Columns a plan row carries that are not passed through to the metrics unchanged.
@@ -266,6 +266,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     n = len(records)
     worker, device = worker_id(), str(getattr(engine, "device", "cpu"))
     readers, writers = readers or io_threads("readers"), writers or io_threads("writers")
+    png_level()  # a bad $STYLIZE_PNG_LEVEL fails the shard before any work, not each row at its write
     results: list[dict[str, Any] | None] = [None] * n
     lock = threading.Lock()
     done = [0]

@@ -10,6 +10,7 @@ from PIL import Image
 from stylecore.errors import ImageError
 from stylecore.images import (DEFAULT_MAX_PIXELS, encode_image, load_image, resize_long_side, save_image,
                               to_pil, to_tensor)
+from tests.conftest import make_texture
 
 
 def _roundtrip(img: Image.Image, path, **save) -> Image.Image:
@@ -190,3 +191,32 @@ def test_large_jpegs_decode_at_a_reduced_scale_for_the_requested_size(tmp_path, 
     # the pixel limit still applies to the file's full size
     with pytest.raises(ImageError, match="exceeds the pixel limit"):
         load_resized(tmp_path / "big.jpg", 100, max_pixels=100_000)
+
+
+def test_png_level_follows_the_environment_and_stays_lossless(photo, monkeypatch):
+    """PNG outputs use zlib level ``PNG_LEVEL`` (3), or ``$STYLIZE_PNG_LEVEL``; every level decodes to the same
+    pixels, and a level that is not 0-9 is a one-line error naming the variable."""
+    from stylecore.images import PNG_LEVEL
+
+    img = make_texture(96, seed=5)
+
+    def pillow(level: int) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=level)
+        return buf.getvalue()
+
+    monkeypatch.delenv("STYLIZE_PNG_LEVEL", raising=False)
+    assert PNG_LEVEL == 3 and encode_image(img, "a.png") == pillow(3) != pillow(6)
+    sizes = {}
+    for level in (0, 1, 9):
+        monkeypatch.setenv("STYLIZE_PNG_LEVEL", f" {level} ")
+        data = encode_image(img, "a.png")
+        assert data == pillow(level)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), np.asarray(img))
+        sizes[level] = len(data)
+    assert sizes[0] > sizes[1] > sizes[9]
+    for bad in ("10", "-1", "fast"):
+        monkeypatch.setenv("STYLIZE_PNG_LEVEL", bad)
+        with pytest.raises(ImageError, match=r"^STYLIZE_PNG_LEVEL='.*': expected a zlib level from 0 to 9$"):
+            encode_image(img, "a.png")
+    assert encode_image(img, "a.jpg")[:2] == b"\xff\xd8"  # other formats ignore it

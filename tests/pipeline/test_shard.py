@@ -248,6 +248,10 @@ def test_reader_and_writer_threads_follow_the_environment(tmp_path, engine, monk
     monkeypatch.setenv("STYLIZE_READERS", "many")
     with pytest.raises(StyleCoreError, match="STYLIZE_READERS='many': expected a whole number of threads >= 1"):
         run_shard(plan.rows, engine)
+    monkeypatch.setenv("STYLIZE_READERS", "1")
+    monkeypatch.setenv("STYLIZE_PNG_LEVEL", "11")
+    with pytest.raises(StyleCoreError, match="STYLIZE_PNG_LEVEL='11': expected a zlib level from 0 to 9"):
+        run_shard(plan.rows, engine, overwrite=True)  # the whole shard, before any row is read
 
 
 class CountingStorage:
