@@ -95,3 +95,9 @@ def output_key(content: str, styles: str, weights: str, opts_json: str, ext: str
 def content_rel_from_key(key: str) -> str:
     """Inverse of the key layout: the content's relative path (without extension) a default key came from."""
     return key.rsplit("__", 2)[0]
+
+
+def pair_from_key(key: str) -> tuple[str, str]:
+    """``(content rel path, style part)`` of a default key; ``(key, "")`` for keys of another layout."""
+    parts = key.rsplit("__", 2)
+    return (parts[0], parts[1]) if len(parts) == 3 else (key, "")

@@ -77,14 +77,15 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
                    label_from_parent: bool = False, skip_done_under: str | None = None,
                    base: str | None = None) -> pd.DataFrame:
     """A manifest DataFrame (``content``, ``style``, ``content_root`` [, ``label``]) pairing the images
-    under ``content`` with those under ``style``. ``skip_done_under``: an output root; contents that
-    already have an output there (any key starting with their relative path) are left out."""
+    under ``content`` with those under ``style``. ``skip_done_under``: an output root; rows (pairs) that
+    already have an output there (a default key ``{content rel}__{style}__...``, of any options) are left
+    out, so an image that got only some of its K styles (a failed row, a killed run) gets the rest later."""
     kind, k = parse_pairing(pairing)
     contents = expand(content, base=base, what="content")
     styles = [u for u, _ in expand(style, base=base, what="style")]
+    done: set[tuple[str, str]] = set()
     if skip_done_under:
-        done = {keys.content_rel_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True)}
-        contents = [(u, r) for u, r in contents if _rel(u, r) not in done]
+        done = {keys.pair_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True)}
     c_uri = np.array([u for u, _ in contents], dtype=object)
     c_root = np.array([r for _, r in contents], dtype=object)
     s_uri = np.array(styles, dtype=object)
@@ -110,6 +111,11 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
             picks[start:start + step] = np.take_along_axis(part, order, axis=1)
         ci, si = np.repeat(np.arange(nc), k), picks.reshape(-1)
     df = pd.DataFrame({"content": c_uri[ci], "style": s_uri[si], "content_root": c_root[ci]})
+    if done:
+        rels = [_rel(u, r) for u, r in contents]
+        parts = [keys.style_part(u) for u in styles]
+        todo = [(rels[c], parts[s]) not in done for c, s in zip(ci.tolist(), si.tolist())]
+        df = df[np.array(todo, dtype=bool)].reset_index(drop=True)
     if label_from_parent:
         df["label"] = [os.path.basename(os.path.dirname(u.replace("\\", "/"))) if not uris.is_s3(u)
                        else u.rsplit("/", 2)[-2] for u in df["content"]]

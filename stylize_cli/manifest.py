@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed for sample:K")
     b.add_argument("--label-from-parent", action="store_true", help="add a label column from each content's folder name")
     b.add_argument("--skip-done-under", metavar="OUTPUT_ROOT", default=None,
-                   help="leave out contents that already have outputs under this root (incremental augmentation)")
+                   help="leave out pairs that already have outputs under this root (incremental augmentation)")
     b.add_argument("-o", "--output", required=True, metavar="MANIFEST", help="manifest to write (.csv, .parquet, .jsonl)")
     b.set_defaults(func=_build)
 

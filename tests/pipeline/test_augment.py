@@ -46,3 +46,9 @@ def test_incremental_augmentation_and_index(prefect_server, tmp_path):
     # Nothing new: no stylize run, the index is kept.
     third = augment_dataset(**params)
     assert third["total"] == 0 and third["index_rows"] == 8
+
+    # An image that got only some of its K styles (a failed row, a killed worker) gets the rest next time.
+    lost = index2["image"].iloc[0]
+    (out / lost).unlink()
+    fourth = augment_dataset(**params)
+    assert (fourth["total"], fourth["ok"], fourth["index_rows"]) == (1, 1, 8) and (out / lost).is_file()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 
 import pandas as pd
@@ -82,6 +83,12 @@ def test_sample_k_deterministic_and_incremental(tree):
     nothing = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
                              skip_done_under=str(tree / "out"))
     assert len(nothing) == 0 and list(nothing.columns) == ["content", "style", "content_root"]
+    # an image with one of its two outputs (the other row failed, or its worker was killed): only the missing row
+    first = p.rows.iloc[0]
+    os.remove(first["output_uri"])
+    rest = build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:2", seed=7,
+                          skip_done_under=str(tree / "out"))
+    assert rest[["content", "style"]].values.tolist() == [[first["content"], first["style"]]]
     with pytest.raises(ManifestError, match="only 5 style images"):
         build_manifest([str(tree / "ds")], [str(tree / "styles")], pairing="sample:6")
     with pytest.raises(ManifestError, match="expected cross, zip or sample:K"):
