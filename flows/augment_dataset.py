@@ -18,8 +18,9 @@ from prefect.runtime import flow_run as runtime_run
 from stylecore import storage, tables
 from stylecore.manifest import write_manifest
 from stylecore.manifest_build import build_manifest
+from stylecore.options import check_method
 
-from flows.stylize_collection import stylize_collection
+from flows.stylize_collection import check_run_settings, stylize_collection
 
 # Index columns, then the manifest's passthrough (label) columns.
 INDEX_COLUMNS = ["image", "image_uri", "source", "style", "method", "options_hash"]
@@ -107,6 +108,9 @@ def augment_dataset(
     """Give each new image under ``source`` ``k`` styles drawn from ``styles`` (deterministic for ``seed``),
     stylize them into ``output`` (keeping the source's folder layout, e.g. ``train/<class>/``) and refresh
     the index. Returns the stylize-collection summary plus ``index_rows``."""
+    check_method(method)
+    check_run_settings(device=device, dispatch=dispatch, shard_size=shard_size, concurrency=concurrency,
+                       max_shard_retries=max_shard_retries, batch_size=batch_size, max_failed=max_failed)
     manifest_uri, labels = build_task(source, styles, output, k, seed, label_from_parent)
     if manifest_uri is None:
         return {"total": 0, "ok": 0, "failed": 0, "skipped": 0, "index_rows": refresh_index(output, None, labels)}

@@ -4,6 +4,8 @@ Parameter names are the ``stylize run`` option names with underscores.
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -16,8 +18,11 @@ from prefect.runtime import flow_run as runtime_run
 from prefect.states import Failed
 
 from stylecore import storage
-from stylecore.errors import OptionsError
+from stylecore.device import check_device_name, resolve_device
+from stylecore.errors import OptionsError, WeightsError
+from stylecore.keys import METHOD_SPECS
 from stylecore.options import StyleOptions, check_method
+from stylecore.weights import parse_spec
 from tasks import progress
 from tasks.artifacts import publish_run_artifacts
 from tasks.metrics import allowed_failures, merge_metrics, summarize, write_reports
@@ -91,6 +96,46 @@ def server_label(url: str | None) -> str:
         return "the ephemeral Prefect server (PREFECT_API_URL is not set, so no worker could reach this run)"
     parts = urlsplit(url)
     return f"the Prefect server at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def _whole(name: str, value: Any, low: int, what: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value != int(value) or value < low:
+        raise OptionsError(f"{name}: {value!r} is not {what}")
+
+
+def check_run_settings(*, device: str, dispatch: str, shard_size: Any, concurrency: Any, max_shard_retries: Any,
+                       batch_size: Any, max_failed: Any) -> None:
+    """One-line ``OptionsError`` for run settings that would fail every shard after its retries (a device
+    name nobody knows, or CUDA on a local run without it) or that would be silently changed (counts below
+    their minimum), before anything is listed or planned."""
+    for name, value in (("shard_size", shard_size), ("concurrency", concurrency)):
+        if value is not None:
+            _whole(name, value, 1, "a whole number >= 1 (leave it empty for the default)")
+    _whole("max_shard_retries", max_shard_retries, 0, "a whole number >= 0")
+    _whole("batch_size", batch_size, 0, "a whole number >= 0 (0: automatic)")
+    try:
+        allowed_failures(max_failed, 0)
+    except (TypeError, ValueError) as e:
+        raise OptionsError(str(e) if isinstance(e, ValueError) else f"max_failed: {max_failed!r} is not a number") from None
+    if dispatch == "local":
+        resolve_device(device)  # shards run in this process
+    else:
+        check_device_name(device)  # the GPU workers have the device, not necessarily this host
+
+
+def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> None:
+    """One-line ``OptionsError``/``WeightsError`` when the rows' methods lack the weights they need (adain: a
+    decoder, johnson: a model), a spec is malformed, or, when shards run here, a local weights file is missing."""
+    needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth)"), "johnson": ("model", "--model SPEC")}
+    for method in sorted(methods):
+        for role in METHOD_SPECS.get(method, ()):
+            spec = engine.get(role) or ("imagenet" if role == "encoder" else None)
+            if spec is None:
+                raise OptionsError(f"method {method} needs {role} weights: {needs[method][1]}")
+            parsed = parse_spec(spec, allow_imagenet=role == "encoder", what=role)
+            if dispatch == "local" and parsed.kind == "path" and not os.path.isfile(parsed.value):
+                raise WeightsError(f"{role} {parsed.value}: file not found")
 
 
 def check_shard_deployment(pool: str) -> None:
@@ -207,6 +252,8 @@ def stylize_collection(
     method = check_method(method)
     if dispatch not in DISPATCH:
         raise OptionsError(f"dispatch: unknown value {dispatch!r}; expected local or pool")
+    check_run_settings(device=device, dispatch=dispatch, shard_size=shard_size, concurrency=concurrency,
+                       max_shard_retries=max_shard_retries, batch_size=batch_size, max_failed=max_failed)
     overrides = dict(options or {})
     overrides.update({k: v for k, v in dict(size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed,
                                             preserve_color=preserve_color).items() if v is not None})
@@ -224,6 +271,7 @@ def stylize_collection(
                      overwrite=overwrite, check_inputs=check_inputs)
     rows = plan.rows
     pending = rows[rows["status"] != "skipped"]
+    check_weights(set(pending["method"]), engine, dispatch)
     allowed = allowed_failures(max_failed, len(rows))
     shards = write_shard_manifests(pending, report_dir, shard_size) if len(pending) else []
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
@@ -14,15 +15,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Return a torch.device: ``auto`` picks CUDA when available, else the CPU."""
     if isinstance(device, torch.device):
         return device
-    name = str(device).strip().lower()
+    name = check_device_name(device)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise OptionsError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-        return torch.device(name)
+    if not torch.cuda.is_available():
+        raise OptionsError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def check_device_name(device: str) -> str:
+    """The normalised device name (auto, cpu, cuda, cuda:N), without looking for the device itself (a flow on a
+    CPU host checks the device its GPU workers will use). Raises ``OptionsError`` for any other name."""
+    name = str(device).strip().lower()
+    if name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name):
+        return name
     raise OptionsError(f"unknown device {device!r}; expected one of auto, cpu, cuda, cuda:N")
 
 

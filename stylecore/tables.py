@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from . import storage
+from .errors import StorageError
 
 
 def write_parquet(frame: pd.DataFrame, uri: str) -> None:
@@ -18,8 +19,13 @@ def write_parquet(frame: pd.DataFrame, uri: str) -> None:
 
 
 def read_parquet(uri: str) -> pd.DataFrame:
-    """Read a Parquet table from ``uri``."""
-    return pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+    """Read a Parquet table from ``uri``; a file that is not one is a one-line ``StorageError``."""
+    data = storage.read_bytes(uri)
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+        reason = " ".join(str(e).split())[:200]
+        raise StorageError(f"{uri}: not a readable Parquet table ({type(e).__name__}: {reason})") from None
 
 
 def write_csv(frame: pd.DataFrame, uri: str) -> None:

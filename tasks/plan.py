@@ -7,7 +7,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from stylecore import manifest
+from stylecore.errors import ManifestError
 from stylecore.options import StyleOptions
+
+
+LOGGED_PROBLEMS = 200
 
 
 @task(name="plan", cache_policy=NO_CACHE)
@@ -18,9 +22,17 @@ def plan_task(manifest_uri: str, output: str, *, method: str, options: dict[str,
     Validation errors (``ManifestError``) are not retried: they list every problem at once.
     """
     logger = get_run_logger()
-    plan = manifest.plan(manifest_uri, output, method=method, options=StyleOptions.make(**options),
-                         encoder=engine.get("encoder") or "imagenet", decoder=engine.get("decoder"),
-                         model=engine.get("model"), fmt=fmt, overwrite=overwrite, check_inputs=check_inputs)
+    try:
+        plan = manifest.plan(manifest_uri, output, method=method, options=StyleOptions.make(**options),
+                             encoder=engine.get("encoder") or "imagenet", decoder=engine.get("decoder"),
+                             model=engine.get("model"), fmt=fmt, overwrite=overwrite, check_inputs=check_inputs)
+    except ManifestError as e:  # the run's log is where a deployment's user reads them: every problem, bounded
+        for line in e.problems[:LOGGED_PROBLEMS]:
+            logger.error("%s", line)
+        if len(e.problems) > LOGGED_PROBLEMS:
+            logger.error("... and %d more problem(s); `stylize manifest validate %s` lists them all",
+                         len(e.problems) - LOGGED_PROBLEMS, manifest_uri)
+        raise
     rows = plan.rows
     skipped = int((rows["status"] == "skipped").sum())
     logger.info("planned %d row(s) from %s: %d to run, %d skipped (output exists)", len(rows), manifest_uri,

@@ -104,3 +104,51 @@ def test_max_failed_count_and_fraction(prefect_server, tmp_path):
     state = stylize_collection(**common, max_failed=0.25, return_state=True)
     assert state.is_completed()
     assert state.result()["failed"] == 1 and state.result()["skipped"] == 3
+
+
+@pytest.mark.parametrize("settings,error", [
+    (dict(device="tpu"), "unknown device 'tpu'; expected one of auto, cpu, cuda, cuda:N"),
+    (dict(device="cuda"), "device 'cuda' requested but CUDA is not available"),
+    (dict(shard_size=-1), "shard_size: -1 is not a whole number >= 1"),
+    (dict(shard_size=0), "shard_size: 0 is not a whole number >= 1"),
+    (dict(concurrency=-2), "concurrency: -2 is not a whole number >= 1"),
+    (dict(max_shard_retries=-1), "max_shard_retries: -1 is not a whole number >= 0"),
+    (dict(batch_size=-1), "batch_size: -1 is not a whole number >= 0"),
+    (dict(max_failed=1.5), "max_failed: 1.5 must be a whole count or a fraction in (0, 1)"),
+    (dict(decoder=None), "method adain needs decoder weights: --decoder SPEC"),
+    (dict(encoder="/nonexistent/vgg.pth"), "encoder /nonexistent/vgg.pth: file not found"),
+    (dict(decoder="imagenet"), "decoder: 'imagenet' names torchvision's VGG19 encoder weights only"),
+])
+def test_bad_run_settings_fail_before_any_shard(prefect_server, tmp_path, settings, error):
+    """Settings that would fail every shard after its retries (or be silently changed) fail the run at once with
+    one line, and nothing is written."""
+    from stylecore.errors import StyleCoreError
+
+    path = write_manifest(tmp_path, 2)
+    params = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
+    params.update(settings)
+    with pytest.raises(StyleCoreError) as info:
+        stylize_collection(**params)
+    assert str(info.value).startswith(error) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_manifest_problem_is_in_the_run_log(prefect_server, tmp_path):
+    """A deployment's user sees the run's log, not the CLI: every problem of a bad manifest is logged there."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from stylecore.errors import ManifestError
+
+    bad = [{"content": "content/c000.jpg", "style": "styles/s0.png", "alpha": 2.5},
+           {"content": "content/c001.jpg", "style": "styles/s1.png", "method": "bogus"}]
+    path = write_manifest(tmp_path, 2, extra_rows=bad)
+    state = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), quality=False, return_state=True,
+                               **ENGINE)
+    assert state.is_failed() and isinstance(state.result(raise_on_failure=False), ManifestError)
+    APILogHandler().flush()  # logs are sent in batches
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    text = "\n".join(log.message for log in logs)
+    assert "row 2, column alpha" in text and "row 3, column method" in text, text

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 
 from stylecore import storage, uris
@@ -138,3 +139,16 @@ def test_a_mount_that_refuses_chmod_still_takes_the_write_and_no_descriptor_leak
     assert all((tmp_path / f"{i}.jpg").read_bytes() == b"data" for i in range(20))
     assert len(os.listdir("/proc/self/fd")) == fds
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_file_that_is_not_parquet_is_a_one_line_error(tmp_path):
+    """``stylize-shard`` given a CSV where its Parquet shard belongs: the file is named, with pyarrow's reason."""
+    from stylecore import tables
+    from stylecore.errors import StorageError
+
+    (tmp_path / "shard.parquet").write_text("content,style\na.jpg,b.png\n")
+    with pytest.raises(StorageError, match=r"shard\.parquet: not a readable Parquet table \(ArrowInvalid: .*magic"):
+        tables.read_parquet(str(tmp_path / "shard.parquet"))
+    frame = pd.DataFrame({"a": [1, 2]})
+    tables.write_parquet(frame, str(tmp_path / "ok.parquet"))
+    pd.testing.assert_frame_equal(tables.read_parquet(str(tmp_path / "ok.parquet")), frame)
