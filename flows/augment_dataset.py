@@ -1,9 +1,11 @@
 """Flow ``augment-dataset``: stylize the images of a dataset that have no augmented outputs yet, and keep
 an index of every augmented image at the output prefix (``index.parquet`` and ``index.csv``).
 
-Incremental: each run builds a ``sample:K`` manifest of only the source images without outputs under
+Incremental: each run builds a ``sample:K`` manifest of only the (image, style) pairs without outputs under
 ``output`` (a nightly run processes the images added since the last one), runs ``stylize-collection``
-on it, then merges the run's rows into the index.
+on it, then merges the run's rows into the index. Pairs that keep failing (a corrupt source image) are
+recorded in ``failures.parquet`` / ``failures.csv`` and left out after ``max_attempts`` failed runs, so one
+bad file does not fail every later run; deleting ``failures.parquet`` retries them all.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from prefect.runtime import flow_run as runtime_run
 from stylecore import storage, tables
 from stylecore.manifest import write_manifest
 from stylecore.manifest_build import build_manifest
+from stylecore.errors import OptionsError
 from stylecore.options import check_method
 
 from flows.stylize_collection import check_run_settings, stylize_collection
 
 # Index columns, then the manifest's passthrough (label) columns.
 INDEX_COLUMNS = ["image", "image_uri", "source", "style", "method", "options_hash"]
+FAILURE_COLUMNS = ["source", "style", "attempts", "error", "last_run"]
 _BUILT = {"content", "style", "content_root", "style_weights", "output", "id"}
 
 
@@ -33,20 +37,64 @@ def _run_name() -> str:
     return f"augment-{src}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
+def read_failures(output: str) -> pd.DataFrame:
+    """The pairs that failed in earlier runs (``{output}/failures.parquet``), with their failed attempts."""
+    uri = storage.join(output, "failures.parquet")
+    if not storage.exists(uri):
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "attempts" else "object") for c in FAILURE_COLUMNS})
+    return tables.read_parquet(uri)
+
+
 @task(name="build-augment-manifest", cache_policy=NO_CACHE)
-def build_task(source: str, styles: str, output: str, k: int, seed: int, label_from_parent: bool) -> tuple[str | None, list[str]]:
-    """Write a ``sample:K`` manifest of the source images with no output yet; returns (URI or None, label columns)."""
+def build_task(source: str, styles: str, output: str, k: int, seed: int, label_from_parent: bool,
+               max_attempts: int = 0) -> tuple[str | None, list[str], int]:
+    """Write a ``sample:K`` manifest of the pairs with no output yet, less those that failed ``max_attempts``
+    runs (0: none left out); returns (URI or None, label columns, pairs left out)."""
     logger = get_run_logger()
     df = build_manifest([source], [styles], pairing=f"sample:{int(k)}", seed=int(seed),
                         label_from_parent=label_from_parent, skip_done_under=output)
     labels = [c for c in df.columns if c not in _BUILT]
+    left_out = 0
+    if max_attempts and len(df):
+        failures = read_failures(output)
+        given_up = failures[failures["attempts"] >= int(max_attempts)]
+        if len(given_up):
+            pairs = set(zip(given_up["source"], given_up["style"]))
+            keep = [(c, st) not in pairs for c, st in zip(df["content"], df["style"])]
+            left_out = len(df) - sum(keep)
+            df = df[keep].reset_index(drop=True)
+            if left_out:
+                logger.warning("%d pair(s) left out after %d failed run(s) each: see %s (delete failures.parquet "
+                               "to retry them)", left_out, int(max_attempts), storage.join(output, "failures.csv"))
     if not len(df):
         logger.info("no new images under %s: nothing to augment", source)
-        return None, labels
+        return None, labels, left_out
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     uri = write_manifest(df, storage.join(output, f"_manifests/augment-{stamp}.parquet"))
     logger.info("%d new image(s) x %d style(s): manifest %s", df["content"].nunique(), int(k), uri)
-    return uri, labels
+    return uri, labels, left_out
+
+
+@task(name="record-failures", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def record_failures(output: str, report_dir: str, run_id: str) -> int:
+    """Count this run's failed pairs in ``{output}/failures.parquet`` / ``.csv`` (one more attempt each, with the
+    latest error) and drop the pairs that now succeeded; returns the pairs recorded."""
+    m = tables.read_parquet(storage.join(report_dir, "metrics.parquet"))
+    failures = read_failures(output)
+    settled = set(zip(m.loc[m["status"] != "failed", "content"], m.loc[m["status"] != "failed", "style"]))
+    failed = m[m["status"] == "failed"]
+    if not len(failures) and not len(failed) and not storage.exists(storage.join(output, "failures.csv")):
+        return 0  # nothing recorded, nothing to record (a stale CSV is rewritten empty)
+    failures = failures[[(c, st) not in settled for c, st in zip(failures["source"], failures["style"])]]
+    new = pd.DataFrame({"source": failed["content"].to_numpy(), "style": failed["style"].to_numpy(),
+                        "attempts": 1, "error": failed["error"].to_numpy(), "last_run": run_id})
+    merged = pd.concat([failures, new], ignore_index=True)
+    merged["attempts"] = merged.groupby(["source", "style"])["attempts"].transform("sum").astype("int64")
+    merged = merged.drop_duplicates(["source", "style"], keep="last").sort_values(["source", "style"])
+    merged = merged[FAILURE_COLUMNS].reset_index(drop=True)
+    tables.write_parquet(merged, storage.join(output, "failures.parquet"))
+    tables.write_csv(merged, storage.join(output, "failures.csv"))
+    return len(merged)
 
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -104,16 +152,22 @@ def augment_dataset(
     concurrency: int | None = None,
     batch_size: int = 0,
     quality: bool = True,
+    max_attempts: int = 3,
 ) -> dict[str, Any]:
     """Give each new image under ``source`` ``k`` styles drawn from ``styles`` (deterministic for ``seed``),
     stylize them into ``output`` (keeping the source's folder layout, e.g. ``train/<class>/``) and refresh
-    the index. Returns the stylize-collection summary plus ``index_rows``."""
+    the index. A pair that failed in ``max_attempts`` runs is left out (0: never). Returns the
+    stylize-collection summary plus ``index_rows``, ``left_out`` (pairs not tried) and ``failures`` (pairs
+    recorded in ``failures.parquet``)."""
     check_method(method)
     check_run_settings(device=device, dispatch=dispatch, shard_size=shard_size, concurrency=concurrency,
                        max_shard_retries=max_shard_retries, batch_size=batch_size, max_failed=max_failed)
-    manifest_uri, labels = build_task(source, styles, output, k, seed, label_from_parent)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
+        raise OptionsError(f"max_attempts: {max_attempts!r} is not a whole number >= 0 (0: always retry)")
+    manifest_uri, labels, left_out = build_task(source, styles, output, k, seed, label_from_parent, max_attempts)
     if manifest_uri is None:
-        return {"total": 0, "ok": 0, "failed": 0, "skipped": 0, "index_rows": refresh_index(output, None, labels)}
+        return {"total": 0, "ok": 0, "failed": 0, "skipped": 0, "left_out": left_out,
+                "failures": len(read_failures(output)), "index_rows": refresh_index(output, None, labels)}
     state = stylize_collection(
         manifest=manifest_uri, output=output, method=method, encoder=encoder, decoder=decoder, model=model,
         device=device, size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed,
@@ -123,7 +177,8 @@ def augment_dataset(
     summary = state.result(raise_on_failure=False)
     if not isinstance(summary, dict):  # the run failed before writing its report
         raise summary if isinstance(summary, BaseException) else RuntimeError(str(state.message))
-    summary = dict(summary, index_rows=refresh_index(output, summary["report_dir"], labels))
+    summary = dict(summary, index_rows=refresh_index(output, summary["report_dir"], labels), left_out=left_out,
+                   failures=record_failures(output, summary["report_dir"], str(summary.get("run_id", ""))))
     if state.is_failed():
         from prefect.states import Failed
 

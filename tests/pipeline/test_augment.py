@@ -52,3 +52,43 @@ def test_incremental_augmentation_and_index(prefect_server, tmp_path):
     (out / lost).unlink()
     fourth = augment_dataset(**params)
     assert (fourth["total"], fourth["ok"], fourth["index_rows"]) == (1, 1, 8) and (out / lost).is_file()
+
+
+def test_a_pair_that_keeps_failing_is_left_out_after_max_attempts(prefect_server, tmp_path):
+    """A corrupt source image fails its row each night; after ``max_attempts`` failed runs it is left out (and
+    counted as such), so later nights pass again; deleting failures.parquet retries it."""
+    train, styles, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
+    _add_images(train, ["cat/a.jpg", "cat/b.jpg"])
+    (train / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    styles.mkdir()
+    make_texture(32, seed=3).save(styles / "st0.png")
+    params = dict(source=str(train), styles=str(styles), output=str(out), k=1, quality=False, max_attempts=2,
+                  **ENGINE)
+    broken = str(train / "cat" / "broken.jpg")
+
+    def night(new: str | None = None):
+        if new:
+            _add_images(train, [new])
+        state = augment_dataset(**params, return_state=True)
+        return state, state.result(raise_on_failure=False)
+
+    state, first = night()
+    assert state.is_failed() and (first["total"], first["ok"], first["failed"], first["left_out"]) == (3, 2, 1, 0)
+    failures = pd.read_parquet(out / "failures.parquet")
+    assert failures[["source", "attempts"]].values.tolist() == [[broken, 1]]
+    assert "not an image" in failures["error"].iat[0] and failures["last_run"].iat[0] == first["run_id"]
+
+    state, second = night("cat/c.jpg")
+    assert state.is_failed() and (second["total"], second["ok"], second["failed"]) == (2, 1, 1)
+    assert pd.read_parquet(out / "failures.parquet")["attempts"].tolist() == [2]
+
+    state, third = night("dog/d.jpg")  # two failed runs: left out, the night passes
+    assert state.is_completed() and (third["total"], third["ok"], third["failed"], third["left_out"]) == (1, 1, 0, 1)
+    assert third["failures"] == 1 and third["index_rows"] == 4
+
+    _add_images(train, ["cat/broken.jpg"])  # repaired; retried once its record is gone
+    assert night()[1]["left_out"] == 1
+    (out / "failures.parquet").unlink()
+    state, fifth = night()
+    assert state.is_completed() and (fifth["total"], fifth["ok"], fifth["failures"]) == (1, 1, 0)
+    assert fifth["index_rows"] == 5 and pd.read_csv(out / "failures.csv").empty
