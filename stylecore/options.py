@@ -9,6 +9,7 @@ balance works for the ImageNet and random encoders alike.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -56,7 +57,8 @@ SPECS: dict[str, OptionSpec] = {
     "pyramid_threshold": OptionSpec(int, 512, methods=frozenset({"gatys"}), check=_pos, rule="> 0",
                                     help="sizes above this are optimised coarse-to-fine"),
     "preserve_color": OptionSpec(bool, False, help="keep the content's colours"),
-    "seed": OptionSpec(int, 0, help="random seed (bit-identical results on the same machine)"),
+    "seed": OptionSpec(int, 0, check=lambda x: 0 <= x < 2**63, rule="in [0, 2**63)",
+                       help="random seed (bit-identical results on the same machine)"),
     "alpha": OptionSpec(float, 1.0, methods=frozenset({"adain"}), check=lambda a: 0.0 <= a <= 1.0, rule="in [0, 1]",
                         help="AdaIN style strength"),
     "tile_size": OptionSpec(int, 0, methods=frozenset(FEED_FORWARD), check=_nonneg, rule=">= 0",
@@ -83,13 +85,18 @@ def coerce(name: str, value: Any) -> Any:
                 value = low in _TRUE
             else:
                 value = bool(value)
+        elif isinstance(value, bool) or (hasattr(value, "dtype") and value.dtype == bool):
+            raise ValueError  # JSON true is not a size or a weight
         elif spec.type is int:
             if isinstance(value, str):
                 value = value.strip()
-            f = float(value)
-            if not f.is_integer():
-                raise ValueError
-            value = int(f)
+            if isinstance(value, numbers.Integral) or (isinstance(value, str) and value.lstrip("+-").isdigit()):
+                value = int(value)  # exact: seeds above 2**53 do not round through a float
+            else:
+                f = float(value)
+                if not f.is_integer():
+                    raise ValueError
+                value = int(f)
         elif spec.type is float:
             value = float(value)
             if not math.isfinite(value):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import re
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -129,12 +128,11 @@ def s3_client():
 # --- error translation -------------------------------------------------------------------------
 
 _SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECURITY_TOKEN")
-_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 
 
 def scrub(text: str) -> str:
     """Remove credentials (URL user info, AWS key values from the environment) from a message."""
-    text = _USERINFO.sub(r"\1***@", str(text))
+    text = uris.redact(text)
     for var in _SECRET_VARS:
         val = os.environ.get(var)
         if val and len(val) >= 4:
@@ -177,7 +175,7 @@ def _s3_error(uri: str, exc: BaseException, op: str) -> StorageError:
         reason = f"{op} failed: {exc}"
     else:
         reason = f"{op} failed: {type(exc).__name__}: {exc}"
-    return StorageError(scrub(f"{uri}: {reason}"))
+    return StorageError(scrub(" ".join(f"{uri}: {reason}".split())))  # botocore's messages span lines
 
 
 def _local_error(path: str, exc: OSError, op: str) -> StorageError:

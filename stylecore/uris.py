@@ -15,6 +15,19 @@ from .errors import StorageError
 
 SCHEMES = ("s3", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+NO_CREDENTIALS = ("credentials in URIs are not supported; give them through the environment (AWS_ACCESS_KEY_ID "
+                  "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or an instance role")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user info of any URI in it (``s3://KEY:SECRET@bucket``) replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", str(text))
+
+
+def has_userinfo(value: str) -> bool:
+    """True when a URI carries user info (``scheme://user[:password]@...``)."""
+    return bool(_USERINFO.match(str(value).strip()))
 
 
 def scheme_of(value: str) -> str | None:
@@ -41,6 +54,8 @@ def parse_s3(uri: str) -> S3Location:
     """Split ``s3://bucket/key`` (the key may be empty for a bucket-level prefix)."""
     rest = str(uri)[5:]
     bucket, _, key = rest.partition("/")
+    if "@" in bucket:
+        raise StorageError(f"{redact(uri)}: {NO_CREDENTIALS}")
     if not bucket:
         raise StorageError(f"{uri}: malformed S3 URI; expected s3://bucket/key")
     return S3Location(bucket, key)
@@ -50,7 +65,7 @@ def file_uri_to_path(uri: str) -> str:
     """``file:///a/b.jpg`` → ``/a/b.jpg`` (``file://localhost/...`` accepted)."""
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
-        raise StorageError(f"{uri}: file:// URIs must name a local path (file:///path)")
+        raise StorageError(f"{redact(uri)}: file:// URIs must name a local path (file:///path)")
     return unquote(parsed.path)
 
 
@@ -65,7 +80,7 @@ def resolve(value: str, base: str | None = None) -> str:
     if scheme == "file":
         return os.path.abspath(file_uri_to_path(value))
     if scheme is not None:
-        raise StorageError(f"{value}: unsupported URI scheme {scheme!r}; use a local path, file:// or s3://")
+        raise StorageError(f"{redact(value)}: unsupported URI scheme {scheme!r}; use a local path, file:// or s3://")
     value = os.path.expanduser(value)
     if os.path.isabs(value):
         return os.path.normpath(value)

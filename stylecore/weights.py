@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import torch
 
+from . import uris
 from .errors import StorageError, WeightsError
 
 _RANDOM = re.compile(r"^random(?::(-?\d+))?$")
@@ -68,6 +69,8 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
             known = ", ".join(builtin_names()) or "none in this build"
             raise WeightsError(f"{what}: unknown built-in weights {text!r}; available: {known}")
         return WeightSpec("path", str(path), text)
+    if uris.has_userinfo(text):
+        raise WeightsError(f"{what}: {uris.redact(text)}: {uris.NO_CREDENTIALS}")
     if low.startswith("s3://"):
         parsed = urlparse(text)
         if not parsed.netloc or not parsed.path.strip("/"):
@@ -80,7 +83,7 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
         return WeightSpec("path", unquote(parsed.path), text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
-        raise WeightsError(f"{what}: unsupported URI scheme {scheme!r} in {text!r}; use a local path, file:// or s3://")
+        raise WeightsError(f"{what}: unsupported URI scheme {scheme!r} in {uris.redact(text)!r}; use a local path, file:// or s3://")
     return WeightSpec("path", text, text)
 
 

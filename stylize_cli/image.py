@@ -87,9 +87,10 @@ def register(subparsers) -> None:
                     "  stylize image photo.jpg s.jpg -o out.jpg --method adain --encoder vgg_normalised.pth "
                     "--decoder decoder.pth\n"
                     "  stylize image photo.jpg -o out.jpg --method johnson --model mosaic.pth")
-    p.add_argument("content", metavar="CONTENT", help="content image (path)")
+    p.add_argument("content", metavar="CONTENT", help="content image (path, file:// or s3://)")
     p.add_argument("styles", metavar="STYLE", nargs="*", help="style image(s); gatys and adain need at least one")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help="output image path (.jpg, .png or .webp)")
+    p.add_argument("-o", "--output", metavar="OUT", required=True,
+                   help="output image (.jpg, .png or .webp): a path, file:// or s3://")
     p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="stylization method (default: gatys)")
     p.add_argument("--encoder", metavar="SPEC", default="imagenet",
                    help="VGG encoder weights: imagenet, random:SEED, a .pth path, file:// or s3:// (default: imagenet)")
@@ -125,18 +126,52 @@ def describe_weights(engine, method: str) -> str:
     return ", ".join(parts)
 
 
+def read_input(value: str):
+    """A local path as it is (the engine reads it); a ``file://`` or ``s3://`` image decoded here."""
+    from stylecore import storage, uris
+    from stylecore.images import load_image
+
+    if uris.scheme_of(str(value)) is None:
+        return value
+    uri = uris.resolve(value)
+    return load_image(storage.read_bytes(uri), name=uris.redact(str(value)))
+
+
+def check_writable(path: str) -> None:
+    """``StorageError`` when the local ``path`` cannot be created: its nearest existing ancestor is a file
+    or is not writable, or ``path`` itself is a folder."""
+    import os
+
+    from stylecore.errors import StorageError
+
+    if os.path.isdir(path):
+        raise StorageError(f"{path}: is a folder; give the output image's file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StorageError(f"{path}: cannot write: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(f"{path}: cannot write: {parent} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``stylize image``."""
     from stylecore.engine import Engine
-    from stylecore.images import output_format, save_image
+    from stylecore import storage, uris
+    from stylecore.images import encode_image, output_format, save_image
 
     from .progress import ProgressBar
 
     output_format(args.output)  # a bad extension fails before any work
+    output = uris.resolve(args.output)
+    if not uris.is_s3(output):
+        check_writable(output)  # before the compute, not after it
     weights = parse_style_weights(args.style_weights, len(args.styles)) if args.style_weights else None
     overrides = engine_overrides(args)
     if args.mask is not None:
-        overrides["mask"] = args.mask
+        overrides["mask"] = read_input(args.mask)
+    content, styles = read_input(args.content), [read_input(s) for s in args.styles]
     tty = sys.stderr.isatty()
     engine = Engine(encoder=args.encoder, decoder=args.decoder, model=args.model, device=args.device, progress=tty)
 
@@ -145,11 +180,14 @@ def run(args: argparse.Namespace) -> int:
         def on_step(info) -> None:
             bar.update(info.step, f"loss {info.loss:.4g}", total=info.total)
 
-        image = engine.stylize(args.content, args.styles, method=args.method, style_weights=weights,
+        image = engine.stylize(content, styles, method=args.method, style_weights=weights,
                                callback=on_step, **overrides)
     elapsed = time.perf_counter() - t0
     try:
-        save_image(image, args.output, quality=args.quality)
+        if uris.is_s3(output):
+            storage.write_bytes(output, encode_image(image, output, quality=args.quality))
+        else:
+            save_image(image, output, quality=args.quality)
     except OSError as e:
         print(f"error: {args.output}: cannot write ({e.strerror or e})", file=sys.stderr)
         return 2

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except StyleCoreError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from stylecore.storage import scrub
+
+        print(f"error: {scrub(' '.join(str(e).split()))}", file=sys.stderr)  # one line, never a credential
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -173,3 +173,51 @@ def test_help_lists_every_option_with_its_default():
                   "--decoder SPEC", "--model SPEC", "--mask MASK", "--style-weights", "--quality Q", "(default: 95)",
                   "--device", "--preserve-color", "-o OUT"]:
         assert words in text, words
+
+
+def test_credentials_in_uris_are_refused_and_never_printed(inputs, tmp_path, capsys):
+    """``s3://KEY:SECRET@bucket`` (and any URI with user info) is refused before any request, in one line that
+    does not contain the secret: weight specs, inputs, manifest cells and output roots."""
+    import pandas as pd
+
+    c, s, out = inputs / "content.png", inputs / "style.png", tmp_path / "out.jpg"
+    secret = "AKIAEXAMPLE:topsecret"
+    manifest = tmp_path / "pairs.csv"
+    pd.DataFrame({"content": [f"s3://{secret}@bucket/c.png", str(c)], "style": [str(s), str(s)]}).to_csv(manifest,
+                                                                                                          index=False)
+    good = tmp_path / "good.csv"
+    pd.DataFrame({"content": [str(c)], "style": [str(s)]}).to_csv(good, index=False)
+    cases = [
+        ["image", c, s, "-o", out, *FAST, "--encoder", f"s3://{secret}@bucket/vgg.pth"],
+        ["image", c, s, "-o", out, *FAST, "--encoder", f"https://{secret}@host/vgg.pth"],
+        ["manifest", "build", "--content", f"s3://{secret}@bucket/photos/", "--style", s, "-o", tmp_path / "m.csv"],
+        ["manifest", "validate", manifest],
+        ["run", good, "-o", f"s3://{secret}@bucket/out", "--method", "adain", "--encoder", "random:0",
+         "--decoder", "random:1"],
+    ]
+    for args in cases:
+        proc = _in_process(capsys, args)
+        assert "topsecret" not in proc.stderr + proc.stdout and "AKIAEXAMPLE" not in proc.stderr + proc.stdout
+        assert proc.returncode == 2 and "credentials in URIs are not supported" in proc.stderr, proc.stderr
+    assert not out.exists() and not (tmp_path / "m.csv").exists()
+
+
+def test_inputs_and_output_as_s3_and_file_uris(inputs, tmp_path, capsys, s3):
+    """``stylize image`` reads ``s3://`` and ``file://`` images and writes its output there (it wrote a local
+    folder named ``s3:`` before and said it had written to S3)."""
+    b = s3.bucket()
+    s3.put(b, "in/content.png", (inputs / "content.png").read_bytes())
+    local = _in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "a.png", *FAST])
+    assert local.returncode == 0, local.stderr
+    proc = _in_process(capsys, ["image", f"s3://{b}/in/content.png", f"file://{inputs / 'style.png'}",
+                                "-o", f"s3://{b}/out/b.png", *FAST])
+    assert proc.returncode == 0 and f"wrote s3://{b}/out/b.png" in proc.stdout, proc.stderr
+    assert s3.get(b, "out/b.png") == (tmp_path / "a.png").read_bytes()  # same pixels, same encoder settings
+    proc = _in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o",
+                                f"file://{tmp_path / 'c.png'}", *FAST])
+    assert proc.returncode == 0 and (tmp_path / "c.png").read_bytes() == (tmp_path / "a.png").read_bytes()
+    assert not (tmp_path / "s3:").exists() and not os.path.exists("s3:") and not os.path.exists("file:")
+    _one_error_line(_in_process(capsys, ["image", f"s3://{b}/in/missing.png", inputs / "style.png", "-o",
+                                         tmp_path / "d.png", *FAST]), f"s3://{b}/in/missing.png", "not found")
+    _one_error_line(_in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path,
+                                         *FAST]), "unsupported output extension")

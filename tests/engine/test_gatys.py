@@ -144,14 +144,28 @@ def test_batch_api_and_engine_cache(engine, content, style):
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_the_cuda_layout_optimises_and_gives_the_default_layout_pixels(content, style, monkeypatch, optimizer):
-    """CUDA runs the encoder in channels_last; that layout (forced here on the CPU) must optimise the same picture."""
+    """CUDA runs the encoder in channels_last; that layout (forced here on the CPU) must optimise the same problem.
+
+    Adam gives the same picture. L-BFGS amplifies the layouts' different rounding (its third evaluation measured
+    3220.6 vs 3239.6 from a 1e-3 difference in the second, and the runs diverge from there), so for it the
+    losses must agree while the trajectories still coincide, and both runs must optimise."""
     from stylecore import gatys
     from stylecore.engine import Engine
 
     engine = Engine(encoder="random:0", device="cpu", progress=False)
     run = dict(method="gatys", size=0, steps=8, seed=3, optimizer=optimizer)
-    plain = np.asarray(engine.stylize(content, style, **run), np.int16)
+    curves: dict[str, list[float]] = {"plain": [], "channels_last": []}
+    plain = np.asarray(engine.stylize(content, style, callback=lambda i: curves["plain"].append(i.loss), **run),
+                       np.int16)
     monkeypatch.setattr(gatys, "memory_format", lambda device: torch.channels_last)
     engine.vgg.to(memory_format=torch.channels_last)
-    channels_last = np.asarray(engine.stylize(content, style, **run), np.int16)
-    assert np.abs(plain - channels_last).mean() < 1.0
+    channels_last = np.asarray(engine.stylize(content, style, callback=lambda i: curves["channels_last"].append(i.loss),
+                                              **run), np.int16)
+    a, b = curves["plain"], curves["channels_last"]
+    assert len(a) == len(b) == 8
+    if optimizer == "adam":
+        assert np.abs(plain - channels_last).mean() < 1.0
+    else:
+        assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1] == pytest.approx(b[1], rel=1e-5)
+    for curve in (a, b):
+        assert min(curve[1:]) < 0.5 * curve[0]  # both layouts optimise

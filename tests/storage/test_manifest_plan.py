@@ -269,3 +269,22 @@ def test_vectorised_path_checks_run_on_re2_and_agree_with_python_re():
         assert pc.match_substring_regex(arr, pattern).to_pylist() == [bool(re.search(pattern, v)) for v in values]
     strip = r"^(.*[^/])\.[^./]*$"
     assert pc.replace_substring_regex(arr, strip, r"\1").to_pylist() == [re.sub(strip, r"\1", v) for v in values]
+
+
+def test_option_values_parse_exactly_and_refuse_json_booleans_and_unusable_seeds():
+    """Seeds above 2**53 stay exact (they went through a float), JSON ``true`` is not a size or an alpha, and a
+    seed the random generators cannot take is refused in one line (it was a ValueError traceback)."""
+    import numpy as np
+
+    from stylecore.errors import OptionsError
+    from stylecore.options import coerce
+
+    assert coerce("seed", "9007199254740993") == 9007199254740993 == coerce("seed", 2**53 + 1)
+    assert coerce("seed", np.int64(2**62 + 1)) == 2**62 + 1
+    assert coerce("size", "32.0") == 32 and coerce("size", " 64 ") == 64 and coerce("alpha", "0.5") == 0.5
+    assert coerce("preserve_color", True) is True
+    for name, value, reason in [("size", True, "invalid value True"), ("alpha", np.bool_(True), "invalid value"),
+                                ("seed", "99999999999999999999", "out of range (in [0, 2**63))"),
+                                ("seed", -1, "out of range"), ("size", "3.5", "invalid value")]:
+        with pytest.raises(OptionsError, match=re.escape(reason)):
+            coerce(name, value)
