@@ -24,7 +24,21 @@ HIGHER_IS_BETTER = {"ssim": True, "content_loss": False, "style_loss": False, "c
 WEIGHT_COLUMNS = ("encoder", "decoder", "model")
 MAX_REASONS = 50
 OTHER_REASONS = "(other reasons)"
-_PATHLIKE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://\S+?(?=[:,;)]?(?:\s|$))|(?:\.{0,2}/)?(?:[\w.~-]+/)+[\w.~-]+)")
+REQUIRED_COLUMNS = ("id", "status")  # every metrics.parquet the pipeline writes has them (shard and merge)
+STATUSES = ("ok", "failed", "skipped")
+
+# Paths and URIs inside error messages, replaced by ``<file>`` so that reasons group (see ``failure_reason``).
+# Candidates only: ``_path_or_text`` keeps what is not a real path (``file://,``, ``s3:// URI``, ``and/or``).
+_PATH_CHARS = r"[\w.~+@%=-]"
+_PATHLIKE = re.compile(
+    r"(?P<uri>(?<![\w+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>[^\s'\"<>`]*))"  # quotes end a URI
+    rf"|(?P<win>(?<![\w\\/])[A-Za-z]:[\\/]{_PATH_CHARS}+(?:[\\/]{_PATH_CHARS}+)*)"
+    rf"|(?P<abs>(?<![\w.~+@%=/:\\-])(?:~|\.{{1,2}})?(?:/{_PATH_CHARS}+)+/?)"
+    rf"|(?P<rel>(?<![\w.~+@%=/:\\-]){_PATH_CHARS}+(?:/{_PATH_CHARS}+)+/?)")
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
+_TRAILING = ".,;:!?)]}"
+# Example forms in the project's own messages ("expected s3://bucket/key"): text, not a row's file.
+_PLACEHOLDERS = frozenset({"s3://bucket/key", "file:///absolute/path", "file:///path", "/path/to/file.pth"})
 
 
 @dataclass(frozen=True)
@@ -59,17 +73,49 @@ def describe_values(values: Iterable) -> dict[str, float | int | None]:
     return out
 
 
+def _path_or_text(m: re.Match) -> str:
+    """``<file>`` for a real path or URI matched by ``_PATHLIKE``, else the text unchanged (with the
+    punctuation that follows a path, such as a closing parenthesis or a sentence's full stop, kept)."""
+    text = m.group(0)
+    body, tail = text, ""
+    while body and body[-1] in _TRAILING and not (body[-1] == ")" and body.count("(") >= body.count(")")):
+        body, tail = body[:-1], body[-1] + tail
+    if m.group("uri") is not None:
+        rest = body.split("://", 1)[1]
+        scheme = m.group("scheme").lower()
+        if not rest or rest[0] in _TRAILING or body.lower() in _PLACEHOLDERS:
+            return text  # "file://," / "s3:// URI": the word, not a URI
+        if scheme == "s3" and not re.match(r"[^/]+/.", rest):
+            return text  # "s3://bucket" names no object
+        if scheme == "file" and "/" not in rest:
+            return text
+        return "<file>" + tail
+    if body in _PLACEHOLDERS or not re.search(r"[A-Za-z]", body):
+        return text  # "/path/to/file.pth", "1/2"
+    bare = body.rstrip("/")
+    if m.group("win") is None and bare.count("/") < 2 and not _EXTENSION.search(bare):
+        return text  # "and/or", "image/jpeg", "</b>": one slash is a path with a file extension only
+    return "<file>" + tail
+
+
 def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
     """The row-independent part of an error message, so that rows failing for the same reason group:
-    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``."""
-    text = " ".join(str(error or "").split()) or "unknown error"
+    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``.
+
+    Only real paths and URIs are replaced (local paths, ``file://``/``s3://bucket/key`` and other URIs);
+    quotes, punctuation and words such as ``file://`` or ``s3:// URI`` in the text stay as they are."""
+    from .uris import redact
+
+    text = redact(" ".join(str(error or "").split())) or "unknown error"
+    parts = set()
     for col in ("content", "style", "output", "output_uri", "id"):
         val = (row or {}).get(col)
         if isinstance(val, str) and val:
-            for part in sorted(set(val.split("|")), key=len, reverse=True):
-                if len(part) > 2:
-                    text = text.replace(part, "<file>")
-    text = _PATHLIKE.sub("<file>", text)
+            parts.update(p for p in val.split("|") if len(p) > 2)
+    if parts:  # one pass, longest first, whole words only (an id "img" must not eat "img.png" or "<file>")
+        alternatives = "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True))
+        text = re.sub(rf"(?<![\w/.<-])(?:{alternatives})(?![\w/>-]|\.\w)", "<file>", text)
+    text = _PATHLIKE.sub(_path_or_text, text)
     head, sep, rest = text.partition(": ")
     if sep and (head == "<file>" or (" " not in head and ("/" in head or "\\" in head or "." in head))):
         text = rest or text
@@ -179,16 +225,32 @@ def _failure_reasons(failed: pd.DataFrame, limit: int = MAX_REASONS) -> tuple[di
 
 
 # -- storage ---------------------------------------------------------------------------------------
+def check_metrics(metrics: pd.DataFrame, uri: str) -> pd.DataFrame:
+    """``metrics`` when it is a stylize metrics table (the ``REQUIRED_COLUMNS``, statuses among ``STATUSES``);
+    raises StorageError naming ``uri`` otherwise. The one check for every metrics file a report reads."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in metrics.columns]
+    if missing:
+        what = ", ".join(missing)
+        raise StorageError(f"{uri}: not a stylize metrics file (no {what} column{'s' if len(missing) > 1 else ''})")
+    bad = sorted({str(v) for v in metrics["status"].tolist() if v not in STATUSES})
+    if bad:
+        shown = ", ".join(repr(v) for v in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise StorageError(f"{uri}: not a stylize metrics file (status {shown}; expected one of {', '.join(STATUSES)})")
+    return metrics
+
+
 def read_metrics(report_dir: str) -> pd.DataFrame:
-    """``metrics.parquet`` of a report prefix. Raises StorageError when it is missing or unreadable."""
+    """``metrics.parquet`` of a report prefix. Raises StorageError when it is missing, unreadable or not a
+    stylize metrics file (``check_metrics``)."""
     from . import storage
 
     uri = _join(report_dir, "metrics.parquet")
     data = storage.read_bytes(uri)
     try:
-        return pd.read_parquet(io.BytesIO(data))
+        metrics = pd.read_parquet(io.BytesIO(data))
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise StorageError(f"{uri}: not a readable Parquet file ({str(e).splitlines()[0][:160]})") from None
+    return check_metrics(metrics, uri)
 
 
 def read_summary(report_dir: str) -> dict[str, Any]:

@@ -45,3 +45,32 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys):
         assert code == 2, (args, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
+
+
+def test_a_parquet_that_is_not_a_metrics_file_is_an_error(tmp_path, capsys):
+    import pandas as pd
+
+    from stylize_cli.main import main
+
+    from tests.report.helpers import sample_metrics
+
+    other = tmp_path / "good"
+    other.mkdir()
+    sample_metrics().to_parquet(other / "metrics.parquet")
+    assert main(["report", "--compare", str(other), str(other)]) == 0  # a real metrics file still compares
+    capsys.readouterr()
+    cases = {"cols": (pd.DataFrame({"x": [1]}), "no id, status columns"),
+             "nostatus": (pd.DataFrame({"id": ["a"], "x": [1]}), "no status column"),
+             "status": (pd.DataFrame({"id": ["a"], "status": ["done"]}), "status 'done'")}
+    for name, (frame, why) in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        frame.to_parquet(d / "metrics.parquet")
+        expected = f"error: {d / 'metrics.parquet'}: not a stylize metrics file ({why}"
+        for args in (("report", str(d)), ("report", "--compare", str(other), str(d))):
+            code = main(list(args))
+            out, err = capsys.readouterr()
+            assert code == 2, (args, out, err)
+            assert len(err.strip().splitlines()) == 1 and err.startswith(expected), (args, err)
+            assert "rows:" not in out and "ok" not in out
+        assert not (d / "report.html").exists() and not (d / "summary.json").exists()

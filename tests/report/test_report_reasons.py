@@ -1,0 +1,64 @@
+"""Failure reasons group rows failing for the same reason: real paths and URIs become ``<file>``, and
+nothing else in the message changes (quotes, punctuation, words such as ``file://`` or ``s3:// URI``)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from stylecore.report import failure_reason, summarize
+
+# Messages as the engine (OptionsError), weights.parse_spec and the storage layer word them.
+NEEDS_DECODER = ("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
+                 "a decoder.pth path, file://, s3:// URI or random:SEED")
+NO_CREDENTIALS = ("encoder: s3://bucket/vgg/enc.pth: no AWS credentials found "
+                  "(environment, AWS_PROFILE, config files or instance role)")
+BAD_SCHEME = "decoder: unsupported URI scheme 'http' in 'http://host/w/d.pth'; use a local path, file:// or s3://"
+
+
+@pytest.mark.parametrize("message, reason", [
+    (NEEDS_DECODER, NEEDS_DECODER),  # no path in it: unchanged ("file://," was eaten)
+    (NO_CREDENTIALS, "encoder: <file>: no AWS credentials found "
+                     "(environment, AWS_PROFILE, config files or instance role)"),
+    (BAD_SCHEME, "decoder: unsupported URI scheme 'http' in '<file>'; use a local path, file:// or s3://"),
+    ("decoder: malformed S3 URI 's3://bucket'; expected s3://bucket/key",  # no key, and the example form
+     "decoder: malformed S3 URI 's3://bucket'; expected s3://bucket/key"),
+    ("decoder file:///w/d.pth: file not found", "decoder <file>: file not found"),
+    ("weights '/data/w/x.pth' missing (see s3://b/logs/x.txt).", "weights '<file>' missing (see <file>)."),
+    ("ratio 1/2 and/or image/jpeg; in/c.png", "ratio 1/2 and/or image/jpeg; <file>"),
+    ("decoder <b>exploded</b> at /x.png and ./a/b", "decoder <b>exploded</b> at <file> and <file>"),
+    ("s3://bucket/a/b.jpg: not found", "not found"),
+    ("cannot read /data/x.png (EOF)", "cannot read <file> (EOF)"),
+])
+def test_only_real_paths_are_replaced(message, reason):
+    assert failure_reason(message) == reason
+
+
+def test_same_reason_with_different_files_groups():
+    m = pd.DataFrame({"id": ["a", "b", "c", "d"], "status": ["failed"] * 4, "error": [
+        NO_CREDENTIALS, NO_CREDENTIALS.replace("vgg/enc.pth", "other/e2.pth"),
+        BAD_SCHEME, BAD_SCHEME.replace("host/w/d.pth", "example.org/x.pth")]})
+    s = summarize(m)
+    assert s["failure_reasons"] == {
+        "decoder: unsupported URI scheme 'http' in '<file>'; use a local path, file:// or s3://": 2,
+        "encoder: <file>: no AWS credentials found (environment, AWS_PROFILE, config files or instance role)": 2}
+
+
+def test_row_values_are_replaced_as_whole_words_once():
+    row = {"id": "file", "content": "/in/abc.png"}
+    assert failure_reason("file not found: /in/abc.png", row) == "<file> not found: <file>"  # not "<<file>>"
+    assert failure_reason("row img failed on img.png", {"id": "img"}) == "row <file> failed on img.png"
+
+
+def test_parse_spec_message_keeps_its_quotes():
+    from stylecore.errors import WeightsError
+    from stylecore.weights import parse_spec
+
+    with pytest.raises(WeightsError) as e:
+        parse_spec("http://host/w/d.pth", what="decoder")
+    reason = failure_reason(str(e.value))
+    assert "'<file>'" in reason and reason.count("'") % 2 == 0 and "file:// or s3://" in reason
+
+
+def test_credentials_never_reach_a_reason():
+    reason = failure_reason("copy from s3://AKIAEXAMPLE:wJalrSECRET@bucket (no key) failed")
+    assert "AKIAEXAMPLE" not in reason and "wJalrSECRET" not in reason
