@@ -2,16 +2,63 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+MAX_SIDE = 8192  # crop, load and style sizes (the image reader's pixel limit is 64 MP)
+MAX_SEED = 2**32 - 1  # the crop sampler keys its generators with 32-bit words
 
 
-def _positive(text: str) -> int:
+def _int(lo: int, hi: int | None = None):
+    """argparse ``type=``: an integer in ``lo..hi`` (one error line otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            rule = f"must be >= {lo}" if hi is None else f"must be {lo} to {hi}"
+            raise argparse.ArgumentTypeError(f"{rule}, got {v}")
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float(*, positive: bool):
+    """argparse ``type=``: a finite float, > 0 (``positive``) or >= 0."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if v < 0 or (positive and v == 0):
+            raise argparse.ArgumentTypeError(f"must be {'> 0' if positive else '>= 0'}, got {text!r}")
+        return v
+
+    parse.__name__ = "float"
+    return parse
+
+
+def _device(text: str) -> str:
+    from stylecore.device import check_device_name
+    from stylecore.errors import OptionsError
+
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
+        return check_device_name(text)
+    except OptionsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_positive = _int(1)
+_nonneg = _int(0)
+_side = _int(1, MAX_SIDE)
+_side0 = _int(0, MAX_SIDE)
+_rate = _float(positive=True)
+_weight = _float(positive=False)
 
 
 def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw: float, sw: float, every: int) -> None:
@@ -19,17 +66,18 @@ def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw
                    help="content images: a folder or s3:// prefix (searched recursively), or a manifest's content column")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: weights, train_state.pth, losses.csv")
     p.add_argument("--steps", type=_positive, default=steps, help="total optimisation steps")
-    p.add_argument("--batch-size", type=_positive, default=batch)
-    p.add_argument("--crop", type=_positive, default=256, help="random crop size in pixels")
-    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
-    p.add_argument("--content-weight", type=float, default=cw)
-    p.add_argument("--style-weight", type=float, default=sw)
-    p.add_argument("--seed", type=int, default=0, help="initialisation and crop seed (deterministic runs)")
+    p.add_argument("--batch-size", type=_int(1, 4096), default=batch)
+    p.add_argument("--crop", type=_side, default=256, help="random crop size in pixels")
+    p.add_argument("--lr", type=_rate, default=lr, help="Adam learning rate")
+    p.add_argument("--content-weight", type=_weight, default=cw)
+    p.add_argument("--style-weight", type=_weight, default=sw)
+    p.add_argument("--seed", type=_int(0, MAX_SEED), default=0,
+                   help=f"initialisation and crop seed, 0 to {MAX_SEED} (deterministic runs)")
     p.add_argument("--checkpoint-every", type=_positive, default=every, metavar="N", help="write a checkpoint every N steps")
     p.add_argument("--log-every", type=_positive, default=10, metavar="N", help="average and log the losses every N steps")
-    p.add_argument("--workers", type=_positive, default=2, help="image decoding threads")
+    p.add_argument("--workers", type=_int(1, 256), default=2, help="image decoding threads")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR from its training state")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-step progress lines")
 
 
@@ -47,8 +95,8 @@ def register(subparsers) -> None:
                    help="style images: a folder or s3:// prefix (searched recursively), or a manifest's style column")
     a.add_argument("--encoder", default="imagenet", metavar="SPEC",
                    help="imagenet, random:SEED, vgg_normalised.pth or a torchvision vgg19 state_dict path/s3 URI")
-    a.add_argument("--load-size", type=_positive, default=512, help="images are resized to this square before cropping")
-    a.add_argument("--lr-decay", type=float, default=5e-5, help="lr at step i is lr / (1 + lr_decay * i)")
+    a.add_argument("--load-size", type=_side, default=512, help="images are resized to this square before cropping")
+    a.add_argument("--lr-decay", type=_weight, default=5e-5, help="lr at step i is lr / (1 + lr_decay * i)")
     a.set_defaults(func=_run_adain)
 
     j = which.add_parser("johnson", help="train a Johnson TransformerNet for one style (fast_neural_style defaults)",
@@ -56,20 +104,20 @@ def register(subparsers) -> None:
                          description="Writes OUTDIR/model.pth (TransformerNet state_dict) for --method johnson.")
     _common(j, steps=40_000, batch=4, lr=1e-3, cw=1e5, sw=1e10, every=2_000)
     j.add_argument("--style", required=True, metavar="IMAGE", help="the style image")
-    j.add_argument("--style-size", type=int, default=0, help="resize the style's longer side (0 keeps it)")
+    j.add_argument("--style-size", type=_side0, default=0, help="resize the style's longer side (0 keeps it)")
     j.add_argument("--loss-network", default="imagenet", metavar="SPEC",
                    help="imagenet (torchvision VGG16), random:SEED, or a torchvision vgg16 state_dict path/s3 URI")
-    j.add_argument("--load-size", type=int, default=0, help="shorter side before cropping (0: the crop size)")
+    j.add_argument("--load-size", type=_side0, default=0, help="shorter side before cropping (0: the crop size)")
     j.add_argument("--normalize-losses", action="store_true",
                    help="divide each loss term by its target's mean square (for random:SEED loss networks; "
                         "then use weights near 1)")
-    j.add_argument("--color-weight", type=float, default=0.0,
+    j.add_argument("--color-weight", type=_weight, default=0.0,
                    help="weight of an extra Gram term on the RGB input (colour mean/covariance toward the style)")
     j.add_argument("--content-luminance", action="store_true",
                    help="content loss on luminance only (recolouring is not counted as a content change)")
-    j.add_argument("--histogram-weight", type=float, default=0.0,
+    j.add_argument("--histogram-weight", type=_weight, default=0.0,
                    help="weight of a sliced-Wasserstein loss between the output's and the style's colour distributions")
-    j.add_argument("--edge-weight", type=float, default=0.0,
+    j.add_argument("--edge-weight", type=_weight, default=0.0,
                    help="weight of a loss between the luminance gradients of output and content (keeps edges)")
     j.set_defaults(func=_run_johnson)
 

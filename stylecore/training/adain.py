@@ -7,6 +7,7 @@ Adam at lr/(1 + lr_decay·step). The decoder is saved in the public ``decoder.pt
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from ..adain_net import decoder as make_decoder
 from ..device import memory_format, resolve_device
 from ..errors import OptionsError
 from .data import CropSampler, list_images
-from .loop import TrainResult, print_progress, run_loop
+from .loop import TrainResult, check_out_dir, print_progress, run_loop
 
 
 @dataclass
@@ -56,6 +57,7 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
                 ) -> TrainResult:
     """Train (or resume training) an AdaIN decoder; writes OUTDIR/decoder.pth, train_state.pth, losses.csv."""
     _check(cfg)
+    check_out_dir(cfg.out_dir, resume=resume)
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
     contents = CropSampler(list_images(cfg.content, what="content"), crop=cfg.crop, load_size=cfg.load_size,
@@ -96,13 +98,24 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
 
 
 def _check(cfg) -> None:
-    for name in ("steps", "batch_size", "crop", "checkpoint_every", "log_every"):
+    """Refuse settings no run can use (CLI flags are checked the same way by argparse), before any work."""
+
+    def flag(name: str) -> str:
+        return f"--{name.replace('_', '-')} {getattr(cfg, name)}"
+
+    for name in ("steps", "batch_size", "crop", "checkpoint_every", "log_every", "workers"):
         if int(getattr(cfg, name)) <= 0:
-            raise OptionsError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be > 0")
-    if cfg.lr <= 0:
-        raise OptionsError(f"--lr {cfg.lr}: must be > 0")
-    for name in ("content_weight", "style_weight"):
-        if getattr(cfg, name) < 0:
-            raise OptionsError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 0")
+            raise OptionsError(f"{flag(name)}: must be > 0")
+    for name in ("load_size", "style_size"):
+        if int(getattr(cfg, name, 0)) < 0:
+            raise OptionsError(f"{flag(name)}: must be >= 0")
+    if not 0 <= int(cfg.seed) <= 2**32 - 1:
+        raise OptionsError(f"--seed {cfg.seed}: must be 0 to {2**32 - 1}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise OptionsError(f"--lr {cfg.lr}: must be a finite number > 0")
+    for name in ("content_weight", "style_weight", "lr_decay", "color_weight", "histogram_weight", "edge_weight"):
+        v = getattr(cfg, name, 0.0)
+        if not (math.isfinite(v) and v >= 0):
+            raise OptionsError(f"{flag(name)}: must be a finite number >= 0")
     if getattr(cfg, "load_size", cfg.crop) < cfg.crop:
         raise OptionsError(f"--load-size {cfg.load_size}: must be at least --crop {cfg.crop}")

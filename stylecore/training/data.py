@@ -145,25 +145,39 @@ class CropSampler:
                 self._cache.popitem(last=False)
         return arr
 
+    def _candidates(self, k: int):
+        """Images to try for the k-th draw: ``_order(k)``, then, should it be unreadable, every image once in
+        an order drawn from ``(seed, stream, k)``. The first readable one is used, so the choice depends on the
+        seed and k only (not on which images earlier draws found bad) and every image is tried before giving up."""
+        first = self._order(k)
+        yield first
+        for idx in _rng(self.seed, self.stream, 0xBAD1, k >> 32, k).permutation(len(self.paths)):
+            if idx != first:
+                yield int(idx)
+
     def _crop(self, step: int, slot: int) -> np.ndarray:
         k = step * self.batch_size + slot
-        for attempt in range(len(self.paths)):
-            idx = self._order(k + attempt * 7919)
-            if idx in self._bad:
-                continue
+        last = None
+        for idx in self._candidates(k):
+            with self._lock:
+                if idx in self._bad:
+                    continue
             try:
                 arr = self._image(idx)
             except (ImageError, StorageError) as e:
-                self._bad.add(idx)
-                print(f"warning: skipping training image: {e}", file=sys.stderr)
-                if len(self._bad) == len(self.paths):
-                    raise ImageError(f"none of the {len(self.paths)} training images could be read (last: {e})") from None
+                last = e
+                with self._lock:
+                    new = idx not in self._bad
+                    self._bad.add(idx)
+                if new:
+                    print(f"warning: skipping training image: {e}", file=sys.stderr)
                 continue
             h, w = arr.shape[:2]
             r = _rng(self.seed, self.stream, step, slot)
             y, x = int(r.integers(0, h - self.crop + 1)), int(r.integers(0, w - self.crop + 1))
             return arr[y:y + self.crop, x:x + self.crop]
-        raise ImageError(f"none of the {len(self.paths)} training images could be read")
+        detail = f" (last: {last})" if last else ""
+        raise ImageError(f"none of the {len(self.paths)} training images could be read{detail}")
 
     def batch(self, step: int) -> torch.Tensor:
         """The batch of training step ``step`` (0-based), deterministic for the seed."""

@@ -28,7 +28,7 @@ from ..losses import gram_matrix
 from ..transformer_net import TransformerNet
 from .adain import _check
 from .data import CropSampler, list_images
-from .loop import TrainResult, print_progress, run_loop
+from .loop import TrainResult, check_out_dir, print_progress, run_loop
 from .loss_nets import VGG16_LAYERS, load_vgg16_loss
 
 
@@ -103,6 +103,7 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     """Train (or resume training) a TransformerNet for one style; writes OUTDIR/model.pth, train_state.pth, losses.csv."""
     load_size = cfg.load_size or cfg.crop
     _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}))
+    check_out_dir(cfg.out_dir, resume=resume)
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
     contents = CropSampler(list_images(cfg.content, what="content"), crop=cfg.crop, load_size=load_size,

@@ -28,6 +28,24 @@ class TrainResult:
     rows: list[dict] = field(default_factory=list)
 
 
+def check_out_dir(out_dir: str | Path, *, resume: bool) -> None:
+    """Cheap checks of ``-o``, before any work: it is (or can become) a folder, holds a run to resume with
+    ``--resume`` and none without."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OptionsError(f"-o {out_dir}: exists and is not a folder")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise OptionsError(f"-o {out_dir}: {parent} is not a folder")
+    state = out_dir / STATE_FILE
+    if resume and not state.is_file():
+        raise OptionsError(f"--resume: no training state at {state}; start without --resume")
+    if not resume and state.exists():
+        raise OptionsError(f"-o {out_dir}: already holds a training run ({STATE_FILE}); pass --resume or choose another folder")
+
+
 def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[[int], dict],
              lr_fn: Callable[[int], float], out_dir: Path, weights_name: str, prefix: str, settings: dict,
              steps: int, checkpoint_every: int, log_every: int, resume: bool,
@@ -36,9 +54,14 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
     out_dir = Path(out_dir)
     state_path, loss_path, weights_path = out_dir / STATE_FILE, out_dir / LOSS_FILE, out_dir / weights_name
     start, rows = 0, []
+    check_out_dir(out_dir, resume=resume)
     if resume:
         state = load_train_state(out_dir)
         old = state["settings"]
+        was, now = old.get("method"), settings.get("method")
+        if was and now and was != now:
+            raise OptionsError(f"--resume: {out_dir} holds {_a(was)} {was} training run ({state_path}), not {_a(now)} {now} "
+                               f"one; resume it with `stylize train {was}` or choose another -o folder")
         changed = sorted(k for k in set(old) | set(settings) if k not in RESUMABLE and old.get(k) != settings.get(k))
         if changed:
             k = changed[0]
@@ -49,11 +72,12 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
         rows = read_losses(loss_path, start)
-    elif state_path.exists():
-        raise OptionsError(f"-o {out_dir}: already holds a training run ({STATE_FILE}); pass --resume or choose another folder")
     if start >= steps:
         raise OptionsError(f"--steps {steps}: the run in {out_dir} is already at step {start}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptionsError(f"-o {out_dir}: cannot create the folder ({e.strerror or e})") from None
 
     def checkpoint(step: int, periodic: bool) -> None:
         weights = cpu_state_dict(model)
@@ -95,6 +119,10 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
             last = done
     model.eval()
     return TrainResult(weights_path, state_path, loss_path, last, start, rows)
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def print_progress(row: dict) -> None:

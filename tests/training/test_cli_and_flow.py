@@ -70,3 +70,62 @@ def test_cli_train_johnson_with_the_offline_recipe_terms(data, tmp_path):
     assert r.returncode == 0, r.stderr
     header = (out / "losses.csv").read_text().splitlines()[0].split(",")
     assert {"content", "style", "color", "histogram", "edges"} <= set(header)
+
+
+def _one_error_line(r, text):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], r.stderr
+
+
+def test_cli_refuses_an_out_path_that_is_a_file(data, tmp_path):
+    (tmp_path / "c.png").write_bytes(b"x")
+    base = ["train", "johnson", "--content", data["content"], "--style", data["style_image"], "--loss-network",
+            "random:0", "--steps", "1", "--crop", "32", "--batch-size", "1", "--workers", "1", "-q"]
+    for out, text in [("c.png", "c.png: exists and is not a folder"),
+                      ("c.png/sub", "c.png is not a folder")]:
+        _one_error_line(run_cli(*base, "-o", tmp_path / out), text)
+    _one_error_line(run_cli(*base, "-o", tmp_path / "c.png", "--resume"), "c.png: exists and is not a folder")
+    assert (tmp_path / "c.png").read_bytes() == b"x"
+
+
+BAD_NUMBERS = {
+    "common": [("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"), ("--lr", "-1e-3"), ("--content-weight", "nan"),
+               ("--content-weight", "-1"), ("--style-weight", "inf"), ("--style-weight", "-2"),
+               ("--crop", "0"), ("--crop", "100000"), ("--steps", "0"), ("--steps", "1.5"), ("--batch-size", "0"),
+               ("--batch-size", "99999999999"), ("--seed", "99999999999999999999"), ("--seed", "-1"),
+               ("--seed", "x"), ("--workers", "0"), ("--workers", "1000000"), ("--checkpoint-every", "0"),
+               ("--log-every", "-1")],
+    "adain": [("--lr-decay", "nan"), ("--lr-decay", "-1"), ("--load-size", "0"), ("--load-size", "100000")],
+    "johnson": [("--style-size", "-5"), ("--style-size", "100000"), ("--load-size", "-1"), ("--color-weight", "nan"),
+                ("--histogram-weight", "-1"), ("--edge-weight", "inf")],
+}
+
+
+def test_cli_numeric_flags_are_checked_by_argparse(tmp_path):
+    """Each bad value exits 2 with one line naming the flag, before any file is looked at (none of these exist)."""
+    for recipe in ("adain", "johnson"):
+        for flag, value in BAD_NUMBERS["common"] + BAD_NUMBERS[recipe]:
+            r = run_cli("train", recipe, "--content", tmp_path / "c", "--style", tmp_path / "s.png", "-o",
+                        tmp_path / "o", flag, value)
+            _one_error_line(r, f"argument {flag}:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_library_checks_numbers_too(data, tmp_path):
+    import math
+
+    import pytest
+
+    from stylecore.errors import OptionsError
+    from stylecore.training.adain import AdaINTrainConfig, train_adain
+    from stylecore.training.johnson import JohnsonTrainConfig, train_johnson
+
+    for kw, text in [({"lr": math.nan}, "--lr nan"), ({"style_size": -5}, "--style-size -5"),
+                     ({"seed": 10**20}, "--seed"), ({"color_weight": math.inf}, "--color-weight inf"),
+                     ({"workers": 0}, "--workers 0")]:
+        with pytest.raises(OptionsError, match=text):
+            train_johnson(JohnsonTrainConfig(data["content"], data["style_image"], str(tmp_path / "j"),
+                                             loss_network="random:0", **kw), on_log=None)
+    with pytest.raises(OptionsError, match="--lr-decay -1"):
+        train_adain(AdaINTrainConfig(data["content"], data["style"], str(tmp_path / "a"), encoder="random:0",
+                                     lr_decay=-1.0), on_log=None)

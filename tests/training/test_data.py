@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from stylecore.errors import OptionsError
@@ -101,3 +102,42 @@ def test_training_images_from_a_parquet_manifest_on_s3(s3, data):
     assert paths == [f"s3://{bucket}/data/img/0.png", f"s3://{bucket}/data/img/1.png"]
     x = CropSampler(paths, crop=16, load_size=24, batch_size=2, seed=0, workers=1).batch(0)
     assert x.shape == (2, 3, 16, 16) and x.std() > 0
+
+
+def test_unreadable_images_are_skipped_until_every_image_has_failed(tmp_path, capsys):
+    """A bad draw falls back to the other images (all of them, if need be), deterministically for (seed, step)."""
+    from stylecore.errors import ImageError
+    from tests.conftest import make_photo
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    make_photo(48, 48, seed=1).save(folder / "a_good.png")
+    make_photo(48, 48, seed=2).save(tmp_path / "full.png")
+    whole = (tmp_path / "full.png").read_bytes()
+    (folder / "b_truncated.png").write_bytes(whole[:len(whole) // 3])
+    (folder / "c_text.png").write_text("not an image")
+    paths = list_images(folder)
+    assert len(paths) == 3
+    good = np.asarray(Image.open(folder / "a_good.png").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+    for seed in range(6):
+        s = CropSampler(paths, crop=32, load_size=32, batch_size=1, seed=seed, resize="short", workers=1)
+        batches = [s.batch(step) for step in range(4)]  # the old retry loop gave up here for most seeds
+        for x in batches:
+            assert np.array_equal((x[0].numpy() * 255).round().astype(np.uint8).transpose(1, 2, 0), good)
+        # a fresh sampler (a resumed run) sees the same batch at a later step
+        fresh = CropSampler(paths, crop=32, load_size=32, batch_size=1, seed=seed, resize="short", workers=1)
+        assert torch.equal(fresh.batch(3), batches[3])
+        err = capsys.readouterr().err
+        assert err.count("warning: skipping training image") <= 4 and "c_text.png" in err
+    # batches that mix bad first draws with good ones stay a pure function of (seed, step)
+    mixed = CropSampler(paths + list_images(tmp_path / "full.png"), crop=16, load_size=32, batch_size=3, seed=4,
+                        resize="short", workers=2)
+    xs = [mixed.batch(step) for step in range(5)]
+    again = CropSampler(mixed.paths, crop=16, load_size=32, batch_size=3, seed=4, resize="short", workers=1)
+    assert all(torch.equal(again.batch(step), xs[step]) for step in (4, 2, 0))
+    capsys.readouterr()
+    (folder / "a_good.png").write_bytes(b"broken now")
+    s = CropSampler(paths, crop=32, load_size=32, batch_size=1, seed=0, resize="short", workers=1)
+    with pytest.raises(ImageError, match="none of the 3 training images could be read"):
+        s.batch(0)
+    assert capsys.readouterr().err.count("warning: skipping training image") == 3  # each file tried (and named) once

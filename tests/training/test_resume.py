@@ -63,3 +63,17 @@ def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing_state(da
         train_johnson(_johnson(data, out, 2), resume=True, on_log=None)
     with pytest.raises(OptionsError, match="no training state"):
         train_johnson(_johnson(data, tmp_path / "other", 2), resume=True, on_log=None)
+
+
+def test_resume_names_the_recipe_of_the_run_in_the_folder(data, tmp_path):
+    ta, tj = tmp_path / "ta", tmp_path / "tj"
+    train_adain(AdaINTrainConfig(data["content"], data["style"], str(ta), encoder="random:2", steps=1, batch_size=1,
+                                 crop=32, load_size=32, workers=1, device="cpu"), on_log=None)
+    train_johnson(_johnson(data, tj, 1), on_log=None)
+    with pytest.raises(OptionsError, match=r"ta holds an adain training run .*not a johnson one") as e:
+        train_johnson(_johnson(data, ta, 2), resume=True, on_log=None)
+    assert "color_weight" not in str(e.value)
+    with pytest.raises(OptionsError, match=r"tj holds a johnson training run .*not an adain one"):
+        train_adain(AdaINTrainConfig(data["content"], data["style"], str(tj), encoder="random:2", steps=2,
+                                     batch_size=1, crop=32, load_size=32, workers=1, device="cpu"),
+                    resume=True, on_log=None)
