@@ -17,24 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_shard import _image as _photo  # noqa: E402  (the generated photos of the shard bench)
 from stylecore.engine import Engine  # noqa: E402
 
 ENCODINGS = {"jpeg q95": ("JPEG", {"quality": 95, "subsampling": 0, "optimize": True}),
              "webp q95": ("WEBP", {"quality": 95, "method": 4}),
              **{f"png {k}": ("PNG", {"compress_level": k}) for k in (1, 3, 6)}}
-
-
-def _photo(size: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    a = rng.uniform(2, 9, 3)
-    rgb = np.stack([np.sin(a[0] * x + seed), np.cos(a[1] * y), np.sin(a[2] * (x + y))], -1) * 100 + 128
-    return Image.fromarray(np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8))
 
 
 def _encode(img: Image.Image, fmt: str, kw: dict) -> tuple[float, int]:

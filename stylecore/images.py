@@ -19,8 +19,8 @@ from .errors import ImageError
 DEFAULT_MAX_PIXELS = 64_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OUTPUT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
-# zlib level of PNG outputs: 3 encodes AdaIN outputs 3.6x faster than Pillow's default 6 (27 vs 99 ms at 512 px)
-# for files 11-13% larger, photos 1.3x faster for 9% (bench/bench_encode.py); ``$STYLIZE_PNG_LEVEL`` (0-9) overrides.
+# zlib level of PNG outputs: 3 encodes AdaIN outputs 3.6-3.8x faster than Pillow's default 6 (25 vs 95 ms at 512
+# px) for files 12-13% larger (bench/bench_encode.py); ``$STYLIZE_PNG_LEVEL`` (0-9) overrides it.
 PNG_LEVEL = 3
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
