@@ -135,6 +135,22 @@ def _text(s: pd.Series) -> pd.Series:
     return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()).astype("str")
 
 
+def _check_text_cells(s: pd.Series, col: str, probs: "_Problems") -> None:
+    """Paths and URIs are text: JSON Lines / Parquet cells holding numbers, booleans, lists or objects are
+    problems (they would become paths such as ``['..']`` or ``5``). CSV cells are always text."""
+    if pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype):
+        return
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):  # one C pass: the usual JSONL column
+        return
+    kinds = s.map(lambda v: "" if v is None or isinstance(v, str) or (isinstance(v, float) and np.isnan(v))
+                  else ("a list" if isinstance(v, (list, tuple, np.ndarray)) else
+                        "an object" if isinstance(v, dict) else
+                        "a boolean" if isinstance(v, (bool, np.bool_)) else
+                        "a number" if isinstance(v, (int, float, np.number)) else f"a {type(v).__name__} value"))
+    bad = np.nonzero((kinds != "").to_numpy())[0]
+    probs.rows(bad, col, [f"expected text (a path or URI), got {kinds.iat[i]} {s.iat[i]!r}"[:200] for i in bad])
+
+
 def _take(values: list, codes: np.ndarray, categorical: bool = False) -> pd.Series:
     """``values[codes]`` (code -1 takes the last value) as a str Series, or as a categorical one, where
     a repeated value (the options JSON) costs a small integer per row instead of a string."""
@@ -237,6 +253,9 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     for col in REQUIRED:
         if col not in df.columns:
             probs.column(col, "missing (required)")
+    for col in ("content", "style", "content_root", "output"):
+        if col in df.columns:
+            _check_text_cells(df[col], col, probs)
     empty_series = pd.Series([""] * n, dtype="str")
     out = pd.DataFrame({"row": np.arange(n, dtype=np.int64)})
 
@@ -428,7 +447,10 @@ def _check_inputs(out: pd.DataFrame, probs: _Problems, workers: int = 32) -> Non
 
     def check(u):
         try:
-            return u, (None if storage.exists(u) else "input not found")
+            if storage.exists(u):
+                return u, None
+            return u, ("input is a folder, not an image file" if not uris.is_s3(u) and os.path.isdir(u)
+                       else "input not found")
         except StorageError as e:
             return u, str(e).split(": ", 1)[-1]
 

@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``stylize image``."""
     from stylecore.engine import Engine
     from stylecore import storage, uris
+    from stylecore.errors import OptionsError
     from stylecore.images import encode_image, output_format, save_image
 
     from .progress import ProgressBar
@@ -167,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     output = uris.resolve(args.output)
     if not uris.is_s3(output):
         check_writable(output)  # before the compute, not after it
+    if args.style_weights is not None and not args.style_weights.strip():
+        raise OptionsError("--style-weights: empty; give one weight per style image (W1,W2,...) or leave it out")
     weights = parse_style_weights(args.style_weights, len(args.styles)) if args.style_weights else None
     overrides = engine_overrides(args)
     if args.mask is not None:

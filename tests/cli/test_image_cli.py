@@ -131,6 +131,7 @@ def test_error_paths(inputs, tmp_path, capsys):
         (["image", c, s, "-o", tmp_path / "out.gif", *FAST], ["out.gif", "unsupported output extension"]),
         (["image", c, s, s, "-o", out, *FAST, "--style-weights", "1,2,3"], ["3 weights for 2 style images"]),
         (["image", c, s, "-o", out, *FAST, "--style-weights", "a"], ["not a list of numbers"]),
+        (["image", c, s, "-o", out, *FAST, "--style-weights", " "], ["--style-weights: empty"]),
         (["image", c, "-o", out, *FAST], ["gatys needs at least one style image"]),
         (["image", c, s, *FAST], ["-o/--output"]),
         (["image", c, s, "-o", out, "--bogus"], ["unrecognized arguments: --bogus"]),

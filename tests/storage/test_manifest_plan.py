@@ -167,6 +167,13 @@ def test_check_inputs(tree):
         manifest.plan(m, str(tree / "out"), check_inputs=True)
     assert e.value.problems == [f"row 1, column content: input not found: {tree}/ds/train/cat/gone.jpg",
                                 f"row 1, column style: input not found: {tree}/styles/lost.png"]
+    m2 = write_csv(tree / "m2.csv", """
+        content,style
+        ds/train/cat,styles/starry.png
+    """)
+    with pytest.raises(ManifestError) as e:
+        manifest.plan(m2, str(tree / "out"), check_inputs=True)
+    assert e.value.problems == [f"row 0, column content: input is a folder, not an image file: {tree}/ds/train/cat"]
 
 
 @pytest.mark.parametrize("ext", [".parquet", ".jsonl", ".csv"])
@@ -288,3 +295,26 @@ def test_option_values_parse_exactly_and_refuse_json_booleans_and_unusable_seeds
                                 ("seed", -1, "out of range"), ("size", "3.5", "invalid value")]:
         with pytest.raises(OptionsError, match=re.escape(reason)):
             coerce(name, value)
+
+
+def test_json_cells_that_are_not_text_are_problems_of_their_rows(tmp_path):
+    """JSON Lines cells holding a number, list, object or boolean where a path belongs are refused with the row
+    and the kind named (they became paths such as ``['..']`` and ``5``); text rows beside them are fine."""
+    from stylecore.errors import ManifestError
+
+    lines = [{"content": "a.jpg", "style": "s.png"}, {"content": 5, "style": "s.png"},
+             {"content": "b.jpg", "style": [".."]}, {"content": "c.jpg", "style": "s.png", "size": True},
+             {"content": True, "style": {"x": 1}}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    with pytest.raises(ManifestError) as info:
+        manifest.load(str(path))
+    assert info.value.problems == [
+        "row 1, column content: expected text (a path or URI), got a number 5",
+        "row 2, column style: expected text (a path or URI), got a list ['..']",
+        "row 3, column size: option size: invalid value True (expected int)",
+        "row 4, column content: expected text (a path or URI), got a boolean True",
+        "row 4, column style: expected text (a path or URI), got an object {'x': 1}"]
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(lines[0]) + "\n")
+    assert len(manifest.load(str(good)).rows) == 1
