@@ -1,4 +1,4 @@
-"""The demo behind ``make demo``: stylize the example photos with the example styles, offline.
+"""The demo behind ``make demo-engine``: the example pairs through the engine alone (no Prefect), offline.
 
     python examples/demo.py [--encoder SPEC] [--size N] [--steps N] [--out DIR] [--device auto|cpu|cuda]
 

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run as runtime_run
 from stylecore import storage, tables
 from stylecore.manifest import write_manifest
 from stylecore.manifest_build import build_manifest
-from stylecore.errors import OptionsError
+from stylecore.errors import OptionsError, RunFailed
 from stylecore.options import check_method
 
 from flows.stylize_collection import check_run_settings, stylize_collection
@@ -175,6 +175,8 @@ def augment_dataset(
         pool=pool, max_failed=max_failed, max_shard_retries=max_shard_retries, concurrency=concurrency,
         batch_size=batch_size, quality=quality, return_state=True)
     summary = state.result(raise_on_failure=False)
+    if isinstance(summary, RunFailed):
+        summary = summary.summary
     if not isinstance(summary, dict):  # the run failed before writing its report
         raise summary if isinstance(summary, BaseException) else RuntimeError(str(state.message))
     summary = dict(summary, index_rows=refresh_index(output, summary["report_dir"], labels), left_out=left_out,
@@ -182,5 +184,5 @@ def augment_dataset(
     if state.is_failed():
         from prefect.states import Failed
 
-        return Failed(message=state.message, data=summary)
+        return Failed(message=state.message, data=RunFailed(str(state.message), summary))
     return summary

@@ -19,13 +19,13 @@ from prefect.states import Failed
 
 from stylecore import storage
 from stylecore.device import check_device_name, resolve_device
-from stylecore.errors import OptionsError, WeightsError
+from stylecore.errors import OptionsError, RunFailed, WeightsError
 from stylecore.keys import METHOD_SPECS
 from stylecore.options import StyleOptions, check_method
 from stylecore.weights import parse_spec
 from tasks import progress
 from tasks.artifacts import publish_run_artifacts
-from tasks.metrics import allowed_failures, merge_metrics, summarize, write_reports
+from tasks.metrics import allowed_failures, merge_metrics, summarize, with_weight_specs, write_reports
 from tasks.plan import plan_task
 from tasks.shards import default_shard_size, run_shard_task, write_shard_manifests
 
@@ -297,7 +297,7 @@ def stylize_collection(
         outcomes = _run_pool(shards, engine, pool=pool, name=name, run=run, **common)
     artifact.update(1, 1)
 
-    metrics = merge_task(rows, shards, outcomes, overwrite)
+    metrics = with_weight_specs(merge_task(rows, shards, outcomes, overwrite), engine)
     wall = time.perf_counter() - t0
     summary = summarize(metrics, wall_seconds=wall, extra={
         "manifest": manifest, "output": output, "report_dir": report_dir, "run_id": run,
@@ -316,6 +316,6 @@ def stylize_collection(
                 summary["ok"], summary["failed"], summary["skipped"], summary["total"], wall,
                 summary["images_per_second"] or 0.0, report_dir)
     if not summary["passed"]:
-        return Failed(message=f"{summary['failed']} row(s) failed (max_failed allows {allowed}); report: {report_dir}",
-                      data=summary)
+        message = f"{summary['failed']} row(s) failed (max_failed allows {allowed}); report: {report_dir}"
+        return Failed(message=message, data=RunFailed(message, summary))  # a direct call raises it
     return summary

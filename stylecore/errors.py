@@ -21,6 +21,16 @@ class StorageError(StyleCoreError):
     """A URI could not be read, written or listed."""
 
 
+class RunFailed(Exception):
+    """A run finished and wrote its reports, but more rows failed than ``max_failed`` allows. ``summary`` is
+    what the run returns when it passes (counts, report folder). Not a ``StyleCoreError``: nothing was wrong
+    with the request, and the CLI exits 1 for it, not 2."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
+
+
 class ManifestError(StyleCoreError):
     """A manifest is invalid. ``problems`` lists every problem found, one line each."""
 

@@ -157,7 +157,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     # SIGTERM exits through Python's shutdown, so the ephemeral Prefect server process stops with us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from stylecore.errors import StyleCoreError
+    from stylecore.errors import RunFailed, StyleCoreError
     from stylecore.options import StyleOptions
 
     StyleOptions.make(**engine_overrides(args))
@@ -175,6 +175,8 @@ def run_command(args: argparse.Namespace) -> int:
         finally:
             progress.remove_listener(listener)
     result = state.result(raise_on_failure=False)
+    if isinstance(result, RunFailed):
+        result = result.summary
     if isinstance(result, dict):
         print_summary(result)
         if state.is_failed():

@@ -4,12 +4,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from stylecore import storage, tables
-from stylecore.report import failure_reason
+from stylecore.keys import METHOD_SPECS
+from stylecore.report import WEIGHT_COLUMNS, failure_reason
 from stylecore.shard import METRIC_COLUMNS, PLAN_COLUMNS
 
 # The first columns of metrics.parquet, in this order (the rest follow: run details, quality, passthrough).
@@ -21,6 +23,18 @@ def _from_plan(rows: pd.DataFrame, status: str, error: str = "") -> pd.DataFrame
     out = rows.drop(columns=[c for c in ("options_json", "style_weights") if c in rows.columns]).copy()
     out["status"] = status
     out["error"] = error
+    return out
+
+
+def with_weight_specs(metrics: pd.DataFrame, engine: dict[str, Any]) -> pd.DataFrame:
+    """``metrics`` with the weight specs each row's method used: ``encoder``, ``decoder``, ``model`` (None where
+    its method uses none; ``keys.METHOD_SPECS``), so reports count rows per weights."""
+    out = metrics.copy()
+    methods = out["method"].astype(str) if "method" in out.columns else pd.Series([""] * len(out), dtype=str)
+    for role in WEIGHT_COLUMNS:
+        spec = engine.get(role) or ("imagenet" if role == "encoder" else None)
+        uses = methods.map(lambda m, r=role: r in METHOD_SPECS.get(m, ())).astype(bool)
+        out[role] = pd.Series(np.where(uses, spec, None), index=out.index, dtype=object)
     return out
 
 

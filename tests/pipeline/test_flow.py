@@ -55,6 +55,11 @@ def test_local_end_to_end_and_resume(prefect_server, tmp_path, count_engine_call
     assert list(metrics.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
     assert metrics["row"].tolist() == list(range(7)) and (metrics["status"] == "ok").all()
     assert metrics["label"].tolist() == [f"class{i % 3}" for i in range(7)]
+    # The weights each row used, per row and summed up (summary.json's weight_specs had the method only).
+    assert metrics[["encoder", "decoder"]].drop_duplicates().values.tolist() == [["random:0", "random:1"]]
+    assert metrics["model"].isna().all()
+    assert written["weight_specs"] == [{"method": "adain", "encoder": "random:0", "decoder": "random:1", "model": None,
+                                        "rows": 7}]
     # The quality hook scored every row (report issue), and the HTML report was written.
     assert metrics[["content_loss", "style_loss", "ssim", "color_distance"]].notna().all().all()
     assert (out / "_reports" / summary["run_id"] / "report.html").is_file()
@@ -97,7 +102,7 @@ def test_max_failed_count_and_fraction(prefect_server, tmp_path):
     common = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
     state = stylize_collection(**common, return_state=True)
     assert state.is_failed() and "1 row(s) failed" in state.message
-    summary = state.result(raise_on_failure=False)
+    summary = state.result(raise_on_failure=False).summary  # a failed run: RunFailed with its summary
     assert (summary["ok"], summary["failed"], summary["passed"]) == (3, 1, False)
     assert summary["failure_reasons"] == {"not found": 1}
     # A fraction of the rows: 0.25 of 4 rows allows one failure.
@@ -152,3 +157,16 @@ def test_every_manifest_problem_is_in_the_run_log(prefect_server, tmp_path):
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     text = "\n".join(log.message for log in logs)
     assert "row 2, column alpha" in text and "row 3, column method" in text, text
+
+
+def test_a_direct_call_of_a_failed_run_raises_run_failed_with_its_summary(prefect_server, tmp_path):
+    """Called as a Python function, a run over its failure limit raises ``RunFailed`` carrying the summary
+    (Prefect raised a TypeError: a failed state's data must be an exception)."""
+    from stylecore.errors import RunFailed
+
+    bad = [{"content": "content/gone.jpg", "style": "styles/s0.png", "label": "x"}]
+    path = write_manifest(tmp_path, 2, extra_rows=bad)
+    with pytest.raises(RunFailed, match=r"1 row\(s\) failed \(max_failed allows 0\)") as info:
+        stylize_collection(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
+    assert (info.value.summary["ok"], info.value.summary["failed"]) == (2, 1)
+    assert (tmp_path / "out" / "_reports").is_dir()
