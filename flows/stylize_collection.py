@@ -19,7 +19,7 @@ from prefect.states import Failed
 
 from stylecore import storage
 from stylecore.device import check_device_name, resolve_device
-from stylecore.errors import OptionsError, RunFailed, WeightsError
+from stylecore.errors import OptionsError, ReportError, RunFailed, StorageError, WeightsError
 from stylecore.keys import METHOD_SPECS
 from stylecore.options import StyleOptions, check_method
 from stylecore.weights import parse_spec
@@ -297,7 +297,12 @@ def stylize_collection(
         outcomes = _run_pool(shards, engine, pool=pool, name=name, run=run, **common)
     artifact.update(1, 1)
 
-    metrics = with_weight_specs(merge_task(rows, shards, outcomes, overwrite), engine)
+    finished = sum(1 for o in outcomes.values() if o.get("status") == "ok")
+    try:
+        metrics = with_weight_specs(merge_task(rows, shards, outcomes, overwrite), engine)
+    except StorageError as e:
+        raise ReportError(f"{finished} of {len(shards)} shard(s) finished, but their metrics could not be read "
+                          f"back: {e}; run again to finish and report (written outputs are skipped)") from None
     wall = time.perf_counter() - t0
     summary = summarize(metrics, wall_seconds=wall, extra={
         "manifest": manifest, "output": output, "report_dir": report_dir, "run_id": run,
@@ -310,7 +315,13 @@ def stylize_collection(
         "parameters": {k: v for k, v in dict(runtime_run.parameters or {}).items()},
     })
     summary["passed"] = summary["failed"] <= allowed
-    summary = write_reports(metrics, summary, report_dir)
+    try:
+        summary = write_reports(metrics, summary, report_dir)
+    except StorageError as e:
+        logger.error("%s: %d ok, %d failed, %d skipped of %d rows, but the report could not be written", name,
+                     summary["ok"], summary["failed"], summary["skipped"], summary["total"])
+        raise ReportError(f"{summary['ok']} ok, {summary['failed']} failed, {summary['skipped']} skipped of "
+                          f"{summary['total']} rows, but the report could not be written: {e}") from None
     publish_run_artifacts(summary, name)
     logger.info("%s: %d ok, %d failed, %d skipped of %d rows in %.1f s (%.2f images/s); report: %s", name,
                 summary["ok"], summary["failed"], summary["skipped"], summary["total"], wall,

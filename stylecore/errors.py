@@ -31,6 +31,11 @@ class RunFailed(Exception):
         self.summary = summary
 
 
+class ReportError(Exception):
+    """A run's shards ran, but its metrics or reports could not be read back or written (storage down at the
+    end). Not a ``StyleCoreError``: the request was fine; the CLI exits 1, and a re-run skips written outputs."""
+
+
 class ManifestError(StyleCoreError):
     """A manifest is invalid. ``problems`` lists every problem found, one line each."""
 

@@ -212,7 +212,7 @@ def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) 
 
 
 # keys that escape, are absolute or URIs, or hold empty segments; also dot-segment endings and blank keys
-_KEY_SUSPECT = r"(?:^|/)\.{1,2}/|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:"
+_KEY_SUSPECT = r"(?:^|/)\.{1,2}/|^/|//|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|\x00"
 
 
 def _check_keys(k: pd.Series, rows_mask: np.ndarray, col: str, probs: _Problems) -> None:

@@ -117,6 +117,7 @@ def s3_client():
                 read_timeout=float(s["read_timeout"]),
                 max_pool_connections=int(s["max_pool"]),
                 s3={"addressing_style": s["addressing_style"]} if s["addressing_style"] else None,
+                signature_version="s3v4",  # presigned links too (SigV2 links fail in regions opened since 2014)
             )
             # A fresh Session reads AWS_PROFILE, credentials and endpoint settings (AWS_ENDPOINT_URL[_S3]).
             client = boto3.session.Session().client("s3", config=cfg)
@@ -426,13 +427,26 @@ def join(root: str, key: str) -> str:
     return os.path.join(_local(root), *key.split("/"))
 
 
+def _session_token(client) -> bool:
+    """True when ``client`` signs with temporary credentials (STS, SSO, instance roles carry a session token)."""
+    creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    try:
+        return bool(creds is not None and creds.get_frozen_credentials().token)
+    except Exception:  # noqa: BLE001 - credentials that cannot be resolved: presigning fails on its own
+        return False
+
+
 def presign(uri: str, expires: int = 7 * 24 * 3600) -> str:
     """A presigned HTTPS GET URL for an ``s3://`` object (for reports). Local URIs raise StorageError."""
     if not is_s3(uri):
         raise StorageError(f"{uri}: presigned URLs exist only for s3:// objects")
     loc = parse_s3(uri)
+    client = s3_client()
+    if _session_token(client):
+        raise StorageError(f"{uri}: not presigned: the credentials are temporary (a session token), which a "
+                           "presigned link would carry in its query string and which would end its life early")
     try:
-        return s3_client().generate_presigned_url("get_object", Params={"Bucket": loc.bucket, "Key": loc.key},
+        return client.generate_presigned_url("get_object", Params={"Bucket": loc.bucket, "Key": loc.key},
                                                   ExpiresIn=int(expires))
     except Exception as e:
         raise _s3_error(uri, e, "presign") from None

@@ -117,6 +117,8 @@ def key_problem(key: str) -> str | None:
         return "absolute path escapes the output root"
     if "\\" in key:
         return "backslashes are not allowed in keys"
+    if "\x00" in key:
+        return "a NUL character cannot be in a file name or an S3 key"
     parts = key.split("/")
     if ".." in parts:
         return "'..' escapes the output root"

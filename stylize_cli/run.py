@@ -145,6 +145,16 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
     print(f"report: {summary.get('report_dir')}", file=out)
 
 
+def refuse_credentials(args: argparse.Namespace) -> None:
+    """``StorageError`` for user info in the manifest, output, report folder or weight URIs (one line, redacted)."""
+    from stylecore import uris
+    from stylecore.errors import StorageError
+
+    for value in (args.manifest, args.output, args.report_dir, args.encoder, args.decoder, args.model):
+        if value and uris.has_userinfo(str(value)):
+            raise StorageError(f"{uris.redact(str(value))}: {uris.NO_CREDENTIALS}")
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``stylize run``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -161,6 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
     from stylecore.options import StyleOptions
 
     StyleOptions.make(**engine_overrides(args))
+    refuse_credentials(args)  # the flow run's parameters are stored by Prefect before the flow checks them
     from flows.stylize_collection import stylize_collection
     from tasks import progress
 

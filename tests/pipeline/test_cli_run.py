@@ -123,3 +123,20 @@ def test_make_demo_fast_part_runs_the_builtin_model(prefect_server, tmp_path):
 
     outputs = sorted(p for p in out.glob("*.jpg"))
     assert len(outputs) == 4 and all(max(Image.open(p).size) == 64 for p in outputs)
+
+
+def test_credentials_in_run_arguments_never_reach_prefect(prefect_server, tmp_path):
+    """Refused by the CLI before a flow run exists: Prefect stores a run's parameters (database, UI)."""
+    from prefect.client.orchestration import get_client
+
+    path = write_manifest(tmp_path, 1)
+    with get_client(sync_client=True) as client:
+        before = len(client.read_flow_runs())
+    secret = "s3://AKIAEXAMPLE:UriSecretVal77@bucket"
+    for extra in (["--output", f"{secret}/out"], ["--output", tmp_path / "o", "--report-dir", f"{secret}/r"],
+                  ["--output", tmp_path / "o", "--encoder", f"{secret}/vgg.pth"]):
+        proc = run_cli("run", path, *ENGINE_ARGS[:2], *extra, env=prefect_server.env)
+        assert proc.returncode == 2 and "credentials in URIs are not supported" in proc.stderr, proc.stderr
+        assert "UriSecretVal77" not in proc.stderr + proc.stdout
+    with get_client(sync_client=True) as client:
+        assert len(client.read_flow_runs()) == before

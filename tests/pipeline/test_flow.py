@@ -170,3 +170,26 @@ def test_a_direct_call_of_a_failed_run_raises_run_failed_with_its_summary(prefec
         stylize_collection(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
     assert (info.value.summary["ok"], info.value.summary["failed"]) == (2, 1)
     assert (tmp_path / "out" / "_reports").is_dir()
+
+
+def test_storage_down_at_the_end_is_a_report_error_not_a_usage_error(prefect_server, tmp_path, monkeypatch):
+    """Shards ran, then the report folder's storage failed: ``ReportError`` (CLI exit 1) that says how far the
+    run got, not a ``StorageError`` (exit 2, reserved for bad requests); a re-run skips what was written."""
+    import flows.stylize_collection as sc
+    from stylecore.errors import ReportError, StorageError, StyleCoreError
+
+    path = write_manifest(tmp_path, 3)
+    params = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
+
+    def down(*args, **kwargs):
+        raise StorageError("s3://reports/run/shards/shard-00000.metrics.parquet: read failed: no answer from the "
+                           "S3 endpoint after 5 attempts (EndpointConnectionError)")
+
+    monkeypatch.setattr(sc, "merge_task", down)
+    with pytest.raises(ReportError, match=r"^1 of 1 shard\(s\) finished, but their metrics could not be read back: "
+                                          r"s3://reports/.*run again to finish") as info:
+        stylize_collection(**params)
+    assert not isinstance(info.value, StyleCoreError)
+    monkeypatch.undo()
+    again = stylize_collection(**params)
+    assert (again["ok"], again["skipped"]) == (0, 3)

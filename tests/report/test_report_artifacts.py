@@ -68,3 +68,22 @@ def test_presigned_link_for_s3(s3):
 
     md = report_markdown(f"s3://{s3.bucket('report')}/runs/_reports/r1/report.html", sample_summary())
     assert "Signature=" in md and "expires in 168 h" in md and "](http://127.0.0.1:" in md
+
+
+def test_no_presigned_link_with_temporary_credentials(s3, monkeypatch):
+    """A session token (STS, SSO, instance roles) would ride in a presigned link's query string, into Prefect's
+    database and UI: with one, the artifact names the report's s3:// URI instead. Links are SigV4."""
+    from stylecore import storage
+    from tasks.artifacts import report_markdown
+
+    uri = f"s3://{s3.bucket('report')}/runs/_reports/r1/report.html"
+    assert "X-Amz-Signature=" in report_markdown(uri, sample_summary())  # SigV4, not the legacy AWSAccessKeyId form
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "DummySessionTokenZZ9988")
+    storage.reset_client()
+    try:
+        md = report_markdown(uri, sample_summary())
+        assert "DummySessionTokenZZ9988" not in md and "Signature" not in md and "expires" not in md
+        assert f"Report: `{uri}`" in md
+    finally:
+        monkeypatch.delenv("AWS_SESSION_TOKEN")
+        storage.reset_client()

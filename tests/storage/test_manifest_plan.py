@@ -318,3 +318,14 @@ def test_json_cells_that_are_not_text_are_problems_of_their_rows(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(lines[0]) + "\n")
     assert len(manifest.load(str(good)).rows) == 1
+
+
+def test_an_output_key_with_a_nul_character_is_a_problem_of_its_row(tmp_path):
+    """It passed validation, then failed its row on every run with Python's bare 'embedded null byte'."""
+    from stylecore.errors import ManifestError
+
+    df = pd.DataFrame({"content": ["a.jpg", "b.jpg"], "style": ["s.png", "s.png"], "output": ["x\x00.jpg", "ok.jpg"]})
+    with pytest.raises(ManifestError) as e:
+        manifest.plan(df, str(tmp_path / "out"))
+    assert e.value.problems == [
+        "row 0, column output: output key 'x\\x00.jpg': a NUL character cannot be in a file name or an S3 key"]
