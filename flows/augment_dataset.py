@@ -76,10 +76,9 @@ def build_task(source: str, styles: str, output: str, k: int, seed: int, label_f
 
 
 @task(name="record-failures", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def record_failures(output: str, report_dir: str, run_id: str) -> int:
-    """Count this run's failed pairs in ``{output}/failures.parquet`` / ``.csv`` (one more attempt each, with the
-    latest error) and drop the pairs that now succeeded; returns the pairs recorded."""
-    m = tables.read_parquet(storage.join(report_dir, "metrics.parquet"))
+def record_failures(output: str, m: pd.DataFrame, run_id: str) -> int:
+    """Count this run's failed pairs (metrics ``m``) in ``{output}/failures.parquet`` / ``.csv`` (one more attempt
+    each, with the latest error) and drop the pairs that now succeeded; returns the pairs recorded."""
     failures = read_failures(output)
     settled = set(zip(m.loc[m["status"] != "failed", "content"], m.loc[m["status"] != "failed", "style"]))
     failed = m[m["status"] == "failed"]
@@ -98,14 +97,14 @@ def record_failures(output: str, report_dir: str, run_id: str) -> int:
 
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def refresh_index(output: str, report_dir: str | None, labels: list[str]) -> int:
-    """Merge the run's ok and skipped rows into ``{output}/index.parquet`` and ``index.csv``; returns its rows."""
+def refresh_index(output: str, m: pd.DataFrame | None, labels: list[str]) -> int:
+    """Merge the run's ok and skipped rows (metrics ``m``) into ``{output}/index.parquet`` and ``index.csv``;
+    returns its rows."""
     index_uri = storage.join(output, "index.parquet")
     frames = []
     if storage.exists(index_uri):
         frames.append(tables.read_parquet(index_uri))
-    if report_dir:
-        m = tables.read_parquet(storage.join(report_dir, "metrics.parquet"))
+    if m is not None:
         m = m[m["status"].isin(["ok", "skipped"])]
         new = pd.DataFrame({"image": m["output"], "image_uri": m["output_uri"], "source": m["content"],
                             "style": m["style"], "method": m["method"], "options_hash": m["options_hash"]})
@@ -179,8 +178,9 @@ def augment_dataset(
         summary = summary.summary
     if not isinstance(summary, dict):  # the run failed before writing its report
         raise summary if isinstance(summary, BaseException) else RuntimeError(str(state.message))
-    summary = dict(summary, index_rows=refresh_index(output, summary["report_dir"], labels), left_out=left_out,
-                   failures=record_failures(output, summary["report_dir"], str(summary.get("run_id", ""))))
+    metrics = tables.read_parquet(storage.join(summary["report_dir"], "metrics.parquet"))  # once, for both
+    summary = dict(summary, index_rows=refresh_index(output, metrics, labels), left_out=left_out,
+                   failures=record_failures(output, metrics, str(summary.get("run_id", ""))))
     if state.is_failed():
         from prefect.states import Failed
 

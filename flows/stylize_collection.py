@@ -20,7 +20,7 @@ from prefect.states import Failed
 from stylecore import storage
 from stylecore.device import check_device_name, resolve_device
 from stylecore.errors import OptionsError, ReportError, RunFailed, StorageError, WeightsError
-from stylecore.keys import METHOD_SPECS
+from stylecore.keys import used_specs
 from stylecore.options import StyleOptions, check_method
 from stylecore.weights import parse_spec
 from tasks import progress
@@ -129,8 +129,7 @@ def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> N
     decoder, johnson: a model), a spec is malformed, or, when shards run here, a local weights file is missing."""
     needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth)"), "johnson": ("model", "--model SPEC")}
     for method in sorted(methods):
-        for role in METHOD_SPECS.get(method, ()):
-            spec = engine.get(role) or ("imagenet" if role == "encoder" else None)
+        for role, spec in used_specs(method, engine).items():
             if spec is None:
                 raise OptionsError(f"method {method} needs {role} weights: {needs[method][1]}")
             parsed = parse_spec(spec, allow_imagenet=role == "encoder", what=role)

@@ -29,6 +29,11 @@ def extension(fmt: str) -> str:
     return ext
 
 
+def used_specs(method: str, specs: dict[str, str | None]) -> dict[str, str | None]:
+    """The weight specs ``method`` uses (``METHOD_SPECS``), the encoder defaulting to ``imagenet``."""
+    return {k: specs.get(k) or ("imagenet" if k == "encoder" else None) for k in METHOD_SPECS.get(method, ())}
+
+
 def options_json(method: str, options: StyleOptions, specs: dict[str, str | None]) -> str:
     """Canonical JSON of what, besides the images, determines an output: method, effective options, specs."""
     used = {k: (None if specs.get(k) is None else str(specs.get(k))) for k in METHOD_SPECS.get(method, ())}

@@ -447,7 +447,7 @@ def presign(uri: str, expires: int = 7 * 24 * 3600) -> str:
                            "presigned link would carry in its query string and which would end its life early")
     try:
         return client.generate_presigned_url("get_object", Params={"Bucket": loc.bucket, "Key": loc.key},
-                                                  ExpiresIn=int(expires))
+                                             ExpiresIn=int(expires))
     except Exception as e:
         raise _s3_error(uri, e, "presign") from None
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from stylecore import storage, tables
-from stylecore.keys import METHOD_SPECS
+from stylecore.keys import used_specs
 from stylecore.report import WEIGHT_COLUMNS, failure_reason
 from stylecore.shard import METRIC_COLUMNS, PLAN_COLUMNS
 
@@ -31,10 +30,9 @@ def with_weight_specs(metrics: pd.DataFrame, engine: dict[str, Any]) -> pd.DataF
     its method uses none; ``keys.METHOD_SPECS``), so reports count rows per weights."""
     out = metrics.copy()
     methods = out["method"].astype(str) if "method" in out.columns else pd.Series([""] * len(out), dtype=str)
+    used = {m: used_specs(m, engine) for m in methods.unique()}  # per distinct method, not per row
     for role in WEIGHT_COLUMNS:
-        spec = engine.get(role) or ("imagenet" if role == "encoder" else None)
-        uses = methods.map(lambda m, r=role: r in METHOD_SPECS.get(m, ())).astype(bool)
-        out[role] = pd.Series(np.where(uses, spec, None), index=out.index, dtype=object)
+        out[role] = methods.map({m: specs.get(role) for m, specs in used.items()}).astype(object)
     return out
 
 
