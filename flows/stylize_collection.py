@@ -273,6 +273,7 @@ def stylize_collection(
     check_weights(set(pending["method"]), engine, dispatch)
     allowed = allowed_failures(max_failed, len(rows))
     shards = write_shard_manifests(pending, report_dir, shard_size) if len(pending) else []
+    phases = {"plan": time.perf_counter() - t0}
 
     artifact = progress.ProgressArtifact(f"stylize-collection {name}: {len(pending)} row(s) in {len(shards)} shard(s)")
     progress.emit({"event": "start", "total": len(pending), "skipped": len(rows) - len(pending), "shards": len(shards)})
@@ -295,6 +296,7 @@ def stylize_collection(
     else:
         outcomes = _run_pool(shards, engine, pool=pool, name=name, run=run, **common)
     artifact.update(1, 1)
+    phases["shards"] = time.perf_counter() - t0 - phases["plan"]
 
     finished = sum(1 for o in outcomes.values() if o.get("status") == "ok")
     try:
@@ -303,10 +305,12 @@ def stylize_collection(
         raise ReportError(f"{finished} of {len(shards)} shard(s) finished, but their metrics could not be read "
                           f"back: {e}; run again to finish and report (written outputs are skipped)") from None
     wall = time.perf_counter() - t0
+    phases["merge"] = wall - phases["plan"] - phases["shards"]
     summary = summarize(metrics, wall_seconds=wall, extra={
         "manifest": manifest, "output": output, "report_dir": report_dir, "run_id": run,
         "flow_run_id": str(runtime_run.id or ""), "flow_run_name": runtime_run.name,
         "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+        "phase_seconds": {k: round(v, 3) for k, v in phases.items()},
         "dispatch": dispatch, "shards": len(shards), "shard_size": shard_size,
         "shards_failed": sum(1 for o in outcomes.values() if o.get("status") != "ok"),
         "max_failed": max_failed, "max_failed_rows": allowed,
@@ -314,6 +318,7 @@ def stylize_collection(
         "parameters": {k: v for k, v in dict(runtime_run.parameters or {}).items()},
     })
     summary["passed"] = summary["failed"] <= allowed
+    t_report = time.perf_counter()
     try:
         summary = write_reports(metrics, summary, report_dir)
     except StorageError as e:
@@ -322,9 +327,10 @@ def stylize_collection(
         raise ReportError(f"{summary['ok']} ok, {summary['failed']} failed, {summary['skipped']} skipped of "
                           f"{summary['total']} rows, but the report could not be written: {e}") from None
     publish_run_artifacts(summary, name)
-    logger.info("%s: %d ok, %d failed, %d skipped of %d rows in %.1f s (%.2f images/s); report: %s", name,
-                summary["ok"], summary["failed"], summary["skipped"], summary["total"], wall,
-                summary["images_per_second"] or 0.0, report_dir)
+    logger.info("%s: %d ok, %d failed, %d skipped of %d rows in %.1f s (%.2f images/s; plan %.1f s, shards %.1f s, "
+                "merge %.1f s, then the report %.1f s); report: %s", name, summary["ok"], summary["failed"],
+                summary["skipped"], summary["total"], wall, summary["images_per_second"] or 0.0, phases["plan"],
+                phases["shards"], phases["merge"], time.perf_counter() - t_report, report_dir)
     if not summary["passed"]:
         message = f"{summary['failed']} row(s) failed (max_failed allows {allowed}); report: {report_dir}"
         return Failed(message=message, data=RunFailed(message, summary))  # a direct call raises it

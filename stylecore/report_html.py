@@ -184,6 +184,7 @@ def _cards(summary: Mapping[str, Any]) -> str:
              card("failed", summary.get("failed"), "bad" if summary.get("failed") else ""),
              card("skipped", summary.get("skipped")),
              card("wall time (s)", fmt(summary.get("wall_seconds"))),
+             card("plan / shards / merge (s)", _phases(summary.get("phase_seconds"))),
              card("images / s", fmt(summary.get("images_per_second"))),
              card("latency p50 (ms)", fmt(summary.get("latency_ms_p50"))),
              card("latency p95 (ms)", fmt(summary.get("latency_ms_p95"))),
@@ -198,6 +199,13 @@ def _cards(summary: Mapping[str, Any]) -> str:
     if cost.get("fraction_of_wall") is not None:
         cards.append(card("quality metrics / wall time", f"{100 * cost['fraction_of_wall']:.1f}%"))
     return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _phases(phases: Any) -> str:
+    if not isinstance(phases, Mapping) or not phases:
+        return "-"
+    return " / ".join(fmt(phases.get(k)) if isinstance(phases.get(k), (int, float)) else "-"
+                      for k in ("plan", "shards", "merge"))
 
 
 def _select(df: pd.DataFrame, metric: str | None, n: int, seed: int) -> list[tuple[str, pd.DataFrame]]:

@@ -52,6 +52,9 @@ def test_local_end_to_end_and_resume(prefect_server, tmp_path, count_engine_call
     assert written["ok"] == 7 and written["flow_run_id"] == str(state.state_details.flow_run_id)
     assert summary["method"] == "adain" and summary["device"] == "cpu" and summary["shards"] == 3
     assert summary["images_per_second"] > 0
+    phases = summary["phase_seconds"]  # plan, shards and merge add up to the wall time they split
+    assert set(phases) == {"plan", "shards", "merge"} and min(phases.values()) >= 0
+    assert abs(sum(phases.values()) - summary["wall_seconds"]) < 0.01 and phases["shards"] > phases["merge"]
     assert list(metrics.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
     assert metrics["row"].tolist() == list(range(7)) and (metrics["status"] == "ok").all()
     assert metrics["label"].tolist() == [f"class{i % 3}" for i in range(7)]

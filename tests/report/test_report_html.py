@@ -59,6 +59,11 @@ def test_files_are_written(report):
     assert len(csv) == 7 and list(csv["id"]) == list(sample_metrics()["id"]) and "label" in csv
 
 
+def test_cards_split_the_wall_time(report):
+    text = " ".join(" ".join(parse((report[1] / "report.html").read_text()).text).split())
+    assert "0.25 / 0.7 / 0.05 plan / shards / merge (s)" in text
+
+
 def test_html_has_no_external_references(report):
     html = (report[1] / "report.html").read_text()
     doc = parse(html)
