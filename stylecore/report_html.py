@@ -298,6 +298,9 @@ def _breakdowns(df: pd.DataFrame, metric: str | None, n: int, images: _Images, e
         except StyleCoreError as e:
             out.append(f'<p class="muted">{esc(rec.get("id"))}: {esc(e)}</p>')
             continue
+        except Exception as e:  # noqa: BLE001 - one row's breakdown (a 1x1 content, say) never costs the page
+            out.append(f'<p class="muted">{esc(rec.get("id"))}: no breakdown ({esc(" ".join(str(e).split())[:200])})</p>')
+            continue
         maps = "".join(
             f'<div class="layer"><div class="lbl">{esc(layer)}</div>'
             + "".join(f'<img src="{data_uri(im.resize((56, 56), Image.Resampling.NEAREST) if max(im.size) < 56 else im, "PNG")}" '

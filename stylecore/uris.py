@@ -81,6 +81,8 @@ def resolve(value: str, base: str | None = None) -> str:
         return os.path.abspath(file_uri_to_path(value))
     if scheme is not None:
         raise StorageError(f"{redact(value)}: unsupported URI scheme {scheme!r}; use a local path, file:// or s3://")
+    if re.match(r"(?i)(s3|file)(:|//)", value):  # s3:/b, s3:b, s3//b: a mistyped URI, not a local folder
+        raise StorageError(f"{redact(value)}: malformed URI; write s3://bucket/key or file:///path")
     value = os.path.expanduser(value)
     if os.path.isabs(value):
         return os.path.normpath(value)

@@ -113,6 +113,20 @@ def test_missing_images_show_placeholders(tmp_path, evaluator):
     assert "output unavailable" in html and "Images the report could not read" in html
 
 
+def test_one_row_too_small_for_a_breakdown_keeps_the_page(tmp_path, evaluator):
+    report_dir, _ = build_sample_report(tmp_path, evaluator, breakdown_rows=0)
+    from PIL import Image
+
+    from stylecore.report import build_report
+
+    for i in range(3):  # 1x1 contents (the shard only ever used them enlarged): VGG cannot take them
+        Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "in" / f"c{i}.png")
+    summary = build_report(str(report_dir), metric="ssim", samples=1, breakdown_rows=2, evaluator_obj=evaluator)
+    html = (report_dir / "report.html").read_text()
+    assert summary["report"]["html"] == str(report_dir / "report.html")
+    assert html.count(": no breakdown (") == 2
+
+
 def test_report_on_s3(s3, tmp_path, evaluator):
     import urllib.request
 

@@ -26,6 +26,10 @@ def test_uri_forms(tmp_path, monkeypatch):
     assert storage.resolve(f"file://{tmp_path}/d") == str(tmp_path / "d")
     with pytest.raises(StorageError, match="unsupported URI scheme 'gs'"):
         storage.resolve("gs://b/k.jpg")
+    for typo in ("s3:/nobucket", "S3:bucket/x", "s3//bucket/x", "file:/tmp/x"):  # was a folder under the cwd
+        with pytest.raises(StorageError, match="malformed URI; write s3://bucket/key"):
+            storage.resolve(typo)
+    assert storage.resolve("s3/x.jpg") == str(tmp_path / "s3" / "x.jpg")  # a folder named s3 is fine
     assert uris.parent("s3://b/x/m.csv") == "s3://b/x" and uris.parent("s3://b/m.csv") == "s3://b"
 
 
