@@ -48,6 +48,9 @@ def test_prefect_deploy_all_succeeds(deployed, prefect_server):
     [schedule] = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
     assert {"source", "styles", "k", "seed", "output"} <= set(nightly.parameters)
+    limit = nightly.global_concurrency_limit  # one night at a time; an overlapping run is cancelled
+    assert limit is not None and limit.limit == 1
+    assert str(getattr(nightly.concurrency_options, "collision_strategy", "")).endswith("CANCEL_NEW")
     # The code location is this checkout (deploy ran from the repository root).
     assert bulk.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
 
