@@ -1,9 +1,10 @@
 """Flow ``augment-dataset``: stylize the images of a dataset that have no augmented outputs yet, and keep
 an index of every augmented image at the output prefix (``index.parquet`` and ``index.csv``).
 
-Incremental: each run builds a ``sample:K`` manifest of only the (image, style) pairs without outputs under
-``output`` (a nightly run processes the images added since the last one), runs ``stylize-collection``
-on it, then merges the run's rows into the index. Pairs that keep failing (a corrupt source image) are
+Incremental: each run builds a ``sample:K`` manifest of only the (image, style) pairs not yet in the index
+with their output under ``output`` (a nightly run processes the images added since the last one), runs
+``stylize-collection`` on it, then merges the run's rows (made or skipped) into the index, so outputs of a
+killed run are indexed by the next one. Pairs that keep failing (a corrupt source image) are
 recorded in ``failures.parquet`` / ``failures.csv`` and left out after ``max_attempts`` failed runs, so one
 bad file does not fail every later run; deleting ``failures.parquet`` retries them all.
 """
@@ -45,14 +46,26 @@ def read_failures(output: str) -> pd.DataFrame:
     return tables.read_parquet(uri)
 
 
+def indexed_outputs(output: str) -> set[str]:
+    """Output keys that are both in ``{output}/index.parquet`` and still under ``output``: the pairs that are
+    done. An output a killed run wrote but never indexed is not done: the next run plans it again, the
+    collection run skips it (its file exists) and its row reaches the index; an indexed output that was
+    deleted is made again."""
+    index_uri = storage.join(output, "index.parquet")
+    if not storage.exists(index_uri):
+        return set()
+    indexed = set(tables.read_parquet(index_uri, columns=["image"])["image"].astype(str))
+    return indexed.intersection(storage.list_prefix(output, relative=True))
+
+
 @task(name="build-augment-manifest", cache_policy=NO_CACHE)
 def build_task(source: str, styles: str, output: str, k: int, seed: int, label_from_parent: bool,
                max_attempts: int = 0) -> tuple[str | None, list[str], int]:
-    """Write a ``sample:K`` manifest of the pairs with no output yet, less those that failed ``max_attempts``
+    """Write a ``sample:K`` manifest of the pairs not done yet (:func:`indexed_outputs`), less those that failed ``max_attempts``
     runs (0: none left out); returns (URI or None, label columns, pairs left out)."""
     logger = get_run_logger()
     df = build_manifest([source], [styles], pairing=f"sample:{int(k)}", seed=int(seed),
-                        label_from_parent=label_from_parent, skip_done_under=output)
+                        label_from_parent=label_from_parent, done_keys=indexed_outputs(output))
     labels = [c for c in df.columns if c not in _BUILT]
     left_out = 0
     if max_attempts and len(df):

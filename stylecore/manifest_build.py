@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -75,16 +76,19 @@ def _rel(uri: str, root: str) -> str:
 
 def build_manifest(content: list[str], style: list[str], *, pairing: str = "cross", seed: int = 0,
                    label_from_parent: bool = False, skip_done_under: str | None = None,
-                   base: str | None = None) -> pd.DataFrame:
+                   done_keys: Iterable[str] | None = None, base: str | None = None) -> pd.DataFrame:
     """A manifest DataFrame (``content``, ``style``, ``content_root`` [, ``label``]) pairing the images
     under ``content`` with those under ``style``. ``skip_done_under``: an output root; rows (pairs) that
     already have an output there (a default key ``{content rel}__{style}__...``, of any options) are left
-    out, so an image that got only some of its K styles (a failed row, a killed run) gets the rest later."""
+    out, so an image that got only some of its K styles (a failed row, a killed run) gets the rest later.
+    ``done_keys``: output keys (relative to the output root) that count as done instead of a listing."""
     kind, k = parse_pairing(pairing)
     contents = expand(content, base=base, what="content")
     styles = [u for u, _ in expand(style, base=base, what="style")]
     done: set[tuple[str, str]] = set()
-    if skip_done_under:
+    if done_keys is not None:
+        done = {keys.pair_from_key(key) for key in done_keys}
+    elif skip_done_under:
         done = {keys.pair_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True)}
     c_uri = np.array([u for u, _ in contents], dtype=object)
     c_root = np.array([r for _, r in contents], dtype=object)

@@ -18,11 +18,12 @@ def write_parquet(frame: pd.DataFrame, uri: str) -> None:
     storage.write_bytes(uri, buf.getvalue())
 
 
-def read_parquet(uri: str) -> pd.DataFrame:
-    """Read a Parquet table from ``uri``; a file that is not one is a one-line ``StorageError``."""
+def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet table (or only ``columns``) from ``uri``; a file that is not one is a one-line
+    ``StorageError``."""
     data = storage.read_bytes(uri)
     try:
-        return pd.read_parquet(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
         reason = " ".join(str(e).split())[:200]
         raise StorageError(f"{uri}: not a readable Parquet table ({type(e).__name__}: {reason})") from None

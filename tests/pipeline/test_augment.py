@@ -93,3 +93,27 @@ def test_a_pair_that_keeps_failing_is_left_out_after_max_attempts(prefect_server
     state, fifth = night()
     assert state.is_completed() and (fifth["total"], fifth["ok"], fifth["failures"]) == (1, 1, 0)
     assert fifth["index_rows"] == 5 and pd.read_csv(out / "failures.csv").empty
+
+
+def test_outputs_of_a_killed_run_reach_the_index_next_night(prefect_server, tmp_path):
+    """A nightly killed after its shards wrote outputs but before its index step: the next run plans those
+    pairs again, skips them (their files exist) and indexes them, instead of leaving them out for good."""
+    train, styles, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
+    _add_images(train, ["cat/a.jpg", "cat/b.jpg", "dog/c.jpg"])
+    styles.mkdir()
+    for s in range(2):
+        make_texture(32, seed=s + 3).save(styles / f"st{s}.png")
+    params = dict(source=str(train), styles=str(styles), output=str(out), k=2, seed=1, quality=False, **ENGINE)
+    first = augment_dataset(**params)
+    assert first["ok"] == 6
+    index = pd.read_parquet(out / "index.parquet")
+    made = {f: f.stat().st_mtime_ns for f in output_files(out) if f.suffix == ".jpg"}
+    index.iloc[:2].to_parquet(out / "index.parquet")  # the killed night indexed none of 4 of its outputs
+
+    _add_images(train, ["dog/d.jpg"])
+    second = augment_dataset(**params)
+    assert (second["total"], second["ok"], second["skipped"], second["failed"]) == (6, 2, 4, 0)
+    index2 = pd.read_parquet(out / "index.parquet")
+    assert second["index_rows"] == len(index2) == 8 and set(index["image"]) < set(index2["image"])
+    assert all(f.stat().st_mtime_ns == t for f, t in made.items())  # skipped, not made again
+    assert augment_dataset(**params)["total"] == 0
