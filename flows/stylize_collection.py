@@ -80,10 +80,14 @@ def _run_local(shards, engine, *, overwrite, batch_size, quality, concurrency, r
 
 
 def idle_pool_warning(client, pool: str) -> str | None:
-    """A one-line warning when work pool ``pool`` has no online worker (its runs then wait), else None."""
+    """A one-line warning when work pool ``pool`` has no online worker (its runs then wait), else None (also
+    when the pool cannot be read: the check only advises, it never fails the run)."""
     from prefect.client.schemas.objects import WorkerStatus
 
-    workers = client.read_workers_for_work_pool(work_pool_name=pool)
+    try:
+        workers = client.read_workers_for_work_pool(work_pool_name=pool)
+    except Exception:  # noqa: BLE001 - a pool deleted mid-run, a server hiccup: no advice this time
+        return None
     if any(w.status == WorkerStatus.ONLINE for w in workers):
         return None
     return (f"work pool {pool!r} has no online worker, so its shard runs wait in state Scheduled; "
@@ -137,8 +141,9 @@ def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> N
                 raise WeightsError(f"{role} {parsed.value}: file not found")
 
 
-def check_shard_deployment(pool: str) -> None:
-    """Raise a one-line ``OptionsError`` when the ``stylize-shard/{pool}`` deployment does not exist on the
+def check_shard_deployment(pool: str) -> str | None:
+    """The work pool of the ``stylize-shard/{pool}`` deployment (``pool`` names the deployment; its work pool
+    may be named otherwise). Raise a one-line ``OptionsError`` when the deployment does not exist on the
     Prefect server (before any planning, instead of Prefect's bare ``ObjectNotFound`` mid-run)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -147,19 +152,19 @@ def check_shard_deployment(pool: str) -> None:
     name = f"stylize-shard/{pool}"
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(name)
-            return
+            return client.read_deployment_by_name(name).work_pool_name
         except ObjectNotFound:
             pass
     raise OptionsError(f"dispatch pool: no deployment {name!r} on {server_label(PREFECT_API_URL.value())}; create it with "
                        f"`prefect deploy --all --prefect-file deployments/prefect.yaml` or choose a deployed pool")
 
 
-def _run_pool(shards, engine, *, pool, name, run, overwrite, batch_size, quality, concurrency, retries,
+def _run_pool(shards, engine, *, pool, work_pool, name, run, overwrite, batch_size, quality, concurrency, retries,
               on_done, poll: float = 1.0) -> dict[int, dict]:
     """Run each shard as a ``stylize-shard/{pool}`` deployment run, at most ``concurrency`` in flight; a
-    shard run that fails or crashes is started again up to ``retries`` times (a cancelled one is not). While runs wait to start on
-    a pool that has no online worker, a warning says so every ``IDLE_POOL_CHECK_SECONDS``."""
+    shard run that fails or crashes is started again up to ``retries`` times (a cancelled one is not). While
+    runs wait to start on ``work_pool`` (the deployment's) with no online worker, a warning says so every
+    ``IDLE_POOL_CHECK_SECONDS``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
@@ -186,8 +191,8 @@ def _run_pool(shards, engine, *, pool, name, run, overwrite, batch_size, quality
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(running))))
             if time.monotonic() >= next_idle_check:
                 next_idle_check = time.monotonic() + IDLE_POOL_CHECK_SECONDS
-                if any(fr.state is not None and fr.state.is_scheduled() for fr in runs):
-                    warning = idle_pool_warning(client, pool)
+                if work_pool and any(fr.state is not None and fr.state.is_scheduled() for fr in runs):
+                    warning = idle_pool_warning(client, work_pool)
                     if warning:
                         logger.warning(warning)
             for fr in runs:
@@ -257,8 +262,7 @@ def stylize_collection(
     overrides.update({k: v for k, v in dict(size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed,
                                             preserve_color=preserve_color).items() if v is not None})
     StyleOptions.make(**overrides)  # fail fast on a bad option
-    if dispatch == "pool":
-        check_shard_deployment(pool)
+    work_pool = check_shard_deployment(pool) if dispatch == "pool" else None
     engine = {"encoder": encoder, "decoder": decoder, "model": model, "device": device}
     name = manifest_name(manifest)
     run = run_id()
@@ -294,7 +298,7 @@ def stylize_collection(
     elif dispatch == "local":
         outcomes = _run_local(shards, engine, **common)
     else:
-        outcomes = _run_pool(shards, engine, pool=pool, name=name, run=run, **common)
+        outcomes = _run_pool(shards, engine, pool=pool, work_pool=work_pool, name=name, run=run, **common)
     artifact.update(1, 1)
     phases["shards"] = time.perf_counter() - t0 - phases["plan"]
 

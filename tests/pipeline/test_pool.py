@@ -105,6 +105,7 @@ def test_a_pool_without_an_online_worker_is_reported(deployed, prefect_server):
     r = prefect_server.cli("work-pool", "create", "idle", "--type", "process")
     assert r.returncode == 0, r.stdout + r.stderr
     with get_client(sync_client=True) as client:
+        assert idle_pool_warning(client, "no-such-pool") is None  # advice only: an unreadable pool never fails a run
         assert idle_pool_warning(client, "idle") == (
             "work pool 'idle' has no online worker, so its shard runs wait in state Scheduled; "
             "start one with: prefect worker start --pool idle")
@@ -131,11 +132,11 @@ def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_r
 
     import flows.stylize_collection as collection
 
-    pool = "idle-e2e"
+    pool, work_pool = "idle-e2e", "idle-e2e-pool"  # the deployment stylize-shard/idle-e2e, on another pool name
     with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"), overwrite=True)
         flow_id = client.create_flow_from_name("stylize-shard")
-        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool,
+        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=work_pool,
                                  entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT))
     monkeypatch.setattr(collection, "IDLE_POOL_CHECK_SECONDS", 1.0)
     warnings: list[str] = []
@@ -163,7 +164,7 @@ def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_r
         deadline = time.monotonic() + 90
         while not any("has no online worker" in w for w in warnings) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert any(f"work pool {pool!r} has no online worker" in w for w in warnings), warnings
+        assert any(f"work pool {work_pool!r} has no online worker" in w for w in warnings), warnings
         with get_client(sync_client=True) as client:
             children = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
             assert len(children) == 2 and all(c.state.is_scheduled() for c in children)
