@@ -98,6 +98,38 @@ def _path_or_text(m: re.Match) -> str:
     return "<file>" + tail
 
 
+def _bounded(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` stands as a whole word or path: not inside a longer name or path."""
+    before = text[start - 1] if start else ""
+    after = text[end:end + 2]
+    if before and (before.isalnum() or before in "_/.<-"):
+        return False
+    if after[:1] and (after[0].isalnum() or after[0] in "_/>-"):
+        return False
+    return not (after[:1] == "." and len(after) == 2 and (after[1].isalnum() or after[1] == "_"))
+
+
+def _replace_whole(text: str, parts: set[str], repl: str) -> str:
+    """Replace the whole-word occurrences of ``parts`` in ``text`` in one left-to-right pass, the longest part
+    first where several start at one place (an id "img" must not eat "img.png" or "<file>"). Plain string
+    search: a regex compiled per row cost 90% of a 50,000-failure report."""
+    hits = []
+    for part in parts:
+        at = text.find(part)
+        while at >= 0:
+            if _bounded(text, at, at + len(part)):
+                hits.append((at, -len(part)))
+            at = text.find(part, at + 1)
+    if not hits:
+        return text
+    out, pos = [], 0
+    for at, neg in sorted(hits):
+        if at >= pos:
+            out += [text[pos:at], repl]
+            pos = at - neg
+    return "".join(out) + text[pos:]
+
+
 def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
     """The row-independent part of an error message, so that rows failing for the same reason group:
     a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``.
@@ -112,9 +144,8 @@ def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
         val = (row or {}).get(col)
         if isinstance(val, str) and val:
             parts.update(p for p in val.split("|") if len(p) > 2)
-    if parts:  # one pass, longest first, whole words only (an id "img" must not eat "img.png" or "<file>")
-        alternatives = "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True))
-        text = re.sub(rf"(?<![\w/.<-])(?:{alternatives})(?![\w/>-]|\.\w)", "<file>", text)
+    if parts:
+        text = _replace_whole(text, parts, "<file>")
     text = _PATHLIKE.sub(_path_or_text, text)
     head, sep, rest = text.partition(": ")
     if sep and (head == "<file>" or (" " not in head and ("/" in head or "\\" in head or "." in head))):
