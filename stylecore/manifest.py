@@ -440,10 +440,13 @@ def _relative(content: pd.Series, root: pd.Series) -> pd.Series:
 
 
 def _check_inputs(out: pd.DataFrame, probs: _Problems, workers: int = 32) -> None:
-    """Parallel stat of every distinct input; missing ones become problems of the rows using them."""
+    """Check every distinct input exists (S3 keys by listing their key ranges where that is cheaper, the rest by
+    a parallel stat/HEAD); missing ones become problems of the rows using them."""
     styles = out["style"].str.split("|").explode()
     distinct = pd.unique(pd.concat([out["content"], styles], ignore_index=True))
     distinct = [u for u in distinct if u]
+    found = {u: None if there else "input not found" for u, there in storage.existence(distinct).items()}
+    distinct = [u for u in distinct if u not in found]
 
     def check(u):
         try:
@@ -455,7 +458,7 @@ def _check_inputs(out: pd.DataFrame, probs: _Problems, workers: int = 32) -> Non
             return u, str(e).split(": ", 1)[-1]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        missing = {u: why for u, why in pool.map(check, distinct) if why}
+        missing = {u: why for u, why in [*found.items(), *pool.map(check, distinct)] if why}
     if not missing:
         return
     bad = out["content"].isin(list(missing)).to_numpy()

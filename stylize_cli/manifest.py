@@ -6,6 +6,9 @@ import sys
 
 
 def register(subparsers) -> None:
+    from stylecore.options import METHODS
+
+    from .image import add_engine_options
     from .main import HelpFormatter
 
     p = subparsers.add_parser("manifest", help="build and validate manifests of content/style pairs",
@@ -32,13 +35,19 @@ def register(subparsers) -> None:
                        description="Validate a manifest: prints every problem (row and column) and exits 2, "
                                    "or prints a summary and exits 0.")
     v.add_argument("manifest", metavar="MANIFEST")
-    v.add_argument("--check-inputs", action="store_true", help="also check that every input exists (parallel stat/HEAD)")
-    v.add_argument("--method", default="gatys", help="default method for rows without a method column")
+    v.add_argument("--check-inputs", action="store_true", help="also check that every input exists (S3: by listing key ranges; else parallel stat/HEAD)")
+    v.add_argument("--method", type=str.lower, choices=METHODS, default="gatys",
+                   help="default method for rows without a method column")
     v.add_argument("--format", dest="fmt", default="jpg", choices=("jpg", "png", "webp"), help="output format (keys)")
     v.add_argument("--output-root", metavar="URI", default=None,
-                   help="also count rows whose output already exists there (skipped on resume)")
+                   help="also count rows whose output already exists there (skipped on resume); give the run's "
+                        "--method, --format, weights and engine options, which enter the output keys")
+    v.add_argument("--encoder", metavar="SPEC", default="imagenet", help="VGG encoder weights of the run (default: imagenet)")
+    v.add_argument("--decoder", metavar="SPEC", default=None, help="AdaIN decoder weights of the run")
+    v.add_argument("--model", metavar="SPEC", default=None, help="Johnson TransformerNet weights of the run")
     v.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (0: all)")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_engine_options(v)
     v.set_defaults(func=_validate)
 
 
@@ -58,13 +67,20 @@ def _build(args) -> int:
 def _validate(args) -> int:
     from stylecore.errors import ManifestError
     from stylecore.manifest import Prepared, load, plan, summary
+    from stylecore.options import StyleOptions
 
+    from .image import engine_overrides
+
+    weights = {"encoder": args.encoder, "decoder": args.decoder, "model": args.model}
+    options = StyleOptions.make(**engine_overrides(args))
     try:
         if args.output_root:
-            p = plan(args.manifest, args.output_root, method=args.method, fmt=args.fmt, check_inputs=args.check_inputs)
+            p = plan(args.manifest, args.output_root, method=args.method, fmt=args.fmt, options=options,
+                     check_inputs=args.check_inputs, **weights)
             prep = Prepared(p.rows, p.passthrough, [])
         else:
-            prep = load(args.manifest, method=args.method, fmt=args.fmt, check_inputs=args.check_inputs)
+            prep = load(args.manifest, method=args.method, fmt=args.fmt, options=options,
+                        check_inputs=args.check_inputs, **weights)
     except ManifestError as e:
         problems = e.problems or [str(e)]
         shown = problems if args.max_problems <= 0 else problems[: args.max_problems]

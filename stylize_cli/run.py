@@ -72,7 +72,7 @@ def register(subparsers) -> None:
                      help="rows per shard (default: sized so a shard takes minutes: 32 for gatys, 5000 feed-forward)")
     run.add_argument("--dispatch", choices=("local", "pool"), default="local",
                      help="local: shards run in this process; pool: runs of the stylize-shard/POOL deployment")
-    run.add_argument("--pool", default="gpu", metavar="NAME", help="work pool of the shard deployment (default: gpu)")
+    run.add_argument("--pool", default="gpu", metavar="NAME", help="shard deployment stylize-shard/NAME (default: gpu)")
     run.add_argument("--concurrency", type=_positive, default=None, metavar="N",
                      help="shards in flight (default: 1 local, 4 pool)")
     run.add_argument("--batch-size", type=_positive, default=None, metavar="N",

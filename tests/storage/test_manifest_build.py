@@ -12,6 +12,7 @@ import pytest
 from stylecore import manifest, storage
 from stylecore.errors import ManifestError, StorageError
 from stylecore.manifest_build import build_manifest
+from stylecore.options import StyleOptions
 
 
 @pytest.fixture
@@ -122,6 +123,16 @@ def test_cli_build_and_validate(tree, cli):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"rows": 10, "distinct_contents": 5, "distinct_styles": 2, "methods": {"adain": 10},
                                     "pending": 9, "skipped": 1}
+    # The run's weights and engine options enter the keys: validate takes them like `stylize run` does.
+    second = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png", decoder="random:1",
+                           options=StyleOptions.make(alpha=0.5)).rows["output_uri"].iat[1]
+    storage.write_bytes(second, b"done")
+    r = cli("manifest", "validate", out, "--method", "adain", "--format", "png", "--decoder", "random:1", "--alpha", "0.5",
+            "--output-root", tree / "styled", "--json")
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["pending"], json.loads(r.stdout)["skipped"]) == (9, 1)
+    r = cli("manifest", "validate", out, "--method", "adain", "--alpha", "2", "--output-root", tree / "styled")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "alpha" in r.stderr and "Traceback" not in r.stderr
 
     bad = tree / "bad.csv"
     bad.write_text(f"content,style,method\n{tree}/ds/train/cat/c1.jpg,,gatys\n,x.png,cubism\n")

@@ -6,6 +6,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 import torch
 
@@ -235,3 +236,26 @@ def test_profile_and_generic_endpoint_are_honoured(s3, tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         storage.reset_client()
+
+
+def test_check_inputs_lists_s3_instead_of_a_head_per_input(s3, s3_proxy):
+    """``--check-inputs`` on an S3 manifest: one listing of the inputs' key range, no HEAD per input, and the
+    missing inputs are still problems of exactly the rows that use them."""
+    from stylecore import manifest
+    from stylecore.errors import ManifestError
+
+    b = s3.bucket()
+    for i in range(40):
+        if i not in (7, 23):
+            s3.put(b, f"in/c{i:02d}.jpg", b"x")
+    s3.put(b, "in/style.png", b"x")
+    df = pd.DataFrame({"content": [f"s3://{b}/in/c{i:02d}.jpg" for i in range(40)], "style": f"s3://{b}/in/style.png"})
+    s3_proxy.requests.clear()
+    with pytest.raises(ManifestError) as e:
+        manifest.load(df, check_inputs=True)
+    assert e.value.problems == [f"row {i}, column content: input not found: s3://{b}/in/c{i:02d}.jpg" for i in (7, 23)]
+    assert s3_proxy.requests and not any(r.startswith("HEAD") for r in s3_proxy.requests)
+    assert len(s3_proxy.requests) == 1
+    s3.put(b, "in/c07.jpg", b"x")
+    s3.put(b, "in/c23.jpg", b"x")
+    assert len(manifest.load(df, check_inputs=True).rows) == 40
