@@ -100,7 +100,24 @@ def _load_failure(e: Exception) -> str:
     return first[:200]
 
 
+def _head(data: bytes | str) -> bytes:
+    if isinstance(data, bytes):
+        return data[:4]
+    try:
+        with open(data, "rb") as f:
+            return f.read(4)
+    except OSError:
+        return b"PK"  # torch.load reports it
+
+
 def _torch_load(data: bytes | str, label: str) -> dict:
+    head = _head(data)
+    if not head:
+        raise WeightsError(f"{label}: not a readable state_dict (empty file)")
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        # torch saves a zip archive (torch >= 1.6) or a pickle (older): this is neither, e.g. text or an HTML page
+        raise WeightsError(f"{label}: not a readable state_dict (not a torch checkpoint: neither a zip archive "
+                           "nor a pickle)")
     try:
         src = io.BytesIO(data) if isinstance(data, bytes) else data
         with warnings.catch_warnings():
@@ -116,7 +133,23 @@ def _torch_load(data: bytes | str, label: str) -> dict:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{label}: does not contain a state_dict of tensors")
-    return obj
+    return strip_wrapper_prefixes(obj)
+
+
+# Saved from a wrapped module: nn.DataParallel / DistributedDataParallel ("module."), torch.compile ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with a wrapper prefix that every key carries removed (repeatedly: ``module._orig_mod.``)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
 
 
 def load_state_dict(spec: WeightSpec, *, what: str = "weights") -> dict[str, torch.Tensor]:

@@ -115,6 +115,18 @@ def test_path_and_file_uri_specs(tmp_path, features_state_dict, full_state_dict)
     _assert_loaded(load_vgg19_encoder(str(p3)), features_state_dict)
 
 
+def test_wrapped_module_checkpoints_load(tmp_path, features_state_dict):
+    """Checkpoints saved from nn.DataParallel/DDP (``module.``) or a torch.compile'd module (``_orig_mod.``) load
+    as the plain layout; a prefix on only some keys is still refused."""
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({f"module._orig_mod.features.{k}": v for k, v in features_state_dict.items()}, wrapped)
+    _assert_loaded(load_vgg19_encoder(str(wrapped)), features_state_dict)
+    mixed = tmp_path / "mixed.pth"
+    torch.save({(f"module.{k}" if k.startswith("0.") else k): v for k, v in features_state_dict.items()}, mixed)
+    with pytest.raises(WeightsError, match="unexpected key 'module.0."):
+        load_vgg19_encoder(str(mixed))
+
+
 class _Evil:
     """Unpickling this with full pickle would create a file: weights_only loading must refuse it."""
 
@@ -143,7 +155,10 @@ def test_bad_weight_files_give_clear_errors(tmp_path, features_state_dict):
     cases = {}
     text = tmp_path / "notes.pth"
     text.write_text("hello, I am not a checkpoint\n")
-    cases[text] = "not a readable state_dict"
+    cases[text] = "not a readable state_dict (not a torch checkpoint: neither a zip archive nor a pickle)"
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    cases[empty] = "not a readable state_dict (empty file)"
     good = tmp_path / "good.pth"
     torch.save(features_state_dict, good)
     trunc = tmp_path / "truncated.pth"
