@@ -267,6 +267,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     worker, device = worker_id(), str(getattr(engine, "device", "cpu"))
     readers, writers = readers or io_threads("readers"), writers or io_threads("writers")
     png_level()  # a bad $STYLIZE_PNG_LEVEL fails the shard before any work, not each row at its write
+    if hasattr(engine, "load_networks"):  # weights load here, not inside the first row's compute_ms
+        engine.load_networks([str(rec.get("method") or "") for rec in records if rec.get("status") != "skipped"])
     results: list[dict[str, Any] | None] = [None] * n
     lock = threading.Lock()
     done = [0]
