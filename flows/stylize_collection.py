@@ -289,7 +289,10 @@ def stylize_collection(
         artifact.update(finished["rows"], len(pending))
         progress.emit({"event": "shard", "shard": shard["index"], "done": shard["rows"], "total": shard["rows"],
                        "status": outcome["status"]})
-        logger.info("shard %05d %s (%d/%d shards)", shard["index"], outcome["status"], finished["shards"], len(shards))
+        rows = (f": {outcome['ok']} ok, {outcome['failed']} failed, {outcome['skipped']} skipped"
+                if "failed" in outcome and "ok" in outcome else "")  # local runs carry counts; pool runs, a state
+        done = "ran" if outcome["status"] == "ok" else "failed"
+        logger.info("shard %05d %s%s (%d/%d shards)", shard["index"], done, rows, finished["shards"], len(shards))
 
     common = dict(overwrite=overwrite, batch_size=batch_size, quality=quality, concurrency=concurrency,
                   retries=max_shard_retries, on_done=on_done)
@@ -336,6 +339,9 @@ def stylize_collection(
                 summary["skipped"], summary["total"], wall, summary["images_per_second"] or 0.0, phases["plan"],
                 phases["shards"], phases["merge"], time.perf_counter() - t_report, report_dir)
     if not summary["passed"]:
-        message = f"{summary['failed']} row(s) failed (max_failed allows {allowed}); report: {report_dir}"
+        reasons = summary.get("failure_reasons") or {}
+        top = max(reasons.items(), key=lambda kv: kv[1], default=None)
+        common = f"; most common: {top[0][:160]} ({top[1]} row(s))" if top else ""
+        message = f"{summary['failed']} row(s) failed (max_failed allows {allowed}){common}; report: {report_dir}"
         return Failed(message=message, data=RunFailed(message, summary))  # a direct call raises it
     return summary

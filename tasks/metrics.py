@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stylecore import storage, tables
 from stylecore.keys import used_specs
-from stylecore.report import WEIGHT_COLUMNS, failure_reason
+from stylecore.report import WEIGHT_COLUMNS
 from stylecore.shard import METRIC_COLUMNS, PLAN_COLUMNS
 
 # The first columns of metrics.parquet, in this order (the rest follow: run details, quality, passthrough).
@@ -103,8 +103,6 @@ def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, An
 
     methods = distinct("method") or sorted({str(v) for v in metrics.get("method", pd.Series(dtype=str)).dropna()})
     devices = distinct("device")
-    failed_errors = metrics.loc[metrics["status"] == "failed", "error"] if len(metrics) else pd.Series(dtype=str)
-    reasons = failed_errors.map(failure_reason).value_counts().head(20)
     summary = {
         "total": int(len(metrics)), "ok": ok, "failed": failed, "skipped": skipped,
         "wall_seconds": round(float(wall_seconds), 3),
@@ -114,8 +112,7 @@ def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, An
         "device": devices[0] if len(devices) == 1 else ",".join(devices),
         "devices": devices,
         "workers": distinct("worker"),
-        "failure_reasons": {str(k): int(v) for k, v in reasons.items()},
-    }
+    }  # failure_reasons and the other extras come from stylecore.report.summarize in write_reports
     summary.update(extra)
     return summary
 

@@ -104,7 +104,7 @@ def test_max_failed_count_and_fraction(prefect_server, tmp_path):
     path = write_manifest(tmp_path, 3, extra_rows=bad)
     common = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
     state = stylize_collection(**common, return_state=True)
-    assert state.is_failed() and "1 row(s) failed" in state.message
+    assert state.is_failed() and "1 row(s) failed (max_failed allows 0); most common: not found (1 row(s));" in state.message
     summary = state.result(raise_on_failure=False).summary  # a failed run: RunFailed with its summary
     assert (summary["ok"], summary["failed"], summary["passed"]) == (3, 1, False)
     assert summary["failure_reasons"] == {"not found": 1}
