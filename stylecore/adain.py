@@ -25,7 +25,8 @@ from torch import nn
 from .adain_net import ENCODER_RELU4_1, decoder as decoder_layout, normalised_vgg
 from .errors import WeightsError
 from .vgg import IMAGENET_MEAN, IMAGENET_STD, LAYERS, VGG19Encoder, random_vgg19_features
-from .weights import WeightSpec, load_exact_state_dict, load_state_dict, parse_spec, torchvision_imagenet_state_dict
+from .weights import (WeightSpec, load_exact_state_dict, load_state_dict, parse_spec, role_hint,
+                      torchvision_imagenet_state_dict)
 
 EPS = 1e-5
 SCALE = 8  # the encoder downsamples by 8 (three ceil-mode max-pools); the decoder upsamples by 8
@@ -125,7 +126,8 @@ def load_adain_encoder(spec: str | WeightSpec, *, progress: bool = True) -> AdaI
     w0 = state.get("features.0.weight", state.get("0.weight"))
     if w0 is None or tuple(w0.shape) != (64, 3, 3, 3):
         first = ", ".join(list(state)[:3])
-        raise WeightsError(f"{label}: neither a vgg_normalised.pth nor a torchvision VGG19 state_dict (keys start {first})")
+        raise WeightsError(f"{label}: neither a vgg_normalised.pth nor a torchvision VGG19 state_dict (keys start {first})"
+                           f"{role_hint(state, label)}")
     enc = VGG19Encoder(normalize=False)
     enc.load_features_state_dict(state, label)
     return AdaINEncoder(_torchvision_body(enc.features), "torchvision")

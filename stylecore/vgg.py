@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .weights import WeightSpec, load_state_dict, parse_spec, torchvision_imagenet_state_dict
+from .weights import WeightSpec, load_state_dict, parse_spec, role_hint, torchvision_imagenet_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,13 +101,15 @@ class VGG19Encoder(nn.Module):
                 continue
             head = key.split(".", 1)[0]
             if not head.isdigit():
-                raise WeightsError(f"{label}: unexpected key {k!r}; expected torchvision vgg19 or vgg19().features keys")
+                raise WeightsError(f"{label}: unexpected key {k!r}; expected torchvision vgg19 or vgg19().features keys"
+                                   f"{role_hint(state, label)}")
             if int(head) <= LAST_INDEX:
                 feats[key] = v
         expected = set(self.features.state_dict().keys())
         missing = sorted(expected - feats.keys(), key=lambda s: (int(s.split(".")[0]), s))
         if missing:
-            raise WeightsError(f"{label}: missing VGG19 keys {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+            raise WeightsError(f"{label}: missing VGG19 keys {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+                               f"{role_hint(state, label)}")
         try:
             self.features.load_state_dict(feats, strict=True)
         except RuntimeError as e:

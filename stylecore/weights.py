@@ -205,6 +205,37 @@ def imagenet_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
 
 
+_FLAGS = {"encoder": "--encoder", "decoder": "--decoder (method adain)", "model": "--model (method johnson)"}
+
+
+def guess_role(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """``(role, description)`` of a state_dict in one of the public layouts this engine loads, from its keys and
+    first shapes: ``model`` (fast_neural_style TransformerNet), ``decoder`` (pytorch-AdaIN decoder.pth) or
+    ``encoder`` (vgg_normalised.pth, torchvision VGG); None when it is none of them."""
+    def shape(key: str) -> tuple[int, ...] | None:
+        t = state.get(key)
+        return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+    if any(str(k).startswith("conv1.conv2d.") for k in state):
+        return "model", "a fast_neural_style TransformerNet checkpoint"
+    if shape("1.weight") == (256, 512, 3, 3):
+        return "decoder", "a pytorch-AdaIN decoder.pth"
+    if shape("0.weight") == (3, 3, 1, 1):
+        return "encoder", "a pytorch-AdaIN vgg_normalised.pth"
+    if (64, 3, 3, 3) in (shape("features.0.weight"), shape("0.weight")):
+        return "encoder", "torchvision VGG weights"
+    return None
+
+
+def role_hint(state: dict[str, torch.Tensor], label: str) -> str:
+    """``"; it looks like ...: pass it as --flag"`` when ``state`` is in the layout of another role than the one
+    ``label`` (``"decoder x.pth"``) loads it for; else ``""``."""
+    guess = guess_role(state)
+    if guess is None or guess[0] == label.split(" ", 1)[0]:
+        return ""
+    return f"; it looks like {guess[1]}: pass it as {_FLAGS[guess[0]]}"
+
+
 def load_exact_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], label: str, *,
                           layout: str, shape_name: str) -> None:
     """Load ``state`` into ``module`` only if its keys and shapes match exactly; else a one-line WeightsError
@@ -214,7 +245,7 @@ def load_exact_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor
     extra = [k for k in state if k not in expected]
     if missing or extra:
         what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
-        raise WeightsError(f"{label}: not a {layout} ({what})")
+        raise WeightsError(f"{label}: not a {layout} ({what}){role_hint(state, label)}")
     for k, v in expected.items():
         if tuple(state[k].shape) != tuple(v.shape):
             raise WeightsError(f"{label}: key {k} has shape {tuple(state[k].shape)}, {shape_name} has {tuple(v.shape)}")

@@ -184,3 +184,31 @@ def test_bad_weight_files_give_clear_errors(tmp_path, features_state_dict):
         msg = str(ei.value)
         assert words in msg, (path, msg)
         assert str(path) in msg and "\n" not in msg
+
+
+def test_a_checkpoint_given_for_the_wrong_role_names_its_flag(tmp_path, features_state_dict):
+    """Each public layout passed as another role's weights: the error says what the file looks like and which
+    flag takes it (a decoder.pth given as --encoder, a TransformerNet as --decoder, an encoder as --model)."""
+    from stylecore.adain import load_adain_decoder, load_adain_encoder
+    from stylecore.adain_net import decoder, normalised_vgg
+    from stylecore.johnson import load_transformer
+    from stylecore.transformer_net import TransformerNet
+
+    files = {}
+    for name, state in (("decoder", decoder().state_dict()), ("model", TransformerNet().state_dict()),
+                        ("normalised", normalised_vgg().state_dict()), ("vgg19", features_state_dict)):
+        files[name] = tmp_path / f"{name}.pth"
+        torch.save(state, files[name])
+    cases = [
+        (load_vgg19_encoder, "decoder", "looks like a pytorch-AdaIN decoder.pth: pass it as --decoder (method adain)"),
+        (load_adain_encoder, "model", "looks like a fast_neural_style TransformerNet checkpoint: pass it as --model"),
+        (load_adain_decoder, "normalised", "looks like a pytorch-AdaIN vgg_normalised.pth: pass it as --encoder"),
+        (load_adain_decoder, "model", "looks like a fast_neural_style TransformerNet checkpoint: pass it as --model"),
+        (load_transformer, "decoder", "looks like a pytorch-AdaIN decoder.pth: pass it as --decoder"),
+        (load_transformer, "vgg19", "looks like torchvision VGG weights: pass it as --encoder"),
+    ]
+    for loader, name, hint in cases:
+        with pytest.raises(WeightsError) as ei:
+            loader(str(files[name]))
+        assert hint in str(ei.value) and str(files[name]) in str(ei.value), (loader.__name__, name, str(ei.value))
+    assert isinstance(load_adain_decoder(str(files["decoder"])), torch.nn.Module)  # the right role still loads
