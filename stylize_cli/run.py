@@ -46,6 +46,9 @@ def _max_failed(text: str) -> float:
     return int(value) if value.is_integer() else value
 
 
+SHOWN_PROBLEMS = 200  # manifest problems printed by `stylize run` (validate prints them all on request)
+
+
 def register(subparsers) -> None:
     from stylecore.options import METHODS
 
@@ -197,8 +200,12 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if isinstance(result, StyleCoreError):
         print(f"error: {result}", file=sys.stderr)
-        for problem in getattr(result, "problems", []) or []:
+        problems = getattr(result, "problems", []) or []
+        for problem in problems[:SHOWN_PROBLEMS]:
             print(f"  {problem}", file=sys.stderr)
+        if len(problems) > SHOWN_PROBLEMS:
+            print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more; `stylize manifest validate {args.manifest} "
+                  f"--max-problems 0` lists them all", file=sys.stderr)
         return 2
     if isinstance(result, BaseException):
         print(f"error: run failed: {type(result).__name__}: {' '.join(str(result).split())}", file=sys.stderr)

@@ -71,6 +71,13 @@ def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
     assert invalid.stderr.startswith("error: ") and "Traceback" not in invalid.stderr
     assert "row 0" in invalid.stderr and "row 1" in invalid.stderr
     assert not (tmp_path / "o").exists()
+    # Many bad rows: a bounded list, and the command that lists them all.
+    (tmp_path / "m.csv").write_text("content,style\n" + "photo.jpg,\n" * 250)
+    many = run_cli("run", tmp_path / "m.csv", "--output", tmp_path / "o", *ENGINE_ARGS, env=prefect_server.env)
+    lines = many.stderr.splitlines()
+    assert many.returncode == 2 and lines[0].startswith("error: ") and "250 problems" in lines[0]
+    assert sum(line.startswith("  row ") for line in lines) == 200
+    assert lines[-1] == f"  ... and 50 more; `stylize manifest validate {tmp_path / 'm.csv'} --max-problems 0` lists them all"
 
 
 def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
