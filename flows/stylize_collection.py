@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -33,10 +34,14 @@ DISPATCH = ("local", "pool")
 IDLE_POOL_CHECK_SECONDS = 30.0  # while shard runs wait to start, check this often that the pool has a worker
 
 
+_STAMP = re.compile(r"-\d{8}T\d{6}Z$")
+
+
 def manifest_name(uri: str) -> str:
-    """The manifest's file name without its extension (used in run names and tags)."""
+    """The manifest's file name without its extension or a trailing ``-YYYYMMDDTHHMMSSZ`` time stamp (used in run
+    names, tags and artifact keys, so the manifests of a nightly job, ``augment-<time>``, share one name)."""
     base = str(uri).rstrip("/").rsplit("/", 1)[-1]
-    return base.split(".", 1)[0] or "manifest"
+    return _STAMP.sub("", base.split(".", 1)[0]) or "manifest"
 
 
 def _run_name() -> str:

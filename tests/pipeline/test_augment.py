@@ -15,6 +15,16 @@ def _add_images(root, names):
         make_photo(40, 32, seed=hash(name) % 1000).save(path)
 
 
+def summary_versions() -> int:
+    """Versions of the ``stylize-summary-augment`` artifact on the test server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["stylize-summary-augment"]))))
+
+
 def test_incremental_augmentation_and_index(prefect_server, tmp_path):
     train, styles, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
     _add_images(train, ["cat/a.jpg", "cat/b.jpg", "dog/c.jpg"])
@@ -22,6 +32,7 @@ def test_incremental_augmentation_and_index(prefect_server, tmp_path):
     for s in range(3):
         make_texture(32, seed=s + 3).save(styles / f"st{s}.png")
     params = dict(source=str(train), styles=str(styles), output=str(out), k=2, seed=7, quality=False, **ENGINE)
+    versions_before = summary_versions()
 
     first = augment_dataset(**params)
     assert (first["total"], first["ok"], first["failed"]) == (6, 6, 0)
@@ -42,6 +53,8 @@ def test_incremental_augmentation_and_index(prefect_server, tmp_path):
     index2 = pd.read_parquet(out / "index.parquet")
     assert len(index2) == 8 and set(index["image"]) < set(index2["image"])
     assert set(index2.loc[~index2["image"].isin(index["image"]), "source"]) == {str(train / "dog" / "d.jpg")}
+
+    assert summary_versions() == versions_before + 2  # one artifact key for every night, not a key per night
 
     # Nothing new: no stylize run, the index is kept.
     third = augment_dataset(**params)
