@@ -24,6 +24,7 @@ from stylecore.manifest_build import build_manifest
 from stylecore.errors import OptionsError, RunFailed
 from stylecore.options import check_method
 
+from flows.failures import fail_plainly
 from flows.stylize_collection import check_run_settings, stylize_collection
 
 # Index columns, then the manifest's passthrough (label) columns.
@@ -137,6 +138,7 @@ def refresh_index(output: str, m: pd.DataFrame | None, labels: list[str]) -> int
 
 
 @flow(name="augment-dataset", flow_run_name=_run_name, persist_result=False)
+@fail_plainly
 def augment_dataset(
     source: str,
     styles: str,

@@ -29,6 +29,7 @@ from tasks.artifacts import publish_run_artifacts
 from tasks.metrics import allowed_failures, merge_metrics, summarize, with_weight_specs, write_reports
 from tasks.plan import plan_task
 from tasks.shards import default_shard_size, run_shard_task, write_shard_manifests
+from flows.failures import fail_plainly
 
 DISPATCH = ("local", "pool")
 IDLE_POOL_CHECK_SECONDS = 30.0  # while shard runs wait to start, check this often that the pool has a worker
@@ -219,6 +220,7 @@ def _run_pool(shards, engine, *, pool, work_pool, name, run, overwrite, batch_si
 
 
 @flow(name="stylize-collection", flow_run_name=_run_name, persist_result=False)
+@fail_plainly
 def stylize_collection(
     manifest: str,
     output: str,
@@ -276,7 +278,7 @@ def stylize_collection(
     concurrency = max(1, int(concurrency or (1 if dispatch == "local" else 4)))
 
     plan = plan_task(manifest, output, method=method, options=overrides, engine=engine, fmt=format,
-                     overwrite=overwrite, check_inputs=check_inputs)
+                     overwrite=overwrite, check_inputs=check_inputs, return_state=True).result()  # raises its error
     rows = plan.rows
     pending = rows[rows["status"] != "skipped"]
     check_weights(set(pending["method"]), engine, dispatch)

@@ -6,9 +6,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from tasks.shards import execute_shard
+from flows.failures import fail_plainly
 
 
 @flow(name="stylize-shard", persist_result=False)
+@fail_plainly
 def stylize_shard(shard: str, metrics: str | None = None, index: int = 0, encoder: str = "imagenet",
                   decoder: str | None = None, model: str | None = None, device: str = "auto",
                   overwrite: bool = False, batch_size: int = 0, quality: bool = True) -> dict[str, Any]:

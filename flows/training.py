@@ -9,9 +9,11 @@ from typing import Any
 from prefect import flow
 
 from tasks.training import train_network
+from flows.failures import fail_plainly
 
 
 @flow(name="train-style-model", persist_result=False)
+@fail_plainly
 def train_style_model(recipe: str, settings: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """Train with ``stylecore.training`` (``recipe`` adain or johnson; ``settings`` are the recipe's config
     fields: content, style, out_dir, steps, ...). Re-running with ``resume=True`` continues from the last checkpoint."""

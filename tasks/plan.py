@@ -5,9 +5,10 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from stylecore import manifest
-from stylecore.errors import ManifestError
+from stylecore.errors import StyleCoreError
 from stylecore.options import StyleOptions
 
 
@@ -19,20 +20,22 @@ def plan_task(manifest_uri: str, output: str, *, method: str, options: dict[str,
               fmt: str = "jpg", overwrite: bool = False, check_inputs: bool = False):
     """Validate and plan ``manifest_uri`` against ``output``; returns the ``manifest.Plan``.
 
-    Validation errors (``ManifestError``) are not retried: they list every problem at once.
+    User errors (a ``ManifestError`` lists every problem at once) are not retried; they end the task Failed.
     """
     logger = get_run_logger()
     try:
         plan = manifest.plan(manifest_uri, output, method=method, options=StyleOptions.make(**options),
                              encoder=engine.get("encoder") or "imagenet", decoder=engine.get("decoder"),
                              model=engine.get("model"), fmt=fmt, overwrite=overwrite, check_inputs=check_inputs)
-    except ManifestError as e:  # the run's log is where a deployment's user reads them: every problem, bounded
-        for line in e.problems[:LOGGED_PROBLEMS]:
+    except StyleCoreError as e:  # the run's log is where a deployment's user reads them: every problem, bounded
+        for line in getattr(e, "problems", [])[:LOGGED_PROBLEMS]:
             logger.error("%s", line)
-        if len(e.problems) > LOGGED_PROBLEMS:
+        if len(getattr(e, "problems", [])) > LOGGED_PROBLEMS:
             logger.error("... and %d more problem(s); `stylize manifest validate %s` lists them all",
                          len(e.problems) - LOGGED_PROBLEMS, manifest_uri)
-        raise
+        # a Failed state, not a raise: the flow gets the error (and ends with its one line), and no traceback
+        # of a user error is logged
+        return Failed(message=f"{type(e).__name__}: {' '.join(str(e).split())}", data=e)
     rows = plan.rows
     skipped = int((rows["status"] == "skipped").sum())
     logger.info("planned %d row(s) from %s: %d to run, %d skipped (output exists)", len(rows), manifest_uri,

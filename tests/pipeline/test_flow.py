@@ -196,3 +196,40 @@ def test_storage_down_at_the_end_is_a_report_error_not_a_usage_error(prefect_ser
     monkeypatch.undo()
     again = stylize_collection(**params)
     assert (again["ok"], again["skipped"]) == (0, 3)
+
+
+def test_user_errors_end_the_run_with_their_line_and_no_traceback(prefect_server, tmp_path):
+    """A missing manifest or a bad manifest row (user errors) ends the run Failed with the error's one line,
+    logged once, with no traceback in the run's logs; a direct call still raises the error itself."""
+    import logging
+
+    from stylecore.errors import ManifestError
+
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Capture()
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("content,style\nphoto.jpg,\n")
+    try:
+        missing = stylize_collection(manifest=str(tmp_path / "none.csv"), output=str(tmp_path / "out"),
+                                     return_state=True, **ENGINE)
+        invalid = stylize_collection(manifest=str(bad), output=str(tmp_path / "out"), return_state=True, **ENGINE)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    assert missing.is_failed() and missing.message == f"ManifestError: manifest {tmp_path / 'none.csv'}: not found"
+    assert invalid.is_failed() and invalid.message.startswith("ManifestError: ")
+    error = invalid.result(raise_on_failure=False)
+    assert isinstance(error, ManifestError) and error.problems == ["row 0, column style: empty cell"]
+    assert any(r.getMessage() == "row 0, column style: empty cell" for r in records)
+    assert not [r for r in records if r.exc_info and r.exc_info[0] is not None]
+    assert not any("Traceback" in r.getMessage() for r in records)
+    with pytest.raises(ManifestError, match="not found"):
+        stylize_collection(manifest=str(tmp_path / "none.csv"), output=str(tmp_path / "out"), **ENGINE)
