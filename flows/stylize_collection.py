@@ -137,7 +137,8 @@ def check_run_settings(*, device: str, dispatch: str, shard_size: Any, concurren
 def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> None:
     """One-line ``OptionsError``/``WeightsError`` when the rows' methods lack the weights they need (adain: a
     decoder, johnson: a model), a spec is malformed, or, when shards run here, a local weights file is missing."""
-    needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth)"), "johnson": ("model", "--model SPEC")}
+    needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth; the decoder parameter of a flow run)"),
+             "johnson": ("model", "--model SPEC (a fast_neural_style .pth; the model parameter of a flow run)")}
     for method in sorted(methods):
         for role, spec in used_specs(method, engine).items():
             if spec is None:

@@ -28,6 +28,7 @@ class ProgressBar:
         self.count = 0
         self.text = ""
         self._start = time.monotonic()
+        self._rate_start = self._start  # the rate and ETA count from here (see start_work)
         self._last_draw = 0.0
         self._drawn = False
         self.log_every = max(0.0, float(log_every))
@@ -56,6 +57,11 @@ class ProgressBar:
         if now - self._last_draw >= self.min_interval or self.count >= self.total:
             self._draw(now)
 
+    def start_work(self) -> None:
+        """The work itself starts now (after setup such as a server start): rate and ETA count from here, the
+        elapsed time still from the bar's creation."""
+        self._rate_start = time.monotonic()
+
     def advance(self, n: int = 1, text: str = "") -> None:
         """Add ``n`` to the count."""
         self.update(self.count + n, text or self.text)
@@ -79,8 +85,9 @@ class ProgressBar:
 
     def _pace(self, now: float | None) -> tuple[float, float, float | None]:
         """(elapsed seconds, items per second, seconds left or None while the rate is unknown)."""
-        elapsed = (time.monotonic() if now is None else now) - self._start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
+        now = time.monotonic() if now is None else now
+        elapsed, working = now - self._start, now - self._rate_start
+        rate = self.count / working if working > 0 else 0.0
         return elapsed, rate, (self.total - self.count) / rate if rate > 0 and self.total else None
 
     def _draw(self, now: float) -> None:

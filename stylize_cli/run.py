@@ -128,6 +128,7 @@ class _Bar:
         kind = event.get("event")
         if kind == "start":
             self.skipped = int(event.get("skipped", 0))
+            self.bar.start_work()  # the rate counts from the first shard, not from the Prefect server's start
             self.bar.update(0, f"{self.skipped} skipped", total=int(event.get("total", 0)))
         elif kind in ("rows", "shard"):
             shard = int(event.get("shard", 0))

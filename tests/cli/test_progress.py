@@ -60,3 +60,17 @@ def test_plain_lines_for_logs_at_most_every_interval(monkeypatch):
         "stylize run: 3/10 (30.0%), 0.27/s, elapsed 0:00:11, eta 0:00:26, 2 skipped",
         "stylize run: 6/10 (60.0%), 0.27/s, elapsed 0:00:22, eta 0:00:15, 2 skipped",
     ]  # nothing before 10 s, none within 10 s of the last, none at the end (the summary follows)
+
+
+def test_rate_and_eta_count_from_the_start_of_the_work(monkeypatch):
+    """Setup before the rows (a Prefect server start, planning) counts in the elapsed time, not in the rate."""
+    import stylize_cli.progress as progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    bar = ProgressBar(100, "stylize run", stream=io.StringIO(), enabled=False)
+    clock[0] = 30.0  # 30 s of setup
+    bar.start_work()
+    clock[0] = 40.0
+    bar.update(20)
+    assert bar.log_line() == "stylize run: 20/100 (20.0%), 2.00/s, elapsed 0:00:40, eta 0:00:40"
