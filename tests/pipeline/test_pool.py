@@ -55,6 +55,55 @@ def test_prefect_deploy_all_succeeds(deployed, prefect_server):
     assert bulk.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
 
 
+def test_zombie_run_automation_and_heartbeats_are_deployed(deployed, prefect_server):
+    """The automation of docs/pipeline.md ("A worker that dies"), created with the command the docs give,
+    reads back from the server as a proactive heartbeat trigger that crashes the run; the deployments set
+    the heartbeat frequency, well under the trigger's window."""
+    import re
+    import shlex
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    deploy, _ = deployed
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    [command] = re.findall(r"^prefect automation create .*$", (ROOT / "docs/pipeline.md").read_text(), re.M)
+    r = prefect_server.cli(*shlex.split(command)[1:])
+    assert r.returncode == 0, r.stdout + r.stderr
+    with get_client(sync_client=True) as client:
+        automations = client.read_automations_by_name("crash-zombie-stylize-runs")
+        try:
+            assert len(automations) == 1
+            [automation] = automations
+            deployments = {name: client.read_deployment_by_name(name) for name in (
+                "stylize-collection/bulk-archive", "stylize-shard/gpu", "augment-dataset/nightly")}
+        finally:
+            for a in automations:  # other tests' runs must not meet it (the server lives for the session)
+                client.delete_automation(a.id)
+    assert automation.enabled
+    trigger = automation.trigger
+    assert isinstance(trigger, EventTrigger) and trigger.posture == Posture.Proactive
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.expect == {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                              "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"}
+    assert trigger.for_each == {"prefect.resource.id"} and trigger.threshold == 1
+    assert trigger.match.model_dump() == {"prefect.resource.id": "prefect.flow-run.*"}
+    related = trigger.match_related.model_dump()
+    assert related["prefect.resource.role"] == "flow"
+    assert set(related["prefect.resource.name"]) == {"stylize-collection", "stylize-shard", "augment-dataset"}
+    assert trigger.within == timedelta(seconds=300)
+    [action] = automation.actions
+    assert isinstance(action, ChangeFlowRunState) and action.state == StateType.CRASHED
+    # Every deployment's runs beat at 60 s: 5 heartbeats per window, as docs/pipeline.md says.
+    for name, deployment in deployments.items():
+        env = (deployment.job_variables or {}).get("env") or {}
+        assert env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") == "60", (name, deployment.job_variables)
+    assert trigger.within.total_seconds() / 60 == 5
+
+
 def test_pool_dispatch_uses_both_workers(deployed, prefect_server, tmp_path):
     path = write_manifest(tmp_path, 4)
     state = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool", shard_size=2,
@@ -182,6 +231,69 @@ def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_r
     summary = state.result(raise_on_failure=False).summary  # a failed run: RunFailed with its summary
     assert (summary["total"], summary["ok"], summary["failed"], summary["shards_failed"]) == (4, 0, 4, 2)
     assert output_files(tmp_path / "out") == []
+
+
+def test_a_shard_run_whose_worker_is_killed_is_crashed_by_the_zombie_automation(deployed, prefect_server, tmp_path):
+    """End to end: a stylize-shard deployment run sends its first heartbeat and blocks reading its shard (a FIFO);
+    its worker and process are SIGKILLed, as if its machine died; the automation of
+    deployments/automations.yaml then sets it Crashed (with its message: no worker reported anything).
+    To stay short, the automation is narrowed to this test's deployment and its window cut to 10 s (Prefect's
+    minimum); the runs beat every 30 s. So this checks that real heartbeats of a deployment run match the
+    shipped trigger and that its action crashes the run; that a live run beating within the window is left
+    alone is Prefect's trigger semantics (5 beats per shipped window, see the test above), not tested here."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.events.schemas.automations import AutomationCore
+
+    [spec] = yaml.safe_load((ROOT / "deployments/automations.yaml").read_text())["automations"]
+    pool, fifo = "zombie", tmp_path / "shard.parquet"
+    os.mkfifo(fifo)  # reading the shard blocks until a writer opens it: the run stays Running
+    worker = automation_id = writer = None
+    try:
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+            deployment_id = client.create_deployment(
+                flow_id=client.create_flow_from_name("stylize-shard"), name=pool, work_pool_name=pool,
+                entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT),
+                job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}},
+                pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}])
+            spec["name"], spec["trigger"]["within"] = "crash-zombie-test", 10
+            spec["trigger"]["match_related"] = [spec["trigger"]["match_related"],
+                                                {"prefect.resource.id": f"prefect.deployment.{deployment_id}"}]
+            automation_id = client.create_automation(AutomationCore.model_validate(spec))
+            run_id = client.create_flow_run_from_deployment(deployment_id, parameters={"shard": str(fifo)}).id
+            worker = prefect_server.start_worker(pool, "z1", tmp_path / "z1.log")
+            deadline = time.monotonic() + 60
+            while writer is None and time.monotonic() < deadline:
+                try:  # succeeds once the flow body opened the shard, after its heartbeat thread sent a first beat
+                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # kept open: the reader waits for data
+                except OSError:
+                    time.sleep(0.2)
+            run = client.read_flow_run(run_id)
+            assert writer is not None and run.state.is_running(), run.state
+            time.sleep(3)  # let the run's events client send that beat
+            os.killpg(worker.pid, signal.SIGKILL)  # the machine dies: its worker, then the run's process
+            worker.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError, ValueError, TypeError):
+                os.kill(int(str(run.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
+            deadline = time.monotonic() + 45  # 10 s after the beat, evaluated every 5 s
+            while not (state := client.read_flow_run(run_id).state).is_final() and time.monotonic() < deadline:
+                time.sleep(1)
+            assert state.is_crashed() and state.message == spec["actions"][0]["message"], state
+    finally:
+        with contextlib.suppress(OSError):  # release a reader still blocked (it then fails on an empty shard)
+            os.close(writer if writer is not None else os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        if worker is not None:
+            stop(worker)
+        if automation_id is not None:
+            with get_client(sync_client=True) as client:
+                client.delete_automation(automation_id)
 
 
 def test_pool_dispatch_without_the_shard_deployment_is_a_one_line_error(prefect_server, tmp_path):
