@@ -21,7 +21,7 @@ from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line, cuda_lay
 from .ff_graphs import compile_dynamic, compile_mode
 from .fused_layers import fuse_sequential, fuse_transformer
 from .gatys import StepInfo, stylize_gatys
-from .images import (DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, resize_long_side, to_pil, to_rgb,
+from .images import (DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, to_pil, to_rgb,
                      to_tensor)
 from .johnson import load_transformer
 from .options import StyleOptions, check_method, normalise_weights, parse_style_weights

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from stylecore import storage, tables
 from stylecore.keys import used_specs
 from stylecore.report import WEIGHT_COLUMNS
-from stylecore.shard import METRIC_COLUMNS, PLAN_COLUMNS
+from stylecore.shard import METRIC_COLUMNS
 
 # The first columns of metrics.parquet, in this order (the rest follow: run details, quality, passthrough).
 LEAD_COLUMNS = ("id", "content", "style", "output", "status", "error", "read_ms", "compute_ms", "write_ms")

@@ -15,6 +15,17 @@ def _add_images(root, names):
         make_photo(40, 32, seed=hash(name) % 1000).save(path)
 
 
+def _dataset(tmp_path, *, styles: int, seed: int):
+    """Three photos in two class folders and ``styles`` textures; returns (train, output, K=2 flow parameters)."""
+    train, style_dir, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
+    _add_images(train, ["cat/a.jpg", "cat/b.jpg", "dog/c.jpg"])
+    style_dir.mkdir()
+    for s in range(styles):
+        make_texture(32, seed=s + 3).save(style_dir / f"st{s}.png")
+    return train, out, dict(source=str(train), styles=str(style_dir), output=str(out), k=2, seed=seed,
+                            quality=False, **ENGINE)
+
+
 def summary_versions() -> int:
     """Versions of the ``stylize-summary-augment`` artifact on the test server."""
     from prefect.client.orchestration import get_client
@@ -26,12 +37,7 @@ def summary_versions() -> int:
 
 
 def test_incremental_augmentation_and_index(prefect_server, tmp_path):
-    train, styles, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
-    _add_images(train, ["cat/a.jpg", "cat/b.jpg", "dog/c.jpg"])
-    styles.mkdir()
-    for s in range(3):
-        make_texture(32, seed=s + 3).save(styles / f"st{s}.png")
-    params = dict(source=str(train), styles=str(styles), output=str(out), k=2, seed=7, quality=False, **ENGINE)
+    train, out, params = _dataset(tmp_path, styles=3, seed=7)
     versions_before = summary_versions()
 
     first = augment_dataset(**params)
@@ -111,12 +117,7 @@ def test_a_pair_that_keeps_failing_is_left_out_after_max_attempts(prefect_server
 def test_outputs_of_a_killed_run_reach_the_index_next_night(prefect_server, tmp_path):
     """A nightly killed after its shards wrote outputs but before its index step: the next run plans those
     pairs again, skips them (their files exist) and indexes them, instead of leaving them out for good."""
-    train, styles, out = tmp_path / "train", tmp_path / "styles", tmp_path / "aug"
-    _add_images(train, ["cat/a.jpg", "cat/b.jpg", "dog/c.jpg"])
-    styles.mkdir()
-    for s in range(2):
-        make_texture(32, seed=s + 3).save(styles / f"st{s}.png")
-    params = dict(source=str(train), styles=str(styles), output=str(out), k=2, seed=1, quality=False, **ENGINE)
+    train, out, params = _dataset(tmp_path, styles=2, seed=1)
     first = augment_dataset(**params)
     assert first["ok"] == 6
     index = pd.read_parquet(out / "index.parquet")

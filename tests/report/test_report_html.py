@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from tests.report.helpers import BAD_NAME, build_sample_report, sample_metrics
+from tests.report.helpers import build_sample_report, sample_metrics
 
 URL_ATTRS = {"src", "href", "srcset", "action", "data", "poster", "xlink:href", "formaction", "background"}
 
