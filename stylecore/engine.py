@@ -140,18 +140,16 @@ class Engine(FeedForwardMixin):
 
     _NETWORKS = {"gatys": ("vgg",), "adain": ("adain_encoder", "decoder"), "johnson": ("model",)}
 
-    def load_networks(self, methods: Sequence[str]) -> float:
+    def load_networks(self, methods: Sequence[str]) -> None:
         """Load the networks that ``methods`` use now rather than inside the first timed call (so a row's
-        ``compute_ms`` never includes reading weights); returns the seconds spent. A network that fails to
-        load is left to fail the rows that need it, with its own error."""
-        t0 = time.perf_counter()
+        ``compute_ms`` never includes reading weights). A network that fails to load is left to fail the rows
+        that need it, with its own error."""
         for method in dict.fromkeys(methods):
             for name in self._NETWORKS.get(str(method), ()):
                 try:
                     getattr(self, name)
                 except Exception:  # noqa: BLE001 - reported per row by stylize_batch
                     pass
-        return time.perf_counter() - t0
 
     # -- inputs ---------------------------------------------------------------------------------
     def load(self, source: ImageSource | Image.Image, size: int, *, name: str | None = None) -> Image.Image:

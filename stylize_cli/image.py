@@ -58,6 +58,16 @@ def _spec_help(name: str) -> str:
     return f"{spec.help} [{methods}]{default}"
 
 
+def add_weight_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--encoder``, ``--decoder`` and ``--model`` (weight specs; shared by image, run and manifest validate)."""
+    parser.add_argument("--encoder", metavar="SPEC", default="imagenet",
+                        help="VGG encoder weights: imagenet, random:SEED, a .pth path, file:// or s3:// (default: imagenet)")
+    parser.add_argument("--decoder", metavar="SPEC", default=None,
+                        help="AdaIN decoder weights (.pth path, file://, s3://, random:SEED)")
+    parser.add_argument("--model", metavar="SPEC", default=None,
+                        help="Johnson TransformerNet weights (.pth path, file://, s3://, random:SEED)")
+
+
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """Add one flag per engine option in SPECS (reusable by other subcommands, e.g. ``stylize run``)."""
     group = parser.add_argument_group("engine options (defaults from stylecore.options.SPECS)")
@@ -92,10 +102,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="output image (.jpg, .png or .webp): a path, file:// or s3://")
     p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="stylization method (default: gatys)")
-    p.add_argument("--encoder", metavar="SPEC", default="imagenet",
-                   help="VGG encoder weights: imagenet, random:SEED, a .pth path, file:// or s3:// (default: imagenet)")
-    p.add_argument("--decoder", metavar="SPEC", default=None, help="AdaIN decoder weights (.pth path, file://, s3://, random:SEED)")
-    p.add_argument("--model", metavar="SPEC", default=None, help="Johnson TransformerNet weights (.pth path, file://, s3://, random:SEED)")
+    add_weight_options(p)
     p.add_argument("--mask", metavar="MASK", default=None, help="AdaIN spatial control: a mask image assigning styles to regions")
     p.add_argument("--style-weights", metavar="W1,W2", default=None, help="blend weights of the style images (default: equal)")
     p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto: CUDA when available)")

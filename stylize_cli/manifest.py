@@ -8,7 +8,7 @@ import sys
 def register(subparsers) -> None:
     from stylecore.options import METHODS
 
-    from .image import add_engine_options
+    from .image import add_engine_options, add_weight_options
     from .main import HelpFormatter
 
     p = subparsers.add_parser("manifest", help="build and validate manifests of content/style pairs",
@@ -42,9 +42,7 @@ def register(subparsers) -> None:
     v.add_argument("--output-root", metavar="URI", default=None,
                    help="also count rows whose output already exists there (skipped on resume); give the run's "
                         "--method, --format, weights and engine options, which enter the output keys")
-    v.add_argument("--encoder", metavar="SPEC", default="imagenet", help="VGG encoder weights of the run (default: imagenet)")
-    v.add_argument("--decoder", metavar="SPEC", default=None, help="AdaIN decoder weights of the run")
-    v.add_argument("--model", metavar="SPEC", default=None, help="Johnson TransformerNet weights of the run")
+    add_weight_options(v)
     v.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (0: all)")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_engine_options(v)

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .image import _device, add_engine_options, engine_overrides
+from .image import _device, add_engine_options, add_weight_options, engine_overrides
 
 # Options that are flow parameters of their own; every other engine option travels in ``options``.
 NAMED_OPTIONS = ("size", "style_size", "steps", "alpha", "seed", "preserve_color")
@@ -65,9 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("manifest", metavar="MANIFEST", help="manifest (CSV, Parquet or JSON Lines): a path, file:// or s3:// URI")
     p.add_argument("-o", "--output", metavar="URI", required=True, help="output root (local folder or s3://bucket/prefix)")
     p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="default method (rows may override)")
-    p.add_argument("--encoder", metavar="SPEC", default="imagenet", help="VGG encoder weights (default: imagenet)")
-    p.add_argument("--decoder", metavar="SPEC", default=None, help="AdaIN decoder weights")
-    p.add_argument("--model", metavar="SPEC", default=None, help="Johnson TransformerNet weights")
+    add_weight_options(p)
     p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto)")
     p.add_argument("--format", choices=("jpg", "png", "webp"), default="jpg", help="output format (default: jpg)")
     run = p.add_argument_group("run options")
