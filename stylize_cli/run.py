@@ -1,7 +1,8 @@
 """``stylize run``: run the ``stylize-collection`` flow over a manifest.
 
 Prefect runs ephemerally in this process unless ``PREFECT_API_URL`` points at a server. Exit codes:
-0 when the failed rows are at most ``--max-failed``, 1 otherwise, 2 on usage or validation errors.
+0 when the failed rows are at most ``--max-failed``, 1 otherwise or when the Prefect API cannot be reached,
+2 on usage or validation errors.
 """
 from __future__ import annotations
 
@@ -157,10 +158,35 @@ def refuse_credentials(args: argparse.Namespace) -> None:
             raise StorageError(f"{uris.redact(str(value))}: {uris.NO_CREDENTIALS}")
 
 
+def prefect_api_problem() -> str | None:
+    """Reach the Prefect API before the run: ``PREFECT_API_URL``'s server, or the ephemeral one this process
+    starts (kept for the run). ``None`` when it answers, else one line saying what to do."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from stylecore import uris
+
+    url = PREFECT_API_URL.value()
+    where = f"the Prefect API at {uris.redact(url)}" if url else "the ephemeral Prefect server"
+    hint = ("start that server (`prefect server start`) or unset PREFECT_API_URL to run ephemerally" if url else
+            "set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher, or start `prefect server start` and "
+            "set PREFECT_API_URL to it")
+    try:
+        with get_client(sync_client=True) as client:
+            error = client.api_healthcheck()
+    except Exception as e:  # noqa: BLE001 - any failure to start or reach it is reported the same way
+        error = e
+    if error is None:
+        return None
+    reason = " ".join(str(error).split())[:300] or type(error).__name__
+    return f"cannot reach {where} ({reason}): {hint}"
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``stylize run``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Prefect's 20 s default is too short for a first start (database migrations) on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # Run logs go to the Prefect server (and the UI); the terminal shows the progress bar and the summary.
     if not args.verbose:
         for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
@@ -174,6 +200,10 @@ def run_command(args: argparse.Namespace) -> int:
 
     StyleOptions.make(**engine_overrides(args))
     refuse_credentials(args)  # the flow run's parameters are stored by Prefect before the flow checks them
+    problem = prefect_api_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     from flows.stylize_collection import stylize_collection
     from tasks import progress
 

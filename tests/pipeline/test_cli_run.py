@@ -5,6 +5,7 @@ import io
 import json
 import os
 import signal
+import socket
 import re
 import subprocess
 import sys
@@ -147,3 +148,26 @@ def test_credentials_in_run_arguments_never_reach_prefect(prefect_server, tmp_pa
         assert "UriSecretVal77" not in proc.stderr + proc.stdout
     with get_client(sync_client=True) as client:
         assert len(client.read_flow_runs()) == before
+
+
+def test_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path):
+    path = write_manifest(tmp_path, 1)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    base.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    cases = {"server": dict(base, PREFECT_API_URL=f"http://127.0.0.1:{port}/api"),
+             # an ephemeral server that cannot start in time (here: no time at all)
+             "ephemeral": dict(base, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")}
+    for name, env in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output",
+                               str(tmp_path / "out"), *ENGINE_ARGS], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 1, (name, proc.stderr)
+        assert "Traceback" not in proc.stderr, (name, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot reach "), (name, proc.stderr)
+        assert (f"127.0.0.1:{port}" in lines[0]) == (name == "server")
+        assert not (tmp_path / "out").exists()
