@@ -92,9 +92,34 @@ def content_part(content: str, content_root: str | None) -> str:
     return stem(content)
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on ext4, XFS, APFS and NTFS (S3 allows longer; keys stay the same there)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes on a character boundary, without trailing underscores."""
+    return text.encode("utf-8")[:max(limit, 0)].decode("utf-8", "ignore").rstrip("_")
+
+
+def fit_name(key: str) -> str:
+    """A default key whose file name is over ``MAX_NAME_BYTES`` with its style part, then if need be its content
+    name, cut to fit (``~`` marks the cut). The hash, which covers the full URIs, keeps cut keys distinct."""
+    head, _, name = key.rpartition("/")
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return key
+    c_name, s_part, tail = name.rsplit("__", 2)
+    room = MAX_NAME_BYTES - len(("__" + tail).encode("utf-8"))  # for "{content}__{style}"
+    c_cut = c_name if len(c_name.encode("utf-8")) <= room // 2 else _cut(c_name, room // 2 - 1) + "~"
+    s_room = room - len(c_cut.encode("utf-8")) - 2
+    s_cut = s_part if len(s_part.encode("utf-8")) <= s_room else _cut(s_part, s_room - 1) + "~"
+    if c_cut is not c_name and s_cut is s_part:  # a short style part leaves the content name more room
+        c_cut = _cut(c_name, room - len(s_part.encode("utf-8")) - 3) + "~"
+    return f"{head}/" * bool(head) + f"{c_cut}__{s_cut}__{tail}"
+
+
 def output_key(content: str, styles: str, weights: str, opts_json: str, ext: str, content_root: str | None = None) -> str:
-    """The default output key of one row."""
-    return f"{content_part(content, content_root)}__{style_part(styles)}__{row_hash(content, styles, weights, opts_json)}{ext}"
+    """The default output key of one row (its file name fitted to ``MAX_NAME_BYTES``)."""
+    return fit_name(f"{content_part(content, content_root)}__{style_part(styles)}__"
+                    f"{row_hash(content, styles, weights, opts_json)}{ext}")
 
 
 def content_rel_from_key(key: str) -> str:

@@ -398,6 +398,9 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         hashes[~need] = ""
         hashes = pd.Series(pd.array(hashes, dtype="str"))
         default = rel + "__" + s_part + "__" + hashes + ext
+        long = np.nonzero((default.str.len() > keys.MAX_NAME_BYTES // 4).to_numpy(dtype=bool) & need)[0]
+        if len(long):  # only these can have a file name over MAX_NAME_BYTES (UTF-8: at most 4 bytes a character)
+            default.iloc[long] = [keys.fit_name(k) for k in default.iloc[long].tolist()]
         out["output"] = default if need.all() else explicit.where(~need, default).where(has_explicit | need, "")
         _check_keys(out["output"], need, "output", probs)
     else:

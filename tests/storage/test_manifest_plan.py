@@ -227,6 +227,38 @@ def test_vectorised_keys_match_the_reference_helpers(tmp_path):
     assert p.rows["output"].iat[0].startswith("a/b__x_y+z__")
 
 
+def test_long_default_names_are_cut_to_255_bytes_and_stay_distinct(tmp_path):
+    """Long style (and content) names make default keys whose file names a local disk refuses (> 255 bytes):
+    the names are cut to fit, the same in the vectorised and the scalar path, and stay distinct."""
+    from stylecore import keys
+    from stylecore.images import save_image
+    from tests.conftest import make_photo
+
+    long_s = ["s" * 120 + f"{i}.png" for i in range(3)] + ["ü" * 120 + ".png"]
+    long_c = "c" * 250 + ".png"  # a name that fits alone, but not with a style part
+    for name in long_s + [long_c, "short.png"]:
+        make_photo(32, 32, seed=len(name)).save(tmp_path / name)
+    rows = [("short.png", "|".join(long_s[:3])), ("short.png", "|".join(long_s[:2])), ("short.png", long_s[3]),
+            (long_c, "short.png"), (long_c, long_s[0]), ("short.png", "short.png")]
+    df = pd.DataFrame(rows, columns=["content", "style"])
+    df.to_csv(tmp_path / "m.csv", index=False)
+    opts = StyleOptions.make(steps=1, size=32)
+    p = manifest.plan(str(tmp_path / "m.csv"), str(tmp_path / "out"), options=opts)
+    full = keys.options_json("gatys", opts, {"encoder": "imagenet"})
+    outs = p.rows["output"].tolist()
+    for (c, s), out in zip(rows, outs):
+        assert len(out.encode("utf-8")) <= 255, out
+        assert out == keys.output_key(str(tmp_path / c), "|".join(str(tmp_path / x) for x in s.split("|")), "",
+                                      full, ".jpg")
+    assert len(set(outs)) == len(outs)
+    assert outs[-1].startswith("short__short__") and "~" not in outs[-1]  # short names are unchanged
+    assert outs[3].startswith("c" * 200) and outs[3].split("__")[1] == "short"  # a short style part leaves room
+    assert "~" in outs[0] and "~" in outs[2]
+    for out in outs:  # every key is a file name this disk takes
+        save_image(make_photo(8, 8), tmp_path / "out" / out)
+    assert len(list((tmp_path / "out").iterdir())) == len(outs)
+
+
 def test_resume_check_lists_once_instead_of_head_per_row(s3, s3_proxy):
     b = s3.bucket()
     rows = "".join(f"data/c{i:03d}.jpg,styles/a.png\n" for i in range(60))
