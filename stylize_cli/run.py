@@ -193,7 +193,8 @@ def run_command(args: argparse.Namespace) -> int:
             os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
     import signal
 
-    # SIGTERM exits through Python's shutdown, so the ephemeral Prefect server process stops with us.
+    # SIGTERM exits through Python's shutdown, so the ephemeral Prefect server process stops with us
+    # (after SIGKILL, the watcher of server_guard stops it).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from stylecore.errors import RunFailed, StyleCoreError
     from stylecore.options import StyleOptions
@@ -204,6 +205,9 @@ def run_command(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    from .server_guard import guard_ephemeral_server
+
+    guard_ephemeral_server()  # a killed run does not leave the ephemeral server behind
     from flows.stylize_collection import stylize_collection
     from tasks import progress
 

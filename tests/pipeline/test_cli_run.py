@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, make_photo, run_cli
@@ -171,3 +172,52 @@ def test_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: cannot reach "), (name, proc.stderr)
         assert (f"127.0.0.1:{port}" in lines[0]) == (name == "server")
         assert not (tmp_path / "out").exists()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """PID → command line of the live (non-zombie) child processes of ``pid``."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the server guard needs /proc (Linux)")
+def test_sigkilled_run_does_not_leave_its_ephemeral_server(tmp_path):
+    path = write_manifest(tmp_path, 1)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    proc = subprocess.Popen([sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output",
+                             str(tmp_path / "out"), "--method", "gatys", "--encoder", "random:0", "--size", "32",
+                             "--steps", "1000000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # until the ephemeral server and its watcher run
+            kids = _children(proc.pid)
+            server = [p for p, cmd in kids.items() if "uvicorn" in cmd]
+            if server and any("server_guard" in cmd for cmd in kids.values()):
+                break
+            assert proc.poll() is None, "stylize run ended early"
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no guarded ephemeral server: {_children(proc.pid)}")
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while _alive(server[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(server[0]), "the ephemeral server outlived the killed run"
+    finally:
+        proc.kill()

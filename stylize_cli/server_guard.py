@@ -1,0 +1,64 @@
+"""Stop the ephemeral Prefect server when ``stylize run`` dies without cleaning up (SIGKILL, the OOM killer).
+
+Prefect stops its ephemeral server process at interpreter exit, which a killed process never reaches, so
+the server would live on (about 150 MB, holding the run database). ``guard_ephemeral_server`` starts a tiny
+watcher process that blocks on a pipe whose only writer is this process: when this process ends, in any way,
+the pipe reaches end-of-file and the watcher stops the server, if it is still the same process (its start
+time in ``/proc`` is checked, so a reused PID is never signalled). Linux only; elsewhere it does nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def watch(pid: int, started: str) -> None:
+    """The watcher: wait for end-of-file on stdin, then stop ``pid`` (SIGTERM, after 5 s SIGKILL) while it is
+    still the process that started at ``started``."""
+    sys.stdin.buffer.read()  # returns when the guarded process has ended
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        if process_start_time(pid) != started:
+            return
+        os.kill(pid, sig)
+        end = time.monotonic() + wait
+        while time.monotonic() < end and process_start_time(pid) == started:
+            time.sleep(0.05)
+
+
+_guards: list[subprocess.Popen] = []
+
+
+def guard_ephemeral_server() -> int | None:
+    """Start the watcher for this process's ephemeral Prefect server; returns the server's PID, or ``None``
+    when there is none (``PREFECT_API_URL`` set) or no ``/proc``."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    proc = SubprocessASGIServer().server_process  # the singleton the Prefect client started, if any
+    if proc is None or proc.poll() is not None:
+        return None
+    started = process_start_time(proc.pid)
+    if started is None:
+        return None
+    watcher = subprocess.Popen([sys.executable, "-m", "stylize_cli.server_guard", str(proc.pid), started],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    _guards.append(watcher)  # its stdin stays open (never written) for the life of this process
+    return proc.pid
+
+
+__all__ = ["guard_ephemeral_server", "process_start_time", "watch"]
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]), sys.argv[2])
