@@ -322,7 +322,8 @@ def stylize_collection(
     wall = time.perf_counter() - t0
     phases["merge"] = wall - phases["plan"] - phases["shards"]
     summary = summarize(metrics, wall_seconds=wall, extra={
-        "manifest": manifest, "output": output, "report_dir": report_dir, "run_id": run,
+        "manifest": manifest, "manifest_notes": list(plan.notes), "output": output, "report_dir": report_dir,
+        "run_id": run,
         "flow_run_id": str(runtime_run.id or ""), "flow_run_name": runtime_run.name,
         "started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
         "phase_seconds": {k: round(v, 3) for k, v in phases.items()},

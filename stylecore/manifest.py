@@ -29,6 +29,12 @@ from .options import SPECS, StyleOptions, check_method, coerce, parse_style_weig
 REQUIRED = ("content", "style")
 OPTION_COLUMNS = ("method", *SPECS)
 KNOWN = frozenset({"content", "style", "style_weights", "output", "id", "content_root", *OPTION_COLUMNS})
+# Columns the run writes in its metrics (stylecore.shard, stylecore.quality, tasks.metrics). A manifest column
+# of one of these names is not passed through: the run's own value would replace it, or mix types with it.
+RESULT_COLUMNS = frozenset({"row", "output_uri", "status", "error", "options_json", "options_hash", "read_ms",
+                            "compute_ms", "write_ms", "total_ms", "width", "height", "worker", "device",
+                            "content_loss", "style_loss", "ssim", "color_distance", "evaluator", "evaluator_size",
+                            "quality_ms", "encoder", "decoder", "model"})
 PLAN_COLUMNS = ["row", "id", "content", "style", "style_weights", "method", "options_json", "options_hash",
                 "output", "output_uri", "status"]
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -236,6 +242,7 @@ class Prepared:
     rows: pd.DataFrame
     passthrough: list[str]
     problems: list[str]
+    notes: list[str] = field(default_factory=list)  # not problems: columns ignored or passed through as text
 
 
 def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", options: StyleOptions | None = None,
@@ -250,6 +257,12 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     probs = _Problems()
     n = len(df)
     df = df.reset_index(drop=True)
+    names = pd.Index(df.columns)
+    if names.duplicated().any():  # every later step reads one column per name
+        for col, k in names.value_counts(sort=False).items():
+            if k > 1:
+                probs.column(str(col), f"appears {k} times in the header")
+        return Prepared(pd.DataFrame({"row": np.arange(n, dtype=np.int64)}), [], probs.sorted())
     for col in REQUIRED:
         if col not in df.columns:
             probs.column(col, "missing (required)")
@@ -415,10 +428,36 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     if check_inputs and not probs.items:
         _check_inputs(out, probs)
 
-    passthrough = [c for c in df.columns if c not in KNOWN]
+    notes = []
+    ignored = [str(c) for c in df.columns if c in RESULT_COLUMNS and c not in KNOWN]
+    if ignored:
+        notes.append(f"column{'s' * (len(ignored) > 1)} {', '.join(ignored)} ignored: the run writes "
+                     f"{'these names' if len(ignored) > 1 else 'this name'} in its metrics (rename to keep)")
+    passthrough = [c for c in df.columns if c not in KNOWN and c not in RESULT_COLUMNS]
     for col in passthrough:
-        out[col] = df[col].array
-    return Prepared(out, passthrough, probs.sorted())
+        values, as_text = _one_type(df[col])
+        out[col] = values
+        if as_text:
+            notes.append(f"column {col}: mixed value types; passed through as text")
+    return Prepared(out, passthrough, probs.sorted(), notes)
+
+
+def _one_type(s: pd.Series) -> tuple[pd.Series | Any, bool]:
+    """A passthrough column as written to Parquet: unchanged when its cells share one type, else as text (JSON
+    for lists and objects, missing cells stay missing); and whether it was turned into text."""
+    if not pd.api.types.is_object_dtype(s.dtype):
+        return s.array, False
+    import pyarrow as pa
+
+    try:
+        pa.array(s, from_pandas=True)
+        return s.array, False
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        def text(v):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return None
+            return json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else str(v)
+        return s.map(text).astype(object).array, True
 
 
 def _strip_extension(rel: pd.Series) -> pd.Series:
@@ -486,6 +525,7 @@ class Plan:
     options: StyleOptions
     fmt: str
     specs: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # ``Prepared.notes``
     _opts: dict = field(default_factory=dict, repr=False, compare=False)
 
     def row_request(self, row) -> tuple[str, StyleOptions, list[float] | None]:
@@ -550,7 +590,8 @@ def plan(manifest: str | pd.DataFrame, output_root: str, *, method: str = "gatys
     front = [c for c in PLAN_COLUMNS if c in rows.columns] + (["content_root"] if "content_root" in rows.columns else [])
     rows = rows[front + prep.passthrough]
     return Plan(rows, prep.passthrough, manifest if isinstance(manifest, str) else "manifest", root, check_method(method),
-                options or StyleOptions.make(), fmt, {"encoder": encoder, "decoder": decoder, "model": model})
+                options or StyleOptions.make(), fmt, {"encoder": encoder, "decoder": decoder, "model": model},
+                notes=prep.notes)
 
 
 def summary(prep: Prepared) -> dict[str, Any]:

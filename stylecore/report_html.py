@@ -322,8 +322,8 @@ def render_report(metrics: pd.DataFrame, summary: Mapping[str, Any], *, output_r
     title = f"Stylize run {summary.get('flow_run_id') or summary.get('run_id') or ''}".strip()
     sheet = _contact_sheet(df, metric, samples, seed, images)
     breakdown = _breakdowns(df, metric, breakdown_rows, images, evaluator, breakdown_note)
-    details = {k: summary.get(k) for k in ("manifest", "output", "method", "weight_specs", "workers", "evaluator", "parameters")
-               if summary.get(k) is not None}
+    details = {k: summary.get(k) for k in ("manifest", "manifest_notes", "output", "method", "weight_specs", "workers",
+                                           "evaluator", "parameters") if summary.get(k) not in (None, [])}
     unreadable = ""
     if images.errors:
         items = "".join(f"<li>{esc(e)}</li>" for e in list(images.errors.values())[:20])

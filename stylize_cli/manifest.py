@@ -75,7 +75,7 @@ def _validate(args) -> int:
         if args.output_root:
             p = plan(args.manifest, args.output_root, method=args.method, fmt=args.fmt, options=options,
                      check_inputs=args.check_inputs, **weights)
-            prep = Prepared(p.rows, p.passthrough, [])
+            prep = Prepared(p.rows, p.passthrough, [], p.notes)
         else:
             prep = load(args.manifest, method=args.method, fmt=args.fmt, options=options,
                         check_inputs=args.check_inputs, **weights)
@@ -92,6 +92,7 @@ def _validate(args) -> int:
     if args.output_root:
         counts = prep.rows["status"].value_counts()
         s["pending"], s["skipped"] = int(counts.get("pending", 0)), int(counts.get("skipped", 0))
+    s["notes"] = prep.notes
     if args.json:
         print(json.dumps(s))
     else:
@@ -101,4 +102,6 @@ def _validate(args) -> int:
         print("methods: " + ", ".join(f"{m} {n}" for m, n in s["methods"].items()))
         if args.output_root:
             print(f"outputs under {args.output_root}: {s['skipped']} exist (skipped on resume), {s['pending']} to do")
+        for note in prep.notes:
+            print(f"note: {note}")
     return 0

@@ -145,6 +145,8 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
     if isinstance(reasons, dict):
         for reason, n in list(reasons.items())[:5]:
             print(f"  {n} x {reason}", file=out)
+    for note in summary.get("manifest_notes") or []:
+        print(f"note: {note}", file=out)
     print(f"report: {summary.get('report_dir')}", file=out)
 
 

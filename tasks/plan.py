@@ -36,6 +36,8 @@ def plan_task(manifest_uri: str, output: str, *, method: str, options: dict[str,
         # a Failed state, not a raise: the flow gets the error (and ends with its one line), and no traceback
         # of a user error is logged
         return Failed(message=f"{type(e).__name__}: {' '.join(str(e).split())}", data=e)
+    for note in plan.notes:
+        logger.warning("%s: %s", manifest_uri, note)
     rows = plan.rows
     skipped = int((rows["status"] == "skipped").sum())
     logger.info("planned %d row(s) from %s: %d to run, %d skipped (output exists)", len(rows), manifest_uri,

@@ -58,6 +58,9 @@ def test_local_end_to_end_and_resume(prefect_server, tmp_path, count_engine_call
     assert list(metrics.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
     assert metrics["row"].tolist() == list(range(7)) and (metrics["status"] == "ok").all()
     assert metrics["label"].tolist() == [f"class{i % 3}" for i in range(7)]
+    from stylecore.manifest import KNOWN, RESULT_COLUMNS  # a manifest column of a result's name is not passed through
+
+    assert set(metrics.columns) - {"label"} <= RESULT_COLUMNS | KNOWN
     # The weights each row used, per row and summed up (summary.json's weight_specs had the method only).
     assert metrics[["encoder", "decoder"]].drop_duplicates().values.tolist() == [["random:0", "random:1"]]
     assert metrics["model"].isna().all()
@@ -233,3 +236,27 @@ def test_user_errors_end_the_run_with_their_line_and_no_traceback(prefect_server
     assert not any("Traceback" in r.getMessage() for r in records)
     with pytest.raises(ManifestError, match="not found"):
         stylize_collection(manifest=str(tmp_path / "none.csv"), output=str(tmp_path / "out"), **ENGINE)
+
+
+def test_manifest_columns_named_like_results_or_of_mixed_types_do_not_break_runs_or_resumes(prefect_server, tmp_path):
+    """A dataset manifest with ``width``/``status`` columns (or a metrics file fed back in) and a JSON Lines column
+    mixing numbers and text: the run's own columns win, the user is told, and the resume run (skipped rows from the
+    plan beside new rows from a shard) still writes its metrics."""
+    write_manifest(tmp_path, 3)
+    rows = [{"content": f"content/c{i:03d}.jpg", "style": "styles/s0.png", "width": "640", "status": "failed",
+             "meta": [7, "seven", None][i]} for i in range(3)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    params = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
+    first = stylize_collection(**params)
+    assert (first["ok"], first["failed"], first["skipped"]) == (2, 0, 0)
+    assert first["manifest_notes"] == [
+        "columns width, status ignored: the run writes these names in its metrics (rename to keep)",
+        "column meta: mixed value types; passed through as text"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = stylize_collection(**params)
+    assert (again["total"], again["ok"], again["failed"], again["skipped"]) == (3, 1, 0, 2)
+    metrics, _ = _report(again)
+    assert metrics["status"].tolist() == ["skipped", "skipped", "ok"]
+    assert metrics["width"].isna().tolist() == [True, True, False] and metrics["width"].iat[2] == 32
+    assert metrics["meta"].tolist()[:2] == ["7", "seven"] and pd.isna(metrics["meta"].iat[2])

@@ -361,3 +361,11 @@ def test_an_output_key_with_a_nul_character_is_a_problem_of_its_row(tmp_path):
         manifest.plan(df, str(tmp_path / "out"))
     assert e.value.problems == [
         "row 0, column output: output key 'x\\x00.jpg': a NUL character cannot be in a file name or an S3 key"]
+
+
+def test_a_repeated_header_name_is_one_problem(tmp_path):
+    (tmp_path / "m.csv").write_text("content,style,content,label,label\na.jpg,s.png,b.jpg,x,y\n")
+    with pytest.raises(ManifestError) as e:
+        manifest.load(str(tmp_path / "m.csv"))
+    assert e.value.problems == ["column content: appears 2 times in the header",
+                                "column label: appears 2 times in the header"]
