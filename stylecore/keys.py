@@ -93,6 +93,9 @@ def content_part(content: str, content_root: str | None) -> str:
 
 
 MAX_NAME_BYTES = 255  # a file name's limit on ext4, XFS, APFS and NTFS (S3 allows longer; keys stay the same there)
+# "{content}__{style}" gets what "__{hash8}.webp" (the longest tail) leaves, whatever the extension, so that a
+# pair is cut the same way in every key (and manifest_build can match cut keys to their pairs).
+PAIR_BYTES = MAX_NAME_BYTES - len("__12345678.webp") - len("__")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -100,20 +103,36 @@ def _cut(text: str, limit: int) -> str:
     return text.encode("utf-8")[:max(limit, 0)].decode("utf-8", "ignore").rstrip("_")
 
 
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def fit_pair(content_rel: str, style: str) -> tuple[str, str]:
+    """``(content_part, style_part)`` of a default key, cut to fit a file name of ``MAX_NAME_BYTES``: the longer
+    of the content's file name and the style part is cut first, each to at most half when both are long; ``~``
+    marks a cut. Unchanged when they fit. The key's hash covers the full URIs, so cut keys stay distinct."""
+    head, slash, c_name = content_rel.rpartition("/")
+    cb, sb = _nbytes(c_name), _nbytes(style)
+    if cb + sb <= PAIR_BYTES:
+        return content_rel, style
+    half = PAIR_BYTES // 2
+    if sb <= half:
+        c_name = _cut(c_name, PAIR_BYTES - sb - 1) + "~"
+    elif cb <= half:
+        style = _cut(style, PAIR_BYTES - cb - 1) + "~"
+    else:
+        c_name = _cut(c_name, half - 1) + "~"
+        style = _cut(style, PAIR_BYTES - _nbytes(c_name) - 1) + "~"
+    return head + slash + c_name, style
+
+
 def fit_name(key: str) -> str:
-    """A default key whose file name is over ``MAX_NAME_BYTES`` with its style part, then if need be its content
-    name, cut to fit (``~`` marks the cut). The hash, which covers the full URIs, keeps cut keys distinct."""
-    head, _, name = key.rpartition("/")
-    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+    """A default key with its pair fitted (``fit_pair``) so that its file name is at most ``MAX_NAME_BYTES``."""
+    parts = key.rsplit("__", 2)
+    if len(parts) != 3:
         return key
-    c_name, s_part, tail = name.rsplit("__", 2)
-    room = MAX_NAME_BYTES - len(("__" + tail).encode("utf-8"))  # for "{content}__{style}"
-    c_cut = c_name if len(c_name.encode("utf-8")) <= room // 2 else _cut(c_name, room // 2 - 1) + "~"
-    s_room = room - len(c_cut.encode("utf-8")) - 2
-    s_cut = s_part if len(s_part.encode("utf-8")) <= s_room else _cut(s_part, s_room - 1) + "~"
-    if c_cut is not c_name and s_cut is s_part:  # a short style part leaves the content name more room
-        c_cut = _cut(c_name, room - len(s_part.encode("utf-8")) - 3) + "~"
-    return f"{head}/" * bool(head) + f"{c_cut}__{s_cut}__{tail}"
+    c, s = fit_pair(parts[0], parts[1])
+    return f"{c}__{s}__{parts[2]}"
 
 
 def output_key(content: str, styles: str, weights: str, opts_json: str, ext: str, content_root: str | None = None) -> str:

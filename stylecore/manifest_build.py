@@ -74,6 +74,32 @@ def _rel(uri: str, root: str) -> str:
     return keys.content_part(uri, root)
 
 
+def _done_pairs(rels: list[str], parts: list[str], done: set[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(content indexes, style indexes)`` of the pairs that already have an output, ``done`` being the
+    ``(content part, style part)`` pairs of existing keys (cut to fit as in ``keys.fit_pair``)."""
+    by_rel: dict[str, set[str]] = {}
+    for rel, part in done:
+        by_rel.setdefault(rel, set()).add(part)
+    by_part: dict[str, list[int]] = {}
+    for j, part in enumerate(parts):
+        by_part.setdefault(part, []).append(j)
+    any_cut = any(rel.endswith("~") for rel in by_rel)
+    dc: list[int] = []
+    dj: list[int] = []
+    for c, rel in enumerate(rels):
+        made = by_rel.get(rel)
+        may_cut = len(rel.rpartition("/")[2].encode("utf-8")) > keys.PAIR_BYTES // 2  # shorter ones never are
+        if made is None and not (any_cut and may_cut):
+            continue  # no output yet
+        if made is not None and not may_cut and not any(p.endswith("~") for p in made):  # the usual case
+            got = [j for p in made for j in by_part.get(p, ())]
+        else:  # a cut key: compare every style's pair, cut the same way
+            got = [j for j, part in enumerate(parts) if keys.fit_pair(rel, part) in done]
+        dc.extend([c] * len(got))
+        dj.extend(got)
+    return np.asarray(dc, dtype=np.int64), np.asarray(dj, dtype=np.int64)
+
+
 def build_manifest(content: list[str], style: list[str], *, pairing: str = "cross", seed: int = 0,
                    label_from_parent: bool = False, skip_done_under: str | None = None,
                    done_keys: Iterable[str] | None = None, base: str | None = None) -> pd.DataFrame:
@@ -81,6 +107,8 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     under ``content`` with those under ``style``. ``skip_done_under``: an output root; rows (pairs) that
     already have an output there (a default key ``{content rel}__{style}__...``, of any options) are left
     out, so an image that got only some of its K styles (a failed row, a killed run) gets the rest later.
+    With ``sample:K``, done pairs count toward an image's K: it gets only the styles it lacks, drawn in the
+    same order, so adding style images later does not re-augment images that already have K.
     ``done_keys``: output keys (relative to the output root) that count as done instead of a listing."""
     kind, k = parse_pairing(pairing)
     contents = expand(content, base=base, what="content")
@@ -90,6 +118,9 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
         done = {keys.pair_from_key(key) for key in done_keys}
     elif skip_done_under:
         done = {keys.pair_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True)}
+    rels = [_rel(u, r) for u, r in contents]
+    parts = [keys.style_part(u) for u in styles]
+    dc, dj = _done_pairs(rels, parts, done) if done else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     c_uri = np.array([u for u, _ in contents], dtype=object)
     c_root = np.array([r for _, r in contents], dtype=object)
     s_uri = np.array(styles, dtype=object)
@@ -104,22 +135,24 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     else:
         if k > ns:
             raise ManifestError(f"pairing sample:{k}: only {ns} style images to draw from")
-        hc = _u64(f"{seed}\x1f{_rel(u, r)}" for u, r in contents)
+        hc = _u64(f"{seed}\x1f{rel}" for rel in rels)
         hs = _u64(s_uri)
         picks = np.empty((nc, k), dtype=np.int64)
         step = max(1, 4_000_000 // max(ns, 1))
+        last = np.iinfo(np.uint64).max
         for start in range(0, nc, step):  # bounded memory: chunks of contents × all styles
             scores = _mix(hc[start:start + step, None] ^ _mix(hs[None, :]))
+            here = (dc >= start) & (dc < start + step)  # styles an image already has go last: the draw skips them
+            scores[dc[here] - start, dj[here]] = last
             part = np.argpartition(scores, k - 1, axis=1)[:, :k] if k < ns else np.tile(np.arange(ns), (len(scores), 1))
             order = np.argsort(np.take_along_axis(scores, part, axis=1), axis=1)
             picks[start:start + step] = np.take_along_axis(part, order, axis=1)
-        ci, si = np.repeat(np.arange(nc), k), picks.reshape(-1)
+        # an image with d done pairs takes its first K - d new picks
+        keep = np.arange(k)[None, :] < (k - np.bincount(dc, minlength=nc))[:, None]
+        ci, si = np.nonzero(keep)[0], picks[keep]
     df = pd.DataFrame({"content": c_uri[ci], "style": s_uri[si], "content_root": c_root[ci]})
-    if done:
-        rels = [_rel(u, r) for u, r in contents]
-        parts = [keys.style_part(u) for u in styles]
-        todo = [(rels[c], parts[s]) not in done for c, s in zip(ci.tolist(), si.tolist())]
-        df = df[np.array(todo, dtype=bool)].reset_index(drop=True)
+    if len(dc):
+        df = df[~np.isin(ci * ns + si, dc * ns + dj)].reset_index(drop=True)
     if label_from_parent:
         df["label"] = [os.path.basename(os.path.dirname(u.replace("\\", "/"))) if not uris.is_s3(u)
                        else u.rsplit("/", 2)[-2] for u in df["content"]]

@@ -122,7 +122,7 @@ def test_cli_build_and_validate(tree, cli):
     r = cli("manifest", "validate", out, "--method", "adain", "--format", "png", "--output-root", tree / "styled", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"rows": 10, "distinct_contents": 5, "distinct_styles": 2, "methods": {"adain": 10},
-                                    "pending": 9, "skipped": 1}
+                                    "pending": 9, "skipped": 1, "notes": []}
     # The run's weights and engine options enter the keys: validate takes them like `stylize run` does.
     second = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png", decoder="random:1",
                            options=StyleOptions.make(alpha=0.5)).rows["output_uri"].iat[1]
@@ -149,3 +149,56 @@ def test_cli_build_and_validate(tree, cli):
         "error: pairing 'pairs': expected cross, zip or sample:K with K >= 1"]
     with pytest.raises(StorageError, match="no content images found"):
         build_manifest([str(tree / "nope")], [str(tree / "styles")])
+
+
+def test_sample_k_counts_done_pairs_so_new_styles_do_not_re_augment(tmp_path):
+    """Adding style images later: images that have their K outputs get none more; an image with some of them
+    gets only the styles it lacks, drawn in the order it would have had."""
+    for i in range(60):
+        (tmp_path / "ds" / f"img{i:02d}.jpg").parent.mkdir(exist_ok=True)
+        (tmp_path / "ds" / f"img{i:02d}.jpg").write_bytes(b"img")
+    (tmp_path / "styles").mkdir()
+    for s in range(4):
+        (tmp_path / "styles" / f"s{s}.png").write_bytes(b"img")
+    args = ([str(tmp_path / "ds")], [str(tmp_path / "styles")])
+    first = build_manifest(*args, pairing="sample:2", seed=3)
+    made = set(manifest.plan(first, str(tmp_path / "out")).rows["output"])
+    for name in ["s4.png", "s5.png"]:  # the style library grows
+        (tmp_path / "styles" / name).write_bytes(b"img")
+    fresh = build_manifest(*args, pairing="sample:2", seed=3)
+    moved = (fresh.groupby("content")["style"].apply(set) != first.groupby("content")["style"].apply(set)).sum()
+    assert moved > 5  # without outputs, the new styles displace some earlier draws (the test would be vacuous otherwise)
+    assert len(build_manifest(*args, pairing="sample:2", seed=3, done_keys=made)) == 0
+    # one image lost one output (failed, or deleted): it gets one style again, not the one it still has
+    lost = sorted(made)[0]
+    again = build_manifest(*args, pairing="sample:2", seed=3, done_keys=made - {lost})
+    kept = first[[k in made - {lost} and k.startswith(lost.split("__")[0] + "__")
+                  for k in manifest.plan(first, str(tmp_path / "out")).rows["output"]]]
+    assert len(again) == 1 and len(kept) == 1 and again["content"].iat[0] == kept["content"].iat[0]
+    assert again["style"].iat[0] != kept["style"].iat[0]
+    # K grows from 2 to 3: every image gets exactly one more style, one it does not have
+    more = build_manifest(*args, pairing="sample:3", seed=3, done_keys=made)
+    assert len(more) == 60 and more["content"].is_unique
+    have = first.groupby("content")["style"].apply(set)
+    assert all(row.style not in have[row.content] for row in more.itertuples())
+
+
+def test_cut_output_names_count_as_done(tmp_path):
+    """Pairs whose default key was cut to 255 bytes (long names) are recognised as done from their keys."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "styles").mkdir()
+    contents = ["a.jpg", "c" * 200 + ".jpg", "é" * 100 + ".jpg"]
+    styles = ["s.png", "t" * 180 + ".png", "u" * 240 + ".png"]
+    for name in contents:
+        (tmp_path / "ds" / name).write_bytes(b"img")
+    for name in styles:
+        (tmp_path / "styles" / name).write_bytes(b"img")
+    for pairing in ("cross", "sample:2"):
+        df = build_manifest([str(tmp_path / "ds")], [str(tmp_path / "styles")], pairing=pairing)
+        made = list(manifest.plan(df, str(tmp_path / "out")).rows["output"])
+        assert sum("~" in k for k in made) >= 2 and all(len(k.encode()) <= 255 for k in made)
+        assert len(build_manifest([str(tmp_path / "ds")], [str(tmp_path / "styles")], pairing=pairing,
+                                  done_keys=made)) == 0
+        rest = build_manifest([str(tmp_path / "ds")], [str(tmp_path / "styles")], pairing=pairing,
+                              done_keys=made[1:])
+        assert rest[["content", "style"]].values.tolist() == df[["content", "style"]].values.tolist()[:1]
