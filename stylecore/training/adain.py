@@ -56,7 +56,7 @@ def adain(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
 def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable[[dict], None] | None = print_progress
                 ) -> TrainResult:
     """Train (or resume training) an AdaIN decoder; writes OUTDIR/decoder.pth, train_state.pth, losses.csv."""
-    _check(cfg)
+    _check(cfg, MIN_CROP, "the VGG19 encoder's reflection pads")
     check_out_dir(cfg.out_dir, resume=resume)
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
@@ -97,8 +97,13 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
         styles.close()
 
 
-def _check(cfg) -> None:
-    """Refuse settings no run can use (CLI flags are checked the same way by argparse), before any work."""
+# Smallest crop: relu4_1 comes after three ceil-mode pools and must keep 2x2 cells for its reflection pads.
+MIN_CROP = 9
+
+
+def _check(cfg, min_crop: int, why: str) -> None:
+    """Refuse settings no run can use (CLI flags are checked the same way by argparse), before any work;
+    ``min_crop`` is the recipe's smallest ``crop`` (``why``: what needs it)."""
 
     def flag(name: str) -> str:
         return f"--{name.replace('_', '-')} {getattr(cfg, name)}"
@@ -117,5 +122,7 @@ def _check(cfg) -> None:
         v = getattr(cfg, name, 0.0)
         if not (math.isfinite(v) and v >= 0):
             raise OptionsError(f"{flag(name)}: must be a finite number >= 0")
+    if cfg.crop < min_crop:
+        raise OptionsError(f"--crop {cfg.crop}: must be at least {min_crop} px ({why})")
     if getattr(cfg, "load_size", cfg.crop) < cfg.crop:
         raise OptionsError(f"--load-size {cfg.load_size}: must be at least --crop {cfg.crop}")

@@ -2,8 +2,9 @@
 
 ``OUTDIR/<weights>.pth``      the network's plain state_dict (exactly what inference loads), latest
 ``OUTDIR/checkpoints/<prefix>_stepNNNNNNN.pth``   the same, kept per periodic checkpoint
-``OUTDIR/train_state.pth``    step, network, optimizer, torch RNG state and the run's settings (resume)
 ``OUTDIR/losses.csv``         the loss curve
+``OUTDIR/train_state.pth``    step, network, optimizer, torch RNG state, the run's settings and the loss log's
+                              position (resume); written last at each checkpoint, so it commits the others
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def load_train_state(out_dir: Path) -> dict:
 
 
 def write_losses(path: Path, rows: list[dict]) -> None:
-    """Write the loss curve CSV atomically (columns from the first row)."""
+    """Write the loss curve CSV atomically (columns from the first row); no rows removes a stale file."""
     if not rows:
+        path.unlink(missing_ok=True)
         return
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import memory_format, resolve_device
+from ..errors import ImageError
 from ..images import load_image, resize_long_side, to_tensor
 from ..losses import gram_matrix
 from ..transformer_net import TransformerNet
@@ -30,6 +31,9 @@ from .adain import _check
 from .data import CropSampler, list_images
 from .loop import TrainResult, check_out_dir, print_progress, run_loop
 from .loss_nets import VGG16_LAYERS, load_vgg16_loss
+
+# Smallest crop and style side: the VGG16 loss network pools three times before relu4_3 (8 px -> 1 cell).
+MIN_SIDE = 8
 
 
 @dataclass
@@ -102,13 +106,19 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
                   on_log: Callable[[dict], None] | None = print_progress) -> TrainResult:
     """Train (or resume training) a TransformerNet for one style; writes OUTDIR/model.pth, train_state.pth, losses.csv."""
     load_size = cfg.load_size or cfg.crop
-    _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}))
+    _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}), MIN_SIDE,
+           "the VGG16 loss network pools three times")
     check_out_dir(cfg.out_dir, resume=resume)
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
-    contents = CropSampler(list_images(cfg.content, what="content"), crop=cfg.crop, load_size=load_size,
-                           batch_size=cfg.batch_size, seed=cfg.seed, resize="short", workers=cfg.workers)
+    images = list_images(cfg.content, what="content")
     style_img = resize_long_side(load_image(cfg.style), cfg.style_size)
+    if min(style_img.size) < MIN_SIDE:
+        resized = f" (after --style-size {cfg.style_size})" if cfg.style_size else ""
+        raise ImageError(f"{cfg.style}: {style_img.width}x{style_img.height} px{resized} is too small for the VGG16 "
+                         f"loss network (at least {MIN_SIDE} px per side)")
+    contents = CropSampler(images, crop=cfg.crop, load_size=load_size,
+                           batch_size=cfg.batch_size, seed=cfg.seed, resize="short", workers=cfg.workers)
     vgg = load_vgg16_loss(cfg.loss_network).to(device, memory_format=fmt)
     style_255 = to_tensor(style_img) * 255.0  # (1, 3, H, W) on the CPU
     with torch.no_grad():
@@ -125,7 +135,7 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
 
     def step_fn(step: int) -> dict:
         x = contents.batch(step).to(device, memory_format=fmt) * 255.0
-        y = net(x)
+        y = net(x)[..., :cfg.crop, :cfg.crop]  # 4·ceil(crop/4) px wide: cropped back, as inference does
         fy = vgg(y)
         with torch.no_grad():
             fx = vgg(_luminance(x) if cfg.content_luminance else x)

@@ -53,7 +53,7 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
     """Run steps ``start..steps-1``. ``step_fn(step)`` returns a dict of losses with a ``total`` tensor to minimise."""
     out_dir = Path(out_dir)
     state_path, loss_path, weights_path = out_dir / STATE_FILE, out_dir / LOSS_FILE, out_dir / weights_name
-    start, rows = 0, []
+    start, rows, logged, acc, n_acc, elapsed = 0, [], 0, {}, 0, 0.0
     check_out_dir(out_dir, resume=resume)
     if resume:
         state = load_train_state(out_dir)
@@ -71,7 +71,10 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
-        rows = read_losses(loss_path, start)
+        logged = int(state.get("logged", start))
+        acc, n_acc = dict(state.get("acc", {})), int(state.get("n_acc", 0))
+        elapsed = float(state.get("seconds", 0.0))
+        rows = read_losses(loss_path, logged)  # drops rows written after the state (a kill) and a final partial row
     if start >= steps:
         raise OptionsError(f"--steps {steps}: the run in {out_dir} is already at step {start}")
     try:
@@ -80,17 +83,19 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
         raise OptionsError(f"-o {out_dir}: cannot create the folder ({e.strerror or e})") from None
 
     def checkpoint(step: int, periodic: bool) -> None:
+        # The training state is written last: it is the commit point. A resume after a kill between these writes
+        # starts from the previous state and keeps only the loss rows it covers (up to its ``logged`` step).
         weights = cpu_state_dict(model)
         save_tensors(weights, weights_path)
         if periodic:
             save_tensors(weights, out_dir / "checkpoints" / f"{prefix}_step{step:07d}.pth")
-        save_tensors({"step": step, "model": weights, "optimizer": optimizer.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "settings": settings}, state_path)
         write_losses(loss_path, rows)
+        save_tensors({"step": step, "model": weights, "optimizer": optimizer.state_dict(),
+                      "torch_rng": torch.get_rng_state(), "settings": settings, "logged": logged,
+                      "acc": dict(acc), "n_acc": n_acc, "seconds": time.perf_counter() - t0}, state_path)
 
     model.train()
-    acc: dict[str, float] = {}
-    n_acc, t0, last = 0, time.perf_counter(), start
+    t0, last = time.perf_counter() - elapsed, start
     for step in range(start, steps):
         lr = lr_fn(step)
         for g in optimizer.param_groups:
@@ -113,7 +118,8 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
             rows.append(row)
             if on_log:
                 on_log(row)
-            acc, n_acc = {}, 0
+            if done % log_every == 0:  # a final off-cadence row keeps the sums, so a resumed run averages as one would
+                acc, n_acc, logged = {}, 0, done
         if done % checkpoint_every == 0 or done == steps:
             checkpoint(done, periodic=done % checkpoint_every == 0)
             last = done

@@ -77,3 +77,69 @@ def test_resume_names_the_recipe_of_the_run_in_the_folder(data, tmp_path):
         train_adain(AdaINTrainConfig(data["content"], data["style"], str(tj), encoder="random:2", steps=2,
                                      batch_size=1, crop=32, load_size=32, workers=1, device="cpu"),
                     resume=True, on_log=None)
+
+
+def _losses(path):
+    """(step, {column: float}) per row of a losses.csv, and the seconds column."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return ([(int(r["step"]), {k: float(v) for k, v in r.items() if k not in ("step", "seconds")}) for r in rows],
+            [float(r["seconds"]) for r in rows])
+
+
+def _same_losses(a, b):
+    assert [s for s, _ in a] == [s for s, _ in b]
+    for (_, x), (_, y) in zip(a, b):
+        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-9) for k in x), (x, y)
+
+
+def _cadence(data, out, steps):
+    """Logs every 2 steps, checkpoints every 3: checkpoints fall inside log intervals."""
+    return JohnsonTrainConfig(data["content"], data["style_image"], str(out), loss_network="random:1", steps=steps,
+                              batch_size=1, crop=16, checkpoint_every=3, log_every=2, workers=1, device="cpu",
+                              normalize_losses=True)
+
+
+def test_resumed_loss_log_matches_uninterrupted_run_off_cadence(data, tmp_path):
+    train_johnson(_cadence(data, tmp_path / "straight", 8), on_log=None)
+    train_johnson(_cadence(data, tmp_path / "split", 3), on_log=None)  # ends off cadence: a final row at step 3
+    assert [s for s, _ in _losses(tmp_path / "split" / "losses.csv")[0]] == [2, 3]
+    train_johnson(_cadence(data, tmp_path / "split", 8), resume=True, on_log=None)
+    straight, _ = _losses(tmp_path / "straight" / "losses.csv")
+    split, seconds = _losses(tmp_path / "split" / "losses.csv")
+    assert [s for s, _ in straight] == [2, 4, 6, 8]
+    _same_losses(split, straight)  # step 4 averages steps 3 and 4, as in the uninterrupted run
+    assert all(a < b for a, b in zip(seconds, seconds[1:])), seconds
+
+
+class _Killed(BaseException):
+    """Stands for the process being killed."""
+
+
+@pytest.mark.parametrize("kill_at", range(4))
+def test_resume_after_a_kill_between_checkpoint_writes(data, tmp_path, monkeypatch, kill_at):
+    """A kill before any one of the step-6 checkpoint's four writes (weights, periodic copy, losses, state) leaves
+    files that a resume turns into the uninterrupted run's loss log and weights."""
+    import stylecore.training.loop as loop
+
+    train_johnson(_cadence(data, tmp_path / "straight", 8), on_log=None)
+    writes = []
+
+    def killing(real):
+        def write(*args):
+            writes.append(args)
+            if len(writes) == 4 + kill_at + 1:  # the step-3 checkpoint makes the first four writes
+                raise _Killed
+            real(*args)
+        return write
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "save_tensors", killing(loop.save_tensors))
+        m.setattr(loop, "write_losses", killing(loop.write_losses))
+        with pytest.raises(_Killed):
+            train_johnson(_cadence(data, tmp_path / "killed", 8), on_log=None)
+    train_johnson(_cadence(data, tmp_path / "killed", 8), resume=True, on_log=None)
+    _same_losses(_losses(tmp_path / "killed" / "losses.csv")[0], _losses(tmp_path / "straight" / "losses.csv")[0])
+    a = torch.load(tmp_path / "straight" / "model.pth", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pth", weights_only=True)
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
