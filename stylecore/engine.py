@@ -53,6 +53,13 @@ class Request:
     options: StyleOptions = field(default_factory=StyleOptions.make)
     key: str = ""  # caller's identifier, echoed in the Result
     mask: Image.Image | None = None  # adain spatial control (see stylecore.adain.mask_labels)
+    names: list[str] = field(default_factory=list)  # for error messages: the content's, then each style's
+
+    def label(self, i: int) -> str:
+        """The name of the content (``i`` 0) or of style ``i`` in error messages (default: content, style N)."""
+        if i < len(self.names) and self.names[i]:
+            return self.names[i]
+        return f"style {i}" if i else "content"
 
 
 @dataclass
@@ -182,26 +189,32 @@ class Engine(FeedForwardMixin):
         if isinstance(styles, (str, bytes, Image.Image)) or hasattr(styles, "read") or hasattr(styles, "__fspath__"):
             styles = [styles]
         styles = list(styles)
-        content_img = self.load(content, opts.size, name=_name(content, "content"))
+        content_name = _name(content, "content")
+        content_img = self.load(content, opts.size, name=content_name)
         style_long = opts.style_size or max(content_img.size)
-        style_imgs = [self.load(s, style_long, name=_name(s, f"style {i + 1}")) for i, s in enumerate(styles)]
+        style_names = [_name(s, f"style {i + 1}") for i, s in enumerate(styles)]
+        style_imgs = [self.load(s, style_long, name=n) for s, n in zip(styles, style_names)]
         mask_img = None
         if mask is not None:
             _check_mask(method)
             mask_img = load_image(mask, name=_name(mask, "mask"), max_pixels=self.max_pixels)
-        return self._run(content_img, style_imgs, method, opts, style_weights, callback, mask=mask_img)
+        # names for "too small" errors, saying when the size comes from resizing
+        names = [f"{content_name} (resized by --size {opts.size})" if opts.size else content_name]
+        how = f"by --style-size {opts.style_size}" if opts.style_size else f"to the content's long side, {style_long} px"
+        names += [f"{n} (resized {how})" for n in style_names]
+        req = Request(content_img, style_imgs, [], style_weights, method, opts, mask=mask_img, names=names)
+        return self._run(req, callback)
 
-    def _run(self, content_img: Image.Image, style_imgs: list[Image.Image], method: str, opts: StyleOptions,
-             style_weights, callback=None, mask: Image.Image | None = None) -> Image.Image:
-        if method == "gatys":
-            if not style_imgs:
+    def _run(self, req: Request, callback=None) -> Image.Image:
+        if req.method == "gatys":
+            styles = list(req.styles)
+            if not styles:
                 raise OptionsError("method gatys needs at least one style image")
-            blend = normalise_weights(parse_style_weights(style_weights, len(style_imgs)), len(style_imgs))
+            blend = normalise_weights(parse_style_weights(req.style_weights, len(styles)), len(styles))
             with self._lock:
-                out = stylize_gatys(self.vgg, self._tensor(content_img), [self._tensor(s) for s in style_imgs],
-                                    blend, opts, callback)
+                out = stylize_gatys(self.vgg, self._tensor(req.content), [self._tensor(s) for s in styles],
+                                    blend, req.options, callback, names=[req.label(i) for i in range(len(styles) + 1)])
             return to_pil(out)
-        req = Request(content_img, list(style_imgs), [], style_weights, method, opts, mask=mask)
         img, _ = self._ff_batch([req])[0]
         if isinstance(img, BaseException):
             raise img
@@ -223,7 +236,7 @@ class Engine(FeedForwardMixin):
                 if method != "gatys":
                     ff.append((i, req))
                     continue
-                img = self._run(req.content, list(req.styles), method, req.options, req.style_weights)
+                img = self._run(req)
                 results[i] = Result(req.key, img, None, (time.perf_counter() - t0) * 1000)
             except Exception as e:  # noqa: BLE001 - a bad item never fails the batch
                 results[i] = Result(req.key, None, _one_line(e), (time.perf_counter() - t0) * 1000)
@@ -249,8 +262,8 @@ def _checked(req: Request, method: str) -> Request:
 
     if req.mask is not None:
         _check_mask(method)
-    return replace(req, method=method, content=_rgb(req.content, "content"),
-                   styles=[_rgb(s, f"style {i + 1}") for i, s in enumerate(req.styles)])
+    return replace(req, method=method, content=_rgb(req.content, req.label(0)),
+                   styles=[_rgb(s, req.label(i + 1)) for i, s in enumerate(req.styles)])
 
 
 def _rgb(img, what: str) -> Image.Image:

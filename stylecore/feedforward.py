@@ -180,7 +180,7 @@ class FeedForwardMixin:
     def _prepare(self, index: int, req) -> FFItem:
         t0 = time.perf_counter()
         opts = req.options
-        check_side(req.content, "content", req.method)
+        check_side(req.content, req.label(0), req.method)
         if req.method == "johnson":
             self.model  # noqa: B018 - load now so that a missing/bad model fails here
             item = FFItem(index, "johnson", req.content, opts)
@@ -196,7 +196,7 @@ class FeedForwardMixin:
         if not styles:
             raise OptionsError("method adain needs at least one style image")
         for i, style in enumerate(styles):
-            check_side(style, f"style {i + 1}", "adain")
+            check_side(style, req.label(i + 1), "adain")
         self.decoder  # noqa: B018 - a missing decoder is an error before any encoding
         n = len(styles)
         labels = None

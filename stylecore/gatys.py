@@ -88,8 +88,14 @@ def stylize_gatys(
     blend: Sequence[float],
     options: StyleOptions,
     callback: Callable[[StepInfo], None] | None = None,
+    names: Sequence[str] = (),
 ) -> torch.Tensor:
-    """Stylize ``content`` (1,3,H,W in [0,1]) with ``styles`` blended by ``blend``; returns (1,3,H,W) in [0,1]."""
+    """Stylize ``content`` (1,3,H,W in [0,1]) with ``styles`` blended by ``blend``; returns (1,3,H,W) in [0,1].
+    ``names``: the content's and each style's name in error messages (default: content, style N)."""
+    names = list(names) or ["content"] + [f"style {i + 1}" for i in range(len(styles))]
+    _check_min_side(content, names[0])
+    for s, name in zip(styles, names[1:]):
+        _check_min_side(s, name)
     with exact_math(content.device):
         return _optimise(encoder, content, styles, blend, options, callback)
 
@@ -108,9 +114,6 @@ def _optimise(encoder, content, styles, blend, options, callback) -> torch.Tenso
         work_content, work_styles = content, list(styles)
 
     h, w = content.shape[-2:]
-    _check_min_side(content, "content image")
-    for i, s in enumerate(styles):
-        _check_min_side(s, f"style image {i + 1}")
     # coarse levels whose short side would fall below what VGG19 can encode are skipped
     sizes = [n for n in pyramid_sizes(max(h, w), options.pyramid_threshold)
              if round(min(h, w) * n / max(h, w)) >= MIN_SIDE] or [max(h, w)]

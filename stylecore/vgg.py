@@ -94,6 +94,11 @@ class VGG19Encoder(nn.Module):
 
     def load_features_state_dict(self, state: dict[str, torch.Tensor], label: str) -> None:
         """Load a state_dict in torchvision's ``vgg19`` (features.N.*) or ``vgg19().features`` (N.*) layout."""
+        from .adain import is_normalised_vgg  # adain imports this module
+
+        if is_normalised_vgg(state):
+            raise WeightsError(f"{label}: this is a pytorch-AdaIN vgg_normalised.pth, which works only with --method adain; "
+                               f"gatys needs torchvision VGG19 weights (imagenet, a vgg19 .pth, random:SEED)")
         feats: dict[str, torch.Tensor] = {}
         for k, v in state.items():
             key = k[len("features."):] if k.startswith("features.") else k

@@ -171,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .progress import ProgressBar
 
+    if args.method == "johnson":  # its style is baked into the model: a style given here would be ignored
+        extra = [*args.styles, *(flag for flag, v in (("--style-weights", args.style_weights), ("--mask", args.mask))
+                                 if v is not None)]
+        if extra:
+            raise OptionsError(f"method johnson takes no style image (its style is in --model); remove {', '.join(extra)}")
     output_format(args.output)  # a bad extension fails before any work
     output = uris.resolve(args.output)
     if not uris.is_s3(output):

@@ -125,8 +125,28 @@ def test_pyramid_runs_coarse_to_fine_above_its_threshold(engine, style):
     hist = []
     assert engine.stylize(strip, style, size=0, steps=2, pyramid_threshold=40, callback=hist.append).size == (160, 20)
     assert {(h.levels, h.width) for h in hist} == {(1, 160)}
-    with pytest.raises(ImageError, match="content image: 12x9 px is too small"):
+    with pytest.raises(ImageError, match=r"^content \(resized by --size 12\): 12x9 px is too small"):
         engine.stylize(content, style, size=12, steps=1)
+
+
+def test_too_small_errors_name_the_file_and_the_resizing(engine, tmp_path):
+    """Too-small inputs are refused with the file's name, and say which resizing made them that small."""
+    c, tiny, s, wide = (str(tmp_path / n) for n in ("c.png", "tiny.png", "s.png", "wide.png"))
+    make_photo(64, 48).save(c)
+    make_photo(12, 9).save(tiny)
+    make_texture(40).save(s)
+    make_photo(40, 10).save(wide)
+    too_small = "px is too small for the VGG19 encoder (at least 16 px per side); use a larger size"
+    cases = [
+        ((c, s), dict(size=12), f"{c} (resized by --size 12): 12x9 {too_small}"),
+        ((tiny, s), dict(size=0), f"{tiny}: 12x9 {too_small}"),
+        ((c, [s, s]), dict(size=64, style_size=12), f"{s} (resized by --style-size 12): 12x12 {too_small}"),
+        ((c, [s, wide]), dict(size=24), f"{wide} (resized to the content's long side, 24 px): 24x6 {too_small}"),
+    ]
+    for args, kw, message in cases:
+        with pytest.raises(ImageError) as ei:
+            engine.stylize(*args, steps=1, **kw)
+        assert str(ei.value) == message
 
 
 def test_batch_api_and_engine_cache(engine, content, style):

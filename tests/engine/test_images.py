@@ -220,3 +220,32 @@ def test_png_level_follows_the_environment_and_stays_lossless(photo, monkeypatch
         with pytest.raises(ImageError, match=r"^STYLIZE_PNG_LEVEL='.*': expected a zlib level from 0 to 9$"):
             encode_image(img, "a.png")
     assert encode_image(img, "a.jpg")[:2] == b"\xff\xd8"  # other formats ignore it
+
+
+def test_upscaling_past_the_pixel_limit_is_refused_before_resizing(tmp_path, photo):
+    """The pixel limit applies to the resized target too: ``--size``/``style_size`` upscales are checked before
+    any pixels are allocated (content and style, through the engine and the shard's image cache)."""
+    import time
+
+    from stylecore.engine import Engine
+    from stylecore.images import load_resized
+    from stylecore.shard import ImageCache
+
+    photo.save(tmp_path / "c.png")  # 64x48
+    assert load_resized(tmp_path / "c.png", 1000, max_pixels=1_000_000).size == (1000, 750)  # 0.75 MP: allowed
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError) as ei:
+        load_resized(tmp_path / "c.png", 60000, max_pixels=DEFAULT_MAX_PIXELS)  # a 2.7 GP image if resized
+    assert time.perf_counter() - t0 < 2
+    assert str(ei.value) == (f"{tmp_path / 'c.png'}: resizing to 60000x45000 = 2700.0 MP exceeds the pixel limit "
+                             f"of 64.0 MP; use a smaller size")
+    engine = Engine(encoder="random:0", device="cpu", max_pixels=1_000_000)
+    with pytest.raises(ImageError, match=r"c\.png: resizing to 4000x3000 = 12\.0 MP exceeds the pixel limit of 1\.0 MP"):
+        engine.load(tmp_path / "c.png", 4000)
+    make_texture(40).save(tmp_path / "s.png")
+    with pytest.raises(ImageError, match=r"s\.png: resizing to 2000x2000 = 4\.0 MP exceeds"):
+        engine.stylize(tmp_path / "c.png", tmp_path / "s.png", size=64, style_size=2000, steps=1)
+    cache = ImageCache(lambda uri: (tmp_path / uri).read_bytes(), 1_000_000, 1 << 20)
+    with pytest.raises(ImageError, match=r"^c\.png: resizing to 4000x3000"):
+        cache.get("c.png", 4000)
+    assert cache.get("c.png", 32).size == (32, 24)

@@ -212,3 +212,18 @@ def test_a_checkpoint_given_for_the_wrong_role_names_its_flag(tmp_path, features
             loader(str(files[name]))
         assert hint in str(ei.value) and str(files[name]) in str(ei.value), (loader.__name__, name, str(ei.value))
     assert isinstance(load_adain_decoder(str(files["decoder"])), torch.nn.Module)  # the right role still loads
+
+
+def test_a_normalised_vgg_given_to_gatys_says_it_is_the_adain_encoder(tmp_path):
+    """pytorch-AdaIN's vgg_normalised.pth as the Gatys encoder: the error names the layout and what gatys takes,
+    not missing keys; the same file still loads as the AdaIN encoder."""
+    from stylecore.adain import load_adain_encoder
+    from stylecore.adain_net import normalised_vgg
+
+    path = tmp_path / "vggn.pth"
+    torch.save(normalised_vgg().state_dict(), path)
+    with pytest.raises(WeightsError) as ei:
+        load_vgg19_encoder(str(path))
+    assert str(ei.value) == (f"encoder {path}: this is a pytorch-AdaIN vgg_normalised.pth, which works only with "
+                             f"--method adain; gatys needs torchvision VGG19 weights (imagenet, a vgg19 .pth, random:SEED)")
+    assert load_adain_encoder(str(path)).layout == "normalised"

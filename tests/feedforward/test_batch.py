@@ -4,10 +4,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from stylecore.engine import Engine, Request
+from stylecore.errors import ImageError
 from stylecore.feedforward import GPU_BATCH_PIXELS
 from stylecore.options import StyleOptions
 from tests.conftest import make_photo, make_texture
@@ -104,6 +106,34 @@ def test_unusable_images_fail_their_item_with_a_reason_and_the_batch_goes_on(ff_
         assert by_key[key].error == f"mask: spatial control is available for method adain, not {key[5:]}"
     assert by_key["smallest-adain"].image.size == (9, 40) and by_key["smallest-johnson"].image.size == (40, 5)
     assert np.isfinite(np.asarray(by_key["smallest-adain"].image, dtype=float)).all()
+
+
+def test_too_small_errors_name_the_file_and_the_resizing(ff_weights, tmp_path):
+    """``stylize`` names the file in too-small errors, and says when --size, --style-size or the content's long
+    side made it that small."""
+    engine = _engine(ff_weights)
+    c, tiny, s = str(tmp_path / "c.png"), str(tmp_path / "tiny.png"), str(tmp_path / "s.png")
+    make_photo(64, 48).save(c)
+    make_photo(7, 3).save(tiny)
+    make_texture(40).save(s)
+    cases = [
+        ((tiny, s), dict(method="adain", size=0), f"{tiny}: 7x3 px is too small for method adain (at least 9 px per side)"),
+        ((c, s), dict(method="adain", size=8),
+         f"{c} (resized by --size 8): 8x6 px is too small for method adain (at least 9 px per side)"),
+        ((c, [s, s]), dict(method="adain", size=0, style_size=8),
+         f"{s} (resized by --style-size 8): 8x8 px is too small for method adain (at least 9 px per side)"),
+        ((tiny,), dict(method="johnson", size=0), f"{tiny}: 7x3 px is too small for method johnson (at least 5 px per side)"),
+    ]
+    for args, kw, message in cases:
+        with pytest.raises(ImageError) as ei:
+            engine.stylize(*args, **kw)
+        assert str(ei.value) == message
+    # a style resized to a small content's long side: content 12x9 is fine, the 40x10 style becomes 12x3
+    make_photo(40, 10).save(tmp_path / "wide.png")
+    with pytest.raises(ImageError) as ei:
+        engine.stylize(c, [s, str(tmp_path / "wide.png")], method="adain", size=12)
+    assert str(ei.value) == (f"{tmp_path / 'wide.png'} (resized to the content's long side, 12 px): 12x3 px is too small "
+                             f"for method adain (at least 9 px per side)")
 
 
 def test_palette_and_transparent_images_are_read_as_stylize_reads_them(ff_weights):
