@@ -21,7 +21,7 @@ from .feedforward import FF_MEMORY_FORMAT, FeedForwardMixin, _one_line, cuda_lay
 from .ff_graphs import compile_dynamic, compile_mode
 from .fused_layers import fuse_sequential, fuse_transformer
 from .gatys import StepInfo, stylize_gatys
-from .images import (DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, to_pil, to_rgb,
+from .images import (DEFAULT_MAX_PIXELS, ImageSource, load_image, load_resized, style_long_side, to_pil, to_rgb,
                      to_tensor)
 from .johnson import load_transformer
 from .options import StyleOptions, check_method, normalise_weights, parse_style_weights
@@ -191,7 +191,7 @@ class Engine(FeedForwardMixin):
         styles = list(styles)
         content_name = _name(content, "content")
         content_img = self.load(content, opts.size, name=content_name)
-        style_long = opts.style_size or max(content_img.size)
+        style_long = style_long_side(content_img.size, opts.style_size)
         style_names = [_name(s, f"style {i + 1}") for i, s in enumerate(styles)]
         style_imgs = [self.load(s, style_long, name=n) for s, n in zip(styles, style_names)]
         mask_img = None
@@ -200,7 +200,9 @@ class Engine(FeedForwardMixin):
             mask_img = load_image(mask, name=_name(mask, "mask"), max_pixels=self.max_pixels)
         # names for "too small" errors, saying when the size comes from resizing
         names = [f"{content_name} (resized by --size {opts.size})" if opts.size else content_name]
-        how = f"by --style-size {opts.style_size}" if opts.style_size else f"to the content's long side, {style_long} px"
+        how = (f"by --style-size {opts.style_size}" if opts.style_size else
+               f"to the content's long side, {style_long} px" if style_long == max(content_img.size) else
+               f"to {style_long} px, the default for a {content_img.width}x{content_img.height} content")
         names += [f"{n} (resized {how})" for n in style_names]
         req = Request(content_img, style_imgs, [], style_weights, method, opts, mask=mask_img, names=names)
         return self._run(req, callback)

@@ -148,6 +148,20 @@ def long_side_size(wh: tuple[int, int], size: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
+STYLE_FLOOR = 512  # px: the smallest default style long side for very wide or tall contents
+
+
+def style_long_side(content_wh: tuple[int, int], style_size: int | None = None) -> int:
+    """The long side style images are resized to: ``style_size`` when given, else the content's long side,
+    capped at ``2·sqrt(content pixels)`` (at least ``STYLE_FLOOR``). The cap keeps a square style within 4× the
+    content's pixels: it changes nothing up to a 4:1 content, and a 3000×16 strip gets a 512 px style instead of
+    a 3000×3000 one (9 MP to encode for 48 kP of content)."""
+    if style_size:
+        return int(style_size)
+    w, h = content_wh
+    return min(max(w, h), max(STYLE_FLOOR, round(2 * math.sqrt(w * h))))
+
+
 def resize_long_side(img: Image.Image, size: int) -> Image.Image:
     """Resize so that the longer side is ``size`` pixels (0 or None keeps the original)."""
     new = long_side_size(img.size, size)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from .errors import StyleCoreError
 from .fsutil import remove_partials
-from .images import encode_image, load_resized, png_level
+from .images import encode_image, load_resized, png_level, style_long_side
 from .options import FEED_FORWARD, StyleOptions, parse_style_weights
 
 # Columns a plan row carries that are not passed through to the metrics unchanged.
@@ -325,7 +325,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
             style_uris = [s for s in str(rec["style"]).split("|") if s]
             item.weights = parse_style_weights(rec.get("style_weights") or None, len(style_uris), sep="|")
             item.content = contents.get(rec["content"], item.options.size)
-            long_side = item.options.style_size or max(item.content.size)
+            long_side = style_long_side(item.content.size, item.options.style_size)
             item.styles = [styles.get(u, long_side) for u in style_uris]
             item.style_keys = [styles.version_key(u) for u in style_uris]
         except Exception as e:  # noqa: BLE001 - a bad row fails alone
@@ -384,7 +384,8 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
 
         reqs = [Request(content=it.content, styles=it.styles, style_keys=it.style_keys,
                         style_weights=it.weights, method=str(it.row["method"]), options=it.options,
-                        key=str(it.index)) for it in batch]
+                        key=str(it.index), names=[str(it.row["content"]), *str(it.row["style"]).split("|")])
+                for it in batch]
         error = None
         try:
             outs = engine.stylize_batch(reqs)

@@ -10,7 +10,7 @@ from PIL import Image
 from stylecore.errors import ImageError
 from stylecore.images import (DEFAULT_MAX_PIXELS, encode_image, load_image, resize_long_side, save_image,
                               to_pil, to_tensor)
-from tests.conftest import make_texture
+from tests.conftest import make_photo, make_texture
 
 
 def _roundtrip(img: Image.Image, path, **save) -> Image.Image:
@@ -249,3 +249,34 @@ def test_upscaling_past_the_pixel_limit_is_refused_before_resizing(tmp_path, pho
     with pytest.raises(ImageError, match=r"^c\.png: resizing to 4000x3000"):
         cache.get("c.png", 4000)
     assert cache.get("c.png", 32).size == (32, 24)
+
+
+def test_default_style_size_follows_the_content_but_is_capped_for_strips():
+    from stylecore.images import STYLE_FLOOR, style_long_side
+
+    # ordinary shapes, up to 4:1: the content's long side, as before
+    for wh in [(512, 384), (1920, 1080), (4000, 1000), (48, 40), (40, 48), (700, 700)]:
+        assert style_long_side(wh) == max(wh)
+    assert style_long_side((8000, 1000)) == round(2 * (8000 * 1000) ** 0.5) == 5657  # a square style: 4x the pixels
+    assert style_long_side((3000, 16)) == STYLE_FLOOR == 512  # not 3000x3000 (9 MP) for 48 kP of content
+    assert style_long_side((3000, 16), 2000) == 2000  # an explicit style_size is kept
+
+
+def test_engine_resizes_styles_for_a_strip_to_the_capped_size(tmp_path):
+    from stylecore.engine import Engine
+
+    make_photo(1200, 12, seed=1).save(tmp_path / "strip.png")
+    make_photo(40, 40, seed=2).save(tmp_path / "s.png")
+    engine = Engine(encoder="random:0", decoder="random:1", device="cpu")
+    sizes = []
+    real = engine.load
+
+    def load(source, size, **kw):  # the real loader, recording the sizes asked for
+        img = real(source, size, **kw)
+        sizes.append((str(source), img.size))
+        return img
+
+    engine.load = load
+    out = engine.stylize(tmp_path / "strip.png", tmp_path / "s.png", method="adain", size=0)
+    assert out.size == (1200, 12)
+    assert sizes == [(str(tmp_path / "strip.png"), (1200, 12)), (str(tmp_path / "s.png"), (512, 512))]

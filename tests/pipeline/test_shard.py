@@ -503,3 +503,19 @@ def test_weights_load_before_the_first_row_is_timed(tmp_path, monkeypatch):
     metrics = run_shard(rows, fresh)
     assert (metrics["status"] == "ok").all(), metrics["error"].tolist()
     assert metrics["compute_ms"].max() < 1500, metrics["compute_ms"].tolist()
+
+
+def test_too_small_rows_name_their_files(tmp_path, engine):
+    """A content or style too small for the method after resizing fails its row, naming the file (not "content")."""
+    (tmp_path / "content").mkdir()
+    make_photo(64, 2, seed=3).save(tmp_path / "content" / "strip.png")  # 32x1 at --size 32
+    make_photo(48, 40, seed=4).save(tmp_path / "content" / "ok.png")
+    (tmp_path / "styles").mkdir()
+    make_photo(40, 40, seed=5).save(tmp_path / "styles" / "s.png")
+    make_photo(300, 2, seed=6).save(tmp_path / "styles" / "thin.png")  # 32x0.2 -> 32x1 at the content's size
+    pd.DataFrame({"content": ["content/strip.png", "content/ok.png", "content/ok.png"],
+                  "style": ["styles/s.png", "styles/thin.png", "styles/s.png"]}).to_csv(tmp_path / "m.csv", index=False)
+    metrics = run_shard(_plan(tmp_path, tmp_path / "m.csv").rows, engine, batch_size=4)
+    assert metrics["status"].tolist() == ["failed", "failed", "ok"]
+    assert metrics["error"].iat[0].startswith(str(tmp_path / "content" / "strip.png") + ": 32x1 px is too small")
+    assert metrics["error"].iat[1].startswith(str(tmp_path / "styles" / "thin.png") + ": 32x1 px is too small")
