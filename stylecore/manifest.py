@@ -197,7 +197,7 @@ def _resolve_column(s: pd.Series, base: str | None, col: str, probs: _Problems) 
     """Resolve URIs of a text column. Plain ``s3://bucket/key`` values and clean absolute or relative
     local paths are handled vectorised; only unusual values go through ``uris.resolve``."""
     base_uri = uris.resolve(base) if base is not None else os.getcwd()
-    plain_s3 = s.str.match(r"s3://[^/@]+/").to_numpy(dtype=bool)  # user info goes to uris.resolve (refused)
+    plain_s3 = s.str.match(r"s3://[^/@:]+/").to_numpy(dtype=bool)  # user info goes to uris.resolve (refused)
     suspect = (s.str.contains(_PATH_SUSPECT, regex=True).to_numpy(dtype=bool) | _ends_in_dot_segment(s)
                | s.str.endswith("/").to_numpy(dtype=bool)) & ~plain_s3
     absolute = s.str.startswith("/").to_numpy(dtype=bool) & ~plain_s3 & ~suspect

@@ -15,7 +15,9 @@ from .errors import StorageError
 
 SCHEMES = ("s3", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+# ``scheme://user@`` or ``scheme://user:password@``, where a password may hold ``/`` (about half of AWS secret
+# keys do): after ``user:`` everything up to the last ``@`` of the word is taken (a bucket never holds ``:``).
+_USERINFO = re.compile(r"(\w+://)(?:[^/@\s:]+:\S*|[^/@\s:]+)@")
 NO_CREDENTIALS = ("credentials in URIs are not supported; give them through the environment (AWS_ACCESS_KEY_ID "
                   "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or an instance role")
 
@@ -54,7 +56,7 @@ def parse_s3(uri: str) -> S3Location:
     """Split ``s3://bucket/key`` (the key may be empty for a bucket-level prefix)."""
     rest = str(uri)[5:]
     bucket, _, key = rest.partition("/")
-    if "@" in bucket:
+    if "@" in bucket or ":" in bucket or has_userinfo(uri):
         raise StorageError(f"{redact(uri)}: {NO_CREDENTIALS}")
     if not bucket:
         raise StorageError(f"{uri}: malformed S3 URI; expected s3://bucket/key")

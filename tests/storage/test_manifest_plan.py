@@ -369,3 +369,25 @@ def test_a_repeated_header_name_is_one_problem(tmp_path):
         manifest.load(str(tmp_path / "m.csv"))
     assert e.value.problems == ["column content: appears 2 times in the header",
                                 "column label: appears 2 times in the header"]
+
+
+def test_credentials_holding_a_slash_are_refused_and_redacted(tmp_path):
+    """AWS secret keys often contain "/": such a URI is user info too, never a bucket named "KEY:SECRET"."""
+    from stylecore import uris
+    from stylecore.errors import StorageError
+
+    slashed = "s3://AKIAEXAMPLE:wJalr/XUtnFEMI+K7@bucket/photos/a.jpg"
+    assert uris.has_userinfo(slashed) and uris.redact(slashed) == "s3://***@bucket/photos/a.jpg"
+    assert uris.redact(f"error: {slashed}: not found") == "error: s3://***@bucket/photos/a.jpg: not found"
+    for plain in ("s3://bucket/a:b@c.jpg", "s3://bucket/dir/x@y.png", "file:///tmp/a@b.png", "/d/a:b@c.png"):
+        assert not uris.has_userinfo(plain) and uris.redact(plain) == plain
+    with pytest.raises(StorageError, match="credentials in URIs are not supported") as e:
+        uris.parse_s3(slashed)
+    assert "XUtnFEMI" not in str(e.value)
+    df = pd.DataFrame({"content": [slashed, "a.jpg"], "style": ["s.png", slashed.replace("photos/a.jpg", "s.png")]})
+    with pytest.raises(ManifestError) as e:
+        manifest.load(df, base=str(tmp_path))
+    problems = e.value.problems
+    assert [p.split(",")[0] for p in problems] == ["row 0", "row 1"]
+    assert all("credentials in URIs are not supported" in p and "XUtnFEMI" not in p and "wJalr" not in p
+               for p in problems)
