@@ -35,6 +35,9 @@ _PATHLIKE = re.compile(
     rf"|(?P<win>(?<![\w\\/])[A-Za-z]:[\\/]{_PATH_CHARS}+(?:[\\/]{_PATH_CHARS}+)*)"
     rf"|(?P<abs>(?<![\w.~+@%=/:\\-])(?:~|\.{{1,2}})?(?:/{_PATH_CHARS}+)+/?)"
     rf"|(?P<rel>(?<![\w.~+@%=/:\\-]){_PATH_CHARS}+(?:/{_PATH_CHARS}+)+/?)")
+# Run-specific parts of shard-level messages: "shard 00012 did not finish: Crashed: ... <flow run id>".
+_SHARD_NUMBER = re.compile(r"\bshard \d+\b")
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
 _TRAILING = ".,;:!?)]}"
 # Example forms in the project's own messages ("expected s3://bucket/key"): text, not a row's file.
@@ -132,13 +135,25 @@ def _replace_whole(text: str, parts: set[str], repl: str) -> str:
 
 def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
     """The row-independent part of an error message, so that rows failing for the same reason group:
-    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``.
+    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``. The
+    run's weight specs (the row's ``encoder``/``decoder``/``model``) stay, since every row shares them; shard
+    numbers and run ids become ``shard <n>`` and ``<id>``, so a cause that failed several shards is one reason.
 
     Only real paths and URIs are replaced (local paths, ``file://``/``s3://bucket/key`` and other URIs);
     quotes, punctuation and words such as ``file://`` or ``s3:// URI`` in the text stay as they are."""
     from .uris import redact
 
     text = redact(" ".join(str(error or "").split())) or "unknown error"
+    if "shard " in text:
+        text = _SHARD_NUMBER.sub("shard <n>", text)
+    if "-" in text:
+        text = _UUID.sub("<id>", text)
+    kept = []  # weight specs, shielded from the path replacement below
+    for col in ("encoder", "decoder", "model"):
+        val = (row or {}).get(col)
+        if isinstance(val, str) and len(val) > 2 and val in text:
+            text = text.replace(val, f"\x00{len(kept)}\x00")
+            kept.append(redact(val))
     parts = set()
     for col in ("content", "style", "output", "output_uri", "id"):
         val = (row or {}).get(col)
@@ -150,6 +165,8 @@ def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
     head, sep, rest = text.partition(": ")
     if sep and (head == "<file>" or (" " not in head and ("/" in head or "\\" in head or "." in head))):
         text = rest or text
+    for i, val in enumerate(kept):
+        text = text.replace(f"\x00{i}\x00", val)
     return text[:300]
 
 

@@ -82,3 +82,17 @@ def test_whole_word_replacement_matches_the_regex_it_replaced():
         pick = sorted(parts)
         text = "".join(rng.choice(pick) if rng.random() < .3 else rng.choice(alphabet) for _ in range(rng.randint(0, 15)))
         assert _replace_whole(text, parts, "<file>") == by_regex(text, parts), (text, parts)
+
+
+def test_one_cause_across_shards_is_one_reason_and_weight_specs_stay_named():
+    crash = "shard {:05d} did not finish: Crashed: Flow run {} exited with status -9"
+    ids = ["1b2c3d4e-aaaa-bbbb-cccc-0123456789ab", "9f8e7d6c-1111-2222-3333-abcdefabcdef"]
+    missing = "model: s3://run1/w/missing.pth: not found"
+    m = pd.DataFrame({"id": list("abcdef"), "status": ["failed"] * 6, "model": ["s3://run1/w/missing.pth"] * 6,
+                      "content": [f"/in/{c}.png" for c in "abcdef"],
+                      "error": [crash.format(3, ids[0]), crash.format(3, ids[0]), crash.format(12, ids[1]),
+                                missing, missing, "/in/f.png: not found"]})
+    assert summarize(m)["failure_reasons"] == {
+        "shard <n> did not finish: Crashed: Flow run <id> exited with status -9": 3,
+        "model: s3://run1/w/missing.pth: not found": 2,  # the one spec every row shares: named, not "<file>"
+        "not found": 1}
