@@ -136,7 +136,8 @@ def check_run_settings(*, device: str, dispatch: str, shard_size: Any, concurren
 
 def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> None:
     """One-line ``OptionsError``/``WeightsError`` when the rows' methods lack the weights they need (adain: a
-    decoder, johnson: a model), a spec is malformed, or, when shards run here, a local weights file is missing."""
+    decoder, johnson: a model), a spec is malformed, or, when shards run here, a weights file is missing (local,
+    or on S3 with one HEAD; pool workers may reach other files and buckets, so those are not checked here)."""
     needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth; the decoder parameter of a flow run)"),
              "johnson": ("model", "--model SPEC (a fast_neural_style .pth; the model parameter of a flow run)")}
     for method in sorted(methods):
@@ -146,6 +147,13 @@ def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> N
             parsed = parse_spec(spec, allow_imagenet=role == "encoder", what=role)
             if dispatch == "local" and parsed.kind == "path" and not os.path.isfile(parsed.value):
                 raise WeightsError(f"{role} {parsed.value}: file not found")
+            if dispatch == "local" and parsed.kind == "s3":
+                try:
+                    found = storage.exists(parsed.value)
+                except StorageError as e:
+                    raise WeightsError(f"{role}: {e}") from None
+                if not found:
+                    raise WeightsError(f"{role} {parsed.value}: not found")
 
 
 def check_shard_deployment(pool: str) -> str | None:

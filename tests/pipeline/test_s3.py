@@ -46,3 +46,21 @@ def test_s3_end_to_end_and_resume(prefect_server, s3):
 
     again = stylize_collection(**params)
     assert (again["ok"], again["failed"], again["skipped"]) == (0, 1, 5)
+
+
+def test_missing_s3_weights_fail_the_run_before_any_shard(prefect_server, s3):
+    """With shards run here, an S3 weights spec that does not exist is one line before any work (one HEAD),
+    not the same failure on every row."""
+    import pytest
+
+    from stylecore.errors import WeightsError
+
+    bucket = s3.bucket("weights")
+    s3.put(bucket, "c.png", _png(make_photo(40, 32, seed=1)))
+    s3.put(bucket, "m.csv", b"content,style\nc.png,c.png\n")
+    params = dict(manifest=f"s3://{bucket}/m.csv", output=f"s3://{bucket}/out", quality=False,
+                  **dict(ENGINE, method="johnson", model=f"s3://{bucket}/w/missing.pth"))
+    with pytest.raises(WeightsError) as info:
+        stylize_collection(**params)
+    assert str(info.value) == f"model s3://{bucket}/w/missing.pth: not found"
+    assert s3.keys(bucket, "out/") == []
