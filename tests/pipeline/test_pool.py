@@ -47,6 +47,8 @@ def test_prefect_deploy_all_succeeds(deployed, prefect_server):
     assert bulk.parameters["dispatch"] == "pool" and not bulk.schedules
     [schedule] = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    assert schedule.active is False  # off until its placeholder parameters are edited
+    assert all("EDIT-ME" in nightly.parameters[k] for k in ("source", "styles", "output"))
     assert {"source", "styles", "k", "seed", "output"} <= set(nightly.parameters)
     limit = nightly.global_concurrency_limit  # one night at a time; an overlapping run is cancelled
     assert limit is not None and limit.limit == 1
