@@ -174,6 +174,26 @@ def check_shard_deployment(pool: str) -> str | None:
                        f"`prefect deploy --all --prefect-file deployments/prefect.yaml` or choose a deployed pool")
 
 
+def stop_runs(client, run_ids: list, logger) -> None:
+    """Cancel shard runs still in flight when their parent stops: a waiting run at once, a running one through
+    Cancelling (its worker then stops its process). Best effort: the parent is already ending."""
+    from prefect.states import Cancelled, Cancelling
+
+    stopped = 0
+    for run_id in run_ids:
+        try:
+            state = client.read_flow_run(run_id).state
+            if state is None or state.is_final():
+                continue
+            new = Cancelled if state.is_scheduled() or state.is_pending() else Cancelling
+            client.set_flow_run_state(run_id, new(message="its stylize-collection parent run stopped"), force=True)
+            stopped += 1
+        except Exception as e:  # noqa: BLE001 - one run that cannot be reached does not stop the others
+            logger.warning("could not cancel shard run %s: %s", run_id, " ".join(str(e).split()))
+    if stopped:
+        logger.warning("parent run stopping: cancelled %d shard run(s) still in flight", stopped)
+
+
 def _run_pool(shards, engine, *, pool, work_pool, name, run, overwrite, batch_size, quality, concurrency, retries,
               on_done, poll: float = 1.0) -> dict[int, dict]:
     """Run each shard as a ``stylize-shard/{pool}`` deployment run, at most ``concurrency`` in flight; a
@@ -191,40 +211,44 @@ def _run_pool(shards, engine, *, pool, work_pool, name, run, overwrite, batch_si
     running: dict[Any, tuple[dict, int]] = {}
     outcomes: dict[int, dict] = {}
     with get_client(sync_client=True) as client:
-        while todo or running:
-            while todo and len(running) < concurrency:
-                shard, attempt = todo.popleft()
-                label = f"{name}-shard-{shard['index']:05d}" + (f"-retry{attempt}" if attempt else "")
-                fr = run_deployment(
-                    deployment, timeout=0, as_subflow=True, flow_run_name=label,
-                    tags=["stylize-shard", f"manifest:{name}", f"run:{run}", f"shard:{shard['index']:05d}"],
-                    parameters={"shard": shard["shard"], "metrics": shard["metrics"], "index": shard["index"],
-                                "overwrite": overwrite, "batch_size": batch_size, "quality": quality, **engine})
-                running[fr.id] = (shard, attempt)
-                logger.info("started %s (flow run %s) on %s", label, fr.id, deployment)
-            time.sleep(poll)
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(running))))
-            if time.monotonic() >= next_idle_check:
-                next_idle_check = time.monotonic() + IDLE_POOL_CHECK_SECONDS
-                if work_pool and any(fr.state is not None and fr.state.is_scheduled() for fr in runs):
-                    warning = idle_pool_warning(client, work_pool)
-                    if warning:
-                        logger.warning(warning)
-            for fr in runs:
-                if fr.state is None or not fr.state.is_final():
-                    continue
-                shard, attempt = running.pop(fr.id)
-                if fr.state.is_completed():
-                    outcomes[shard["index"]] = {"status": "ok", "flow_run_id": str(fr.id)}
-                elif attempt < retries and not fr.state.is_cancelled():  # a cancelled run was stopped on purpose
-                    logger.warning("shard %05d run %s ended %s (%s); retrying", shard["index"], fr.name,
-                                   fr.state.name, fr.state.message)
-                    todo.append((shard, attempt + 1))
-                    continue
-                else:
-                    outcomes[shard["index"]] = {"status": "failed", "flow_run_id": str(fr.id),
-                                                "error": f"{fr.state.name}: {' '.join(str(fr.state.message or '').split())}"}
-                on_done(shard, outcomes[shard["index"]])
+        try:
+            while todo or running:
+                while todo and len(running) < concurrency:
+                    shard, attempt = todo.popleft()
+                    label = f"{name}-shard-{shard['index']:05d}" + (f"-retry{attempt}" if attempt else "")
+                    fr = run_deployment(
+                        deployment, timeout=0, as_subflow=True, flow_run_name=label,
+                        tags=["stylize-shard", f"manifest:{name}", f"run:{run}", f"shard:{shard['index']:05d}"],
+                        parameters={"shard": shard["shard"], "metrics": shard["metrics"], "index": shard["index"],
+                                    "overwrite": overwrite, "batch_size": batch_size, "quality": quality, **engine})
+                    running[fr.id] = (shard, attempt)
+                    logger.info("started %s (flow run %s) on %s", label, fr.id, deployment)
+                time.sleep(poll)
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(running))))
+                if time.monotonic() >= next_idle_check:
+                    next_idle_check = time.monotonic() + IDLE_POOL_CHECK_SECONDS
+                    if work_pool and any(fr.state is not None and fr.state.is_scheduled() for fr in runs):
+                        warning = idle_pool_warning(client, work_pool)
+                        if warning:
+                            logger.warning(warning)
+                for fr in runs:
+                    if fr.state is None or not fr.state.is_final():
+                        continue
+                    shard, attempt = running.pop(fr.id)
+                    if fr.state.is_completed():
+                        outcomes[shard["index"]] = {"status": "ok", "flow_run_id": str(fr.id)}
+                    elif attempt < retries and not fr.state.is_cancelled():  # a cancelled run was stopped on purpose
+                        logger.warning("shard %05d run %s ended %s (%s); retrying", shard["index"], fr.name,
+                                       fr.state.name, fr.state.message)
+                        todo.append((shard, attempt + 1))
+                        continue
+                    else:
+                        outcomes[shard["index"]] = {"status": "failed", "flow_run_id": str(fr.id),
+                                                    "error": f"{fr.state.name}: {' '.join(str(fr.state.message or '').split())}"}
+                    on_done(shard, outcomes[shard["index"]])
+        except BaseException:  # cancelled (SIGTERM from the worker), interrupted, or failed: stop the shard runs
+            stop_runs(client, list(running), logger)
+            raise
     return outcomes
 
 

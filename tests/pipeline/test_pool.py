@@ -319,3 +319,49 @@ def test_server_label_never_shows_credentials():
     assert server_label("https://user:s3cret@prefect.example.com:4200/api?token=abc") == \
         "the Prefect server at https://prefect.example.com:4200/api"
     assert server_label(None).startswith("the ephemeral Prefect server (PREFECT_API_URL is not set")
+
+
+def test_a_parent_that_stops_cancels_its_shard_runs_in_flight(prefect_server, tmp_path, monkeypatch):
+    """When the parent run stops while shard runs are in flight (cancelled: its worker sends SIGTERM; Ctrl-C;
+    an error), it cancels them, so no queued shard starts on a GPU afterwards. Here the parent fails by an
+    error raised in its wait loop, while its two shard runs wait on a pool with no worker."""
+    import contextvars
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    import flows.stylize_collection as collection
+
+    pool = "stop-e2e"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        flow_id = client.create_flow_from_name("stylize-shard")
+        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool,
+                                                 entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT))
+    monkeypatch.setattr(collection, "IDLE_POOL_CHECK_SECONDS", 1.0)
+
+    def stop_here(client, work_pool):
+        raise RuntimeError("the parent stops here")
+
+    monkeypatch.setattr(collection, "idle_pool_warning", stop_here)
+    path = write_manifest(tmp_path, 4)
+    result: dict = {}
+
+    def run() -> None:
+        result["state"] = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool",
+                                             pool=pool, shard_size=2, concurrency=2, quality=False,
+                                             return_state=True, **ENGINE)
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert result["state"].is_failed() and "the parent stops here" in result["state"].message
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    assert len(runs) == 2 and all(r.state.is_cancelled() for r in runs), [r.state for r in runs]
+    assert {r.state.message for r in runs} == {"its stylize-collection parent run stopped"}
