@@ -166,6 +166,19 @@ def test_a_pool_without_an_online_worker_is_reported(deployed, prefect_server):
         assert idle_pool_warning(client, "gpu") is None
 
 
+def _idle_shard_deployment(pool: str, work_pool: str):
+    """A ``stylize-shard/{pool}`` deployment on the process work pool ``work_pool``, which has no worker (its runs
+    wait in state Scheduled); returns the deployment's id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"), overwrite=True)
+        flow_id = client.create_flow_from_name("stylize-shard")
+        return client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=work_pool,
+                                        entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT))
+
+
 def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_rows(
         deployed, prefect_server, tmp_path, monkeypatch):
     """End to end: stylize-collection dispatches to a pool that has no worker; while its shard runs wait the
@@ -177,18 +190,13 @@ def test_shard_runs_waiting_on_an_idle_pool_warn_and_a_cancelled_run_fails_its_r
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.states import Cancelled
 
     import flows.stylize_collection as collection
 
     pool, work_pool = "idle-e2e", "idle-e2e-pool"  # the deployment stylize-shard/idle-e2e, on another pool name
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"), overwrite=True)
-        flow_id = client.create_flow_from_name("stylize-shard")
-        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=work_pool,
-                                 entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT))
+    deployment_id = _idle_shard_deployment(pool, work_pool)
     monkeypatch.setattr(collection, "IDLE_POOL_CHECK_SECONDS", 1.0)
     warnings: list[str] = []
 
@@ -327,20 +335,14 @@ def test_a_parent_that_stops_cancels_its_shard_runs_in_flight(prefect_server, tm
     error raised in its wait loop, while its two shard runs wait on a pool with no worker."""
     import contextvars
     import threading
-    import time
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     import flows.stylize_collection as collection
 
     pool = "stop-e2e"
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
-        flow_id = client.create_flow_from_name("stylize-shard")
-        deployment_id = client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool,
-                                                 entrypoint="flows/stylize_shard.py:stylize_shard", path=str(ROOT))
+    deployment_id = _idle_shard_deployment(pool, pool)
     monkeypatch.setattr(collection, "IDLE_POOL_CHECK_SECONDS", 1.0)
 
     def stop_here(client, work_pool):
