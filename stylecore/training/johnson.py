@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..device import memory_format, resolve_device
 from ..errors import ImageError
-from ..images import load_image, resize_long_side, to_tensor
+from ..images import load_resized, to_tensor
 from ..losses import gram_matrix
 from ..transformer_net import TransformerNet
 from .adain import _check
@@ -112,7 +112,7 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
     images = list_images(cfg.content, what="content")
-    style_img = resize_long_side(load_image(cfg.style), cfg.style_size)
+    style_img = load_resized(cfg.style, cfg.style_size or 0)  # refuses an upscale past the pixel limit
     if min(style_img.size) < MIN_SIDE:
         resized = f" (after --style-size {cfg.style_size})" if cfg.style_size else ""
         raise ImageError(f"{cfg.style}: {style_img.width}x{style_img.height} px{resized} is too small for the VGG16 "

@@ -38,6 +38,8 @@ def test_too_small_crops_and_styles_are_refused_before_any_work(data, tmp_path):
         train_johnson(_johnson(data, tmp_path / "j", 16, style=str(tmp_path / "thin.png")), on_log=None)
     with pytest.raises(ImageError, match=r"t1\.png: 7x7 px \(after --style-size 7\) is too small"):
         train_johnson(_johnson(data, tmp_path / "j", 16, style_size=7), on_log=None)
+    with pytest.raises(ImageError, match=r"t1\.png: resizing to 100000x100000 = 10000\.0 MP exceeds the pixel limit"):
+        train_johnson(_johnson(data, tmp_path / "j", 16, style_size=100_000), on_log=None)  # not 40 GB of pixels
     with pytest.raises(OptionsError, match=r"--crop 8: must be at least 9 px"):
         train_adain(AdaINTrainConfig(data["content"], data["style"], str(tmp_path / "a"), encoder="random:0",
                                      crop=8, load_size=8, workers=1, device="cpu"), on_log=None)
