@@ -26,6 +26,9 @@ from stylecore.options import check_method
 
 from flows.failures import fail_plainly
 from flows.stylize_collection import check_run_settings, stylize_collection
+from stylecore.keys import extension
+from stylecore.options import StyleOptions
+from tasks.metrics import lost_with_shard
 
 # Index columns, then the manifest's passthrough (label) columns.
 INDEX_COLUMNS = ["image", "image_uri", "source", "style", "method", "options_hash"]
@@ -47,26 +50,28 @@ def read_failures(output: str) -> pd.DataFrame:
     return tables.read_parquet(uri)
 
 
-def indexed_outputs(output: str) -> set[str]:
-    """Output keys that are both in ``{output}/index.parquet`` and still under ``output``: the pairs that are
-    done. An output a killed run wrote but never indexed is not done: the next run plans it again, the
-    collection run skips it (its file exists) and its row reaches the index; an indexed output that was
-    deleted is made again."""
+def done_pairs(output: str) -> list[tuple[str, str]]:
+    """``(source URI, style URI)`` of the index rows (``{output}/index.parquet``) whose output is still under
+    ``output``: the pairs that are done, matched exactly (not by file names, which two folders can share). An
+    output a killed run wrote but never indexed is not done: the next run plans it again, the collection run
+    skips it (its file exists) and its row reaches the index; an indexed output that was deleted is made again."""
     index_uri = storage.join(output, "index.parquet")
     if not storage.exists(index_uri):
-        return set()
-    indexed = set(tables.read_parquet(index_uri, columns=["image"])["image"].astype(str))
-    return indexed.intersection(storage.list_prefix(output, relative=True))
+        return []
+    index = tables.read_parquet(index_uri, columns=["image", "source", "style"])
+    present = index["image"].astype(str).isin(set(storage.list_prefix(output, relative=True)))
+    return list(zip(index.loc[present, "source"].astype(str), index.loc[present, "style"].astype(str)))
 
 
 @task(name="build-augment-manifest", cache_policy=NO_CACHE)
 def build_task(source: str, styles: str, output: str, k: int, seed: int, label_from_parent: bool,
                max_attempts: int = 0) -> tuple[str | None, list[str], int]:
-    """Write a ``sample:K`` manifest of the pairs not done yet (:func:`indexed_outputs`), less those that failed ``max_attempts``
-    runs (0: none left out); returns (URI or None, label columns, pairs left out)."""
+    """Write a ``sample:K`` manifest of the pairs not done yet (:func:`done_pairs`; they count toward each image's
+    K), less those that failed ``max_attempts`` runs (0: none left out); returns (URI or None, label columns,
+    pairs left out)."""
     logger = get_run_logger()
     df = build_manifest([source], [styles], pairing=f"sample:{int(k)}", seed=int(seed),
-                        label_from_parent=label_from_parent, done_keys=indexed_outputs(output))
+                        label_from_parent=label_from_parent, done_pairs=done_pairs(output))
     labels = [c for c in df.columns if c not in _BUILT]
     left_out = 0
     if max_attempts and len(df):
@@ -92,10 +97,12 @@ def build_task(source: str, styles: str, output: str, k: int, seed: int, label_f
 @task(name="record-failures", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def record_failures(output: str, m: pd.DataFrame, run_id: str) -> int:
     """Count this run's failed pairs (metrics ``m``) in ``{output}/failures.parquet`` / ``.csv`` (one more attempt
-    each, with the latest error) and drop the pairs that now succeeded; returns the pairs recorded."""
+    each, with the latest error) and drop the pairs that now succeeded; returns the pairs recorded. Rows lost
+    with their shard (a crashed worker, an outage, a bad worker setting) are not attempts of their pairs: they
+    are neither counted nor settled, so a bad night does not use up every pair's ``max_attempts``."""
     failures = read_failures(output)
     settled = set(zip(m.loc[m["status"] != "failed", "content"], m.loc[m["status"] != "failed", "style"]))
-    failed = m[m["status"] == "failed"]
+    failed = m[(m["status"] == "failed") & ~m["error"].map(lost_with_shard)]
     if not len(failures) and not len(failed) and not storage.exists(storage.join(output, "failures.csv")):
         return 0  # nothing recorded, nothing to record (a stale CSV is rewritten empty)
     failures = failures[[(c, st) not in settled for c, st in zip(failures["source"], failures["style"])]]
@@ -112,8 +119,9 @@ def record_failures(output: str, m: pd.DataFrame, run_id: str) -> int:
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def refresh_index(output: str, m: pd.DataFrame | None, labels: list[str]) -> int:
-    """Merge the run's ok and skipped rows (metrics ``m``) into ``{output}/index.parquet`` and ``index.csv``;
-    returns its rows."""
+    """Merge the run's ok and skipped rows (metrics ``m``) into ``{output}/index.parquet`` and ``index.csv``, keeping
+    only rows whose output is still under ``output`` (its ``image_uri`` taken from ``output``, so a moved output
+    root indexes its new place); returns its rows."""
     index_uri = storage.join(output, "index.parquet")
     frames = []
     if storage.exists(index_uri):
@@ -129,7 +137,10 @@ def refresh_index(output: str, m: pd.DataFrame | None, labels: list[str]) -> int
     if not frames:
         return 0
     index = pd.concat(frames, ignore_index=True, sort=False)
-    index = index.drop_duplicates("image", keep="last").sort_values("image").reset_index(drop=True)
+    index = index.drop_duplicates("image", keep="last")
+    index = index[index["image"].astype(str).isin(set(storage.list_prefix(output, relative=True)))]
+    index = index.sort_values("image").reset_index(drop=True)
+    index["image_uri"] = [storage.join(output, str(key)) for key in index["image"]]
     index = index[INDEX_COLUMNS + [c for c in index.columns if c not in INDEX_COLUMNS]]
     tables.write_parquet(index, index_uri)
     tables.write_csv(index, storage.join(output, "index.csv"))
@@ -178,6 +189,9 @@ def augment_dataset(
                        max_shard_retries=max_shard_retries, batch_size=batch_size, max_failed=max_failed)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 0:
         raise OptionsError(f"max_attempts: {max_attempts!r} is not a whole number >= 0 (0: always retry)")
+    extension(format)  # these fail fast, before a manifest is written
+    named = dict(size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed, preserve_color=preserve_color)
+    StyleOptions.make(**{**dict(options or {}), **{k: v for k, v in named.items() if v is not None}})
     manifest_uri, labels, left_out = build_task(source, styles, output, k, seed, label_from_parent, max_attempts)
     if manifest_uri is None:
         return {"total": 0, "ok": 0, "failed": 0, "skipped": 0, "left_out": left_out,

@@ -119,6 +119,8 @@ def check_run_settings(*, device: str, dispatch: str, shard_size: Any, concurren
     """One-line ``OptionsError`` for run settings that would fail every shard after its retries (a device
     name nobody knows, or CUDA on a local run without it) or that would be silently changed (counts below
     their minimum), before anything is listed or planned."""
+    if dispatch not in DISPATCH:
+        raise OptionsError(f"dispatch: unknown value {dispatch!r}; expected local or pool")
     for name, value in (("shard_size", shard_size), ("concurrency", concurrency)):
         if value is not None:
             _whole(name, value, 1, "a whole number >= 1 (leave it empty for the default)")
@@ -294,8 +296,6 @@ def stylize_collection(
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     method = check_method(method)
-    if dispatch not in DISPATCH:
-        raise OptionsError(f"dispatch: unknown value {dispatch!r}; expected local or pool")
     check_run_settings(device=device, dispatch=dispatch, shard_size=shard_size, concurrency=concurrency,
                        max_shard_retries=max_shard_retries, batch_size=batch_size, max_failed=max_failed)
     overrides = dict(options or {})

@@ -102,14 +102,18 @@ def _done_pairs(rels: list[str], parts: list[str], done: set[tuple[str, str]]) -
 
 def build_manifest(content: list[str], style: list[str], *, pairing: str = "cross", seed: int = 0,
                    label_from_parent: bool = False, skip_done_under: str | None = None,
-                   done_keys: Iterable[str] | None = None, base: str | None = None) -> pd.DataFrame:
+                   done_keys: Iterable[str] | None = None, done_pairs: Iterable[tuple[str, str]] | None = None,
+                   base: str | None = None) -> pd.DataFrame:
     """A manifest DataFrame (``content``, ``style``, ``content_root`` [, ``label``]) pairing the images
     under ``content`` with those under ``style``. ``skip_done_under``: an output root; rows (pairs) that
     already have an output there (a default key ``{content rel}__{style}__...``, of any options) are left
     out, so an image that got only some of its K styles (a failed row, a killed run) gets the rest later.
     With ``sample:K``, done pairs count toward an image's K: it gets only the styles it lacks, drawn in the
     same order, so adding style images later does not re-augment images that already have K.
-    ``done_keys``: output keys (relative to the output root) that count as done instead of a listing."""
+    ``done_keys``: output keys (relative to the output root) that count as done instead of a listing; they
+    match pairs by file names, as keys hold no more. ``done_pairs``: ``(content URI, style URI)`` pairs that are
+    done (e.g. from an index), matched exactly; for ``sample:K`` a done pair counts toward its image's K even
+    when its style image is no longer listed."""
     kind, k = parse_pairing(pairing)
     contents = expand(content, base=base, what="content")
     styles = [u for u, _ in expand(style, base=base, what="style")]
@@ -121,6 +125,18 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     rels = [_rel(u, r) for u, r in contents]
     parts = [keys.style_part(u) for u in styles]
     dc, dj = _done_pairs(rels, parts, done) if done else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    gone = np.zeros(len(contents), dtype=np.int64)  # done pairs of each image whose style is no longer listed
+    if done_pairs is not None:
+        c_at = {u: i for i, (u, _) in enumerate(contents)}
+        s_at = {u: j for j, u in enumerate(styles)}
+        exact = {(c_at[c], s_at[s]) for c, s in done_pairs if c in c_at and s in s_at}
+        for c, s in set(done_pairs):
+            if c in c_at and s not in s_at:
+                gone[c_at[c]] += 1
+        if exact:
+            both = np.unique(np.concatenate([np.stack([dc, dj], axis=1),
+                                             np.array(sorted(exact), dtype=np.int64)]), axis=0)
+            dc, dj = both[:, 0], both[:, 1]
     c_uri = np.array([u for u, _ in contents], dtype=object)
     c_root = np.array([r for _, r in contents], dtype=object)
     s_uri = np.array(styles, dtype=object)
@@ -148,7 +164,7 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
             order = np.argsort(np.take_along_axis(scores, part, axis=1), axis=1)
             picks[start:start + step] = np.take_along_axis(part, order, axis=1)
         # an image with d done pairs takes its first K - d new picks
-        keep = np.arange(k)[None, :] < (k - np.bincount(dc, minlength=nc))[:, None]
+        keep = np.arange(k)[None, :] < (k - np.bincount(dc, minlength=nc) - gone)[:, None]
         ci, si = np.nonzero(keep)[0], picks[keep]
     df = pd.DataFrame({"content": c_uri[ci], "style": s_uri[si], "content_root": c_root[ci]})
     if len(dc):

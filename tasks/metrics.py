@@ -17,6 +17,16 @@ from stylecore.shard import METRIC_COLUMNS
 LEAD_COLUMNS = ("id", "content", "style", "output", "status", "error", "read_ms", "compute_ms", "write_ms")
 
 
+SHARD_LOST = "did not finish: "  # in "shard 00012 did not finish: <the shard run's reason>"
+
+
+def lost_with_shard(error: Any) -> bool:
+    """True for the error of a row that failed because its whole shard did not finish (a crashed worker, an
+    outage, a bad worker setting), not because of the row itself."""
+    text = str(error or "")
+    return text.startswith("shard ") and SHARD_LOST in text[:32]
+
+
 def _from_plan(rows: pd.DataFrame, status: str, error: str = "") -> pd.DataFrame:
     """Metrics rows for plan rows that no shard reported (skipped by the plan, or lost with a shard)."""
     out = rows.drop(columns=[c for c in ("options_json", "style_weights") if c in rows.columns]).copy()
@@ -52,7 +62,7 @@ def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcome
             frames.append(tables.read_parquet(shard["metrics"]))
             continue
         rows = tables.read_parquet(shard["shard"])
-        reason = f"shard {shard['index']:05d} did not finish: {outcome.get('error') or 'unknown error'}"
+        reason = f"shard {shard['index']:05d} {SHARD_LOST}{outcome.get('error') or 'unknown error'}"
         if overwrite:
             frames.append(_from_plan(rows, "failed", reason))
             continue

@@ -131,3 +131,47 @@ def test_outputs_of_a_killed_run_reach_the_index_next_night(prefect_server, tmp_
     assert second["index_rows"] == len(index2) == 8 and set(index["image"]) < set(index2["image"])
     assert all(f.stat().st_mtime_ns == t for f, t in made.items())  # skipped, not made again
     assert augment_dataset(**params)["total"] == 0
+
+
+def test_lost_shards_moved_roots_and_deleted_outputs_keep_the_index_and_failures_honest(prefect_server, tmp_path,
+                                                                                          monkeypatch):
+    """A night whose shards all fail for a setting (not the images) uses up no pair's max_attempts; the index
+    keeps only outputs that exist, and follows an output root that was moved; bad settings write no manifest."""
+    import shutil
+
+    import pytest
+
+    from stylecore.errors import OptionsError
+
+    train, out, params = _dataset(tmp_path, styles=3, seed=2)
+    params.update(format="png", max_attempts=1)
+    monkeypatch.setenv("STYLIZE_PNG_LEVEL", "11")  # every shard fails before its first row
+    bad = augment_dataset(**params, return_state=True)
+    summary = bad.result(raise_on_failure=False).summary
+    assert bad.is_failed() and (summary["total"], summary["failed"]) == (6, 6)
+    assert summary["failures"] == 0 and not (out / "failures.parquet").exists()  # not attempts of the pairs
+    monkeypatch.delenv("STYLIZE_PNG_LEVEL")
+    good = augment_dataset(**params)
+    assert (good["total"], good["ok"], good["left_out"], good["index_rows"]) == (6, 6, 0, 6)
+
+    # An indexed output deleted, then a night at another size: the pair is made again under its new key and
+    # the index lists only files that exist.
+    index = pd.read_parquet(out / "index.parquet")
+    (out / index["image"].iat[0]).unlink()
+    other = augment_dataset(**dict(params, size=24))
+    assert (other["total"], other["ok"], other["index_rows"]) == (1, 1, 6)
+    index = pd.read_parquet(out / "index.parquet")
+    assert all((out / key).is_file() for key in index["image"])
+
+    # The output root moved: nothing to redo, and the index points at the new place.
+    moved = tmp_path / "moved"
+    shutil.move(str(out), str(moved))
+    again = augment_dataset(**dict(params, output=str(moved), size=24))
+    assert (again["total"], again["index_rows"]) == (0, 6)
+    index = pd.read_parquet(moved / "index.parquet")
+    assert all(uri == str(moved / key) for uri, key in zip(index["image_uri"], index["image"]))
+
+    for setting in (dict(format="gif"), dict(size=-5), dict(dispatch="bogus")):
+        with pytest.raises(OptionsError):
+            augment_dataset(**dict(params, output=str(tmp_path / "fresh"), **setting))
+    assert not (tmp_path / "fresh").exists()  # no stray manifest

@@ -202,3 +202,27 @@ def test_cut_output_names_count_as_done(tmp_path):
         rest = build_manifest([str(tmp_path / "ds")], [str(tmp_path / "styles")], pairing=pairing,
                               done_keys=made[1:])
         assert rest[["content", "style"]].values.tolist() == df[["content", "style"]].values.tolist()[:1]
+
+
+def test_done_pairs_match_exact_uris_and_count_toward_k_after_a_style_is_removed(tmp_path):
+    """Done pairs given as URIs (augment-dataset's index): styles of the same name in two folders and contents
+    that differ only by extension are different pairs; a done pair whose style image was removed still counts
+    toward its image's K (the image does not get a K+1th output)."""
+    for name in ["ds/a.jpg", "ds/a.png", "ds/b.jpg", "styles/monet/1.jpg", "styles/monet/2.jpg",
+                 "styles/vangogh/1.jpg", "styles/vangogh/2.jpg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"img")
+    args = ([str(tmp_path / "ds")], [str(tmp_path / "styles")])
+    first = build_manifest(*args, pairing="sample:2", seed=1)
+    done = list(zip(first["content"], first["style"]))
+    assert len(done) == 6
+    more = build_manifest(*args, pairing="sample:3", seed=1, done_pairs=done)
+    assert len(more) == 3 and more["content"].is_unique  # one more each, whatever the file names share
+    assert not set(zip(more["content"], more["style"])) & set(done)
+    a_jpg = [p for p in done if p[0].endswith("a.jpg")]
+    only_jpg = build_manifest(*args, pairing="sample:2", seed=1, done_pairs=a_jpg)
+    assert sorted(set(only_jpg["content"])) == [str(tmp_path / "ds/a.png"), str(tmp_path / "ds/b.jpg")]
+    # a style image removed: its done pairs still count
+    removed = done[0][1]
+    os.remove(removed)
+    assert len(build_manifest(*args, pairing="sample:2", seed=1, done_pairs=done)) == 0
