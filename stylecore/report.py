@@ -181,15 +181,24 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
     """Summary of a run: ``base`` (the pipeline's summary.json keys) plus extras computed from ``metrics``.
 
     Counts (total/ok/failed/skipped) are recomputed from the rows, so a report rebuilt after merging runs
-    stays consistent. ``failure_reasons`` ({reason: rows}) adds up to ``failed``; ``failure_examples``
-    names up to five row ids per reason.
+    stays consistent: ``passed`` is recomputed against ``max_failed_rows``, and when the counts differ from
+    ``base``'s, its run-level timings (``wall_seconds``, ``images_per_second``, ``phase_seconds``), which
+    describe another set of rows, become None. ``failure_reasons`` ({reason: rows}) adds up to ``failed``;
+    ``failure_examples`` names up to five row ids per reason.
     """
     df = metrics
     out: dict[str, Any] = dict(base or {})
     status = df["status"].astype(str) if "status" in df else pd.Series(["ok"] * len(df))
+    before = tuple(out.get(s) for s in ("total", "ok", "failed", "skipped"))
     out["total"] = int(len(df))
     for s in ("ok", "failed", "skipped"):
         out[s] = int((status == s).sum())
+    if None not in before and before != tuple(out[s] for s in ("total", "ok", "failed", "skipped")):
+        for key in ("wall_seconds", "images_per_second", "phase_seconds"):
+            if key in out:
+                out[key] = None
+    if isinstance(out.get("max_failed_rows"), (int, float)) and "passed" in out:
+        out["passed"] = out["failed"] <= out["max_failed_rows"]
     ok = df[status == "ok"]
     lat = ok["total_ms"] if "total_ms" in ok else pd.Series(dtype=float)
     desc = describe_values(lat)

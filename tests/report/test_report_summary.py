@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stylecore.report import compare_rows, failure_reason, summarize
@@ -68,3 +69,17 @@ def test_compare_table():
     assert rows["ok"][1:] == ("3", "5", "+2")
     assert rows["latency_ms_p50"][3].startswith("-")
     assert rows["evaluator"][1] == "random:0"
+
+
+def test_a_rebuild_over_other_rows_recomputes_passed_and_drops_the_old_run_timings():
+    """Metrics merged from two runs, summarised with run A's summary.json: ``passed`` follows the new counts, and
+    A's wall time and throughput (which describe A's rows) are not carried over."""
+    base = {"total": 2, "ok": 2, "failed": 0, "skipped": 0, "passed": True, "max_failed_rows": 0,
+            "wall_seconds": 3.0, "images_per_second": 0.667, "phase_seconds": {"plan": 1.0}}
+    merged = pd.DataFrame({"id": list("abcd"), "status": ["ok", "ok", "failed", "failed"],
+                           "error": ["", "", "x.png: not found", "y.png: not found"]})
+    s = summarize(merged, base)
+    assert (s["total"], s["failed"], s["passed"]) == (4, 2, False)
+    assert s["wall_seconds"] is None and s["images_per_second"] is None and s["phase_seconds"] is None
+    same = summarize(merged.iloc[:2], base)  # the run's own rows: everything kept
+    assert same["passed"] is True and same["wall_seconds"] == 3.0 and same["images_per_second"] == 0.667
