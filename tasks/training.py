@@ -6,6 +6,26 @@ from typing import Any
 from prefect import get_run_logger, task
 
 RECIPES = ("adain", "johnson")
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def check_settings(config: type, settings: dict[str, Any], recipe: str) -> None:
+    """One-line ``OptionsError`` for a setting of the wrong type (e.g. ``"steps": "2"`` from a deployment's
+    parameters), before the config's own range checks compare it with numbers."""
+    import typing
+
+    from stylecore.errors import OptionsError
+
+    hints = typing.get_type_hints(config)
+    for key, value in settings.items():
+        kind = hints.get(key)
+        if kind not in _KINDS or value is None:
+            continue  # an unknown key is the config's error to report
+        ok = (isinstance(value, bool) if kind is bool else
+              not isinstance(value, bool) and (isinstance(value, (int, float)) if kind is float else
+                                               isinstance(value, kind)))
+        if not ok:
+            raise OptionsError(f"{recipe} training setting {key}: {value!r} is not {_KINDS[kind]}")
 
 
 @task(name="train-network", persist_result=False, retries=0)
@@ -25,10 +45,12 @@ def train_network(recipe: str, settings: dict[str, Any], resume: bool = False) -
         from stylecore.training.johnson import JohnsonTrainConfig as Config, train_johnson as train
     else:
         raise OptionsError(f"recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+    check_settings(Config, settings, recipe)
     try:
         cfg = Config(**settings)
     except TypeError as e:
         raise OptionsError(f"{recipe} training settings: {e}") from None
     result = train(cfg, resume=resume, on_log=log)
     return {"weights": str(result.weights), "state": str(result.state), "losses": str(result.losses),
-            "step": result.step, "start_step": result.start_step, "last": result.rows[-1] if result.rows else {}}
+            "step": result.step, "start_step": result.start_step,
+            "last": {k: (float(v) if k != "step" else int(v)) for k, v in (result.rows[-1] if result.rows else {}).items()}}

@@ -45,6 +45,25 @@ def test_flow_trains_through_prefect(data, tmp_path):
         out = train_style_model("johnson", settings)
     assert out["step"] == 2 and out["weights"].endswith("model.pth")
     assert (tmp_path / "flow" / "losses.csv").read_text().count("\n") == 3
+    assert out["last"]["step"] == 2 and isinstance(out["last"]["total"], float) and out["last"]["total"] > 0
+
+
+def test_flow_settings_of_the_wrong_type_are_one_line_errors():
+    """Deployment parameters arrive as JSON: a string where a number belongs is an OptionsError naming the
+    setting, not a TypeError from a comparison deep in the config checks."""
+    import pytest
+
+    from stylecore.errors import OptionsError
+    from stylecore.training.johnson import JohnsonTrainConfig
+    from tasks.training import check_settings
+
+    good = {"content": "c", "style": "s.png", "out_dir": "o", "steps": 2, "lr": 1, "normalize_losses": True}
+    check_settings(JohnsonTrainConfig, good, "johnson")  # an int is a fine float
+    for key, value, kind in (("steps", "2", "a whole number"), ("steps", 2.5, "a whole number"),
+                             ("lr", "1e-3", "a number"), ("normalize_losses", 1, "true or false"),
+                             ("steps", True, "a whole number"), ("content", 5, "text")):
+        with pytest.raises(OptionsError, match=rf"^johnson training setting {key}: .* is not {kind}$"):
+            check_settings(JohnsonTrainConfig, dict(good, **{key: value}), "johnson")
 
 
 def test_cli_train_adain_from_a_manifest(data, tmp_path):
