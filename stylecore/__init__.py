@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Engine": "engine", "EngineConfig": "engine", "get_engine": "engine", "stylize": "engine",
+    "Request": "engine", "Result": "engine",
     "StepInfo": "gatys", "StyleOptions": "options", "METHODS": "options",
     "load_image": "images", "save_image": "images", "encode_image": "images",
     "StyleCoreError": "errors", "ImageError": "errors", "WeightsError": "errors", "OptionsError": "errors",

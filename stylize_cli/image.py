@@ -65,7 +65,8 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", metavar="SPEC", default=None,
                         help="AdaIN decoder weights (.pth path, file://, s3://, random:SEED)")
     parser.add_argument("--model", metavar="SPEC", default=None,
-                        help="Johnson TransformerNet weights (.pth path, file://, s3://, random:SEED)")
+                        help="Johnson TransformerNet weights (.pth path, file://, s3://, random:SEED, or "
+                             "builtin:johnson_mosaic, the project's offline model)")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -66,11 +66,13 @@ def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw
                    help="content images: a folder or s3:// prefix (searched recursively), or a manifest's content column")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: weights, train_state.pth, losses.csv")
     p.add_argument("--steps", type=_positive, default=steps, help="total optimisation steps")
-    p.add_argument("--batch-size", type=_int(1, 4096), default=batch)
+    p.add_argument("--batch-size", type=_int(1, 4096), default=batch, help="crops per optimisation step")
     p.add_argument("--crop", type=_side, default=256, help="random crop size in pixels")
     p.add_argument("--lr", type=_rate, default=lr, help="Adam learning rate")
-    p.add_argument("--content-weight", type=_weight, default=cw)
-    p.add_argument("--style-weight", type=_weight, default=sw)
+    p.add_argument("--content-weight", type=_weight, default=cw,
+                   help="content loss weight (with --normalize-losses: about 1)")
+    p.add_argument("--style-weight", type=_weight, default=sw,
+                   help="style loss weight (with --normalize-losses: about 1 to 10)")
     p.add_argument("--seed", type=_int(0, MAX_SEED), default=0,
                    help=f"initialisation and crop seed, 0 to {MAX_SEED} (deterministic runs)")
     p.add_argument("--checkpoint-every", type=_positive, default=every, metavar="N", help="write a checkpoint every N steps")
@@ -85,7 +87,8 @@ def register(subparsers) -> None:
     from stylize_cli.main import CLIParser, HelpFormatter
 
     train = subparsers.add_parser("train", help="train an AdaIN decoder or a Johnson fast-style network",
-                                  description=__doc__, formatter_class=HelpFormatter)
+                                  description="Train feed-forward networks: AdaIN decoders and Johnson TransformerNets.",
+                                  formatter_class=HelpFormatter)
     which = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True, parser_class=CLIParser)
 
     a = which.add_parser("adain", help="train an AdaIN decoder (pytorch-AdaIN defaults)", formatter_class=HelpFormatter,

@@ -1,6 +1,7 @@
 """`stylize image`: the success path, every error path's exit code and single-line message, --help."""
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import re
@@ -228,3 +229,26 @@ def test_inputs_and_output_as_s3_and_file_uris(inputs, tmp_path, capsys, s3):
                                          tmp_path / "d.png", *FAST]), f"s3://{b}/in/missing.png", "not found")
     _one_error_line(_in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path,
                                          *FAST]), "unsupported output extension")
+
+
+def test_help_shows_each_default_once_and_no_empty_ones():
+    """--help of the subcommands with automatic defaults: no "(default: None)" and no option whose help already
+    names its default gets a second one."""
+    import re
+
+    from stylize_cli.main import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    helps = {"manifest " + n: p.format_help() for n, p in next(
+        a for a in subs["manifest"]._actions if isinstance(a, argparse._SubParsersAction)).choices.items()}
+    helps.update({"train " + n: p.format_help() for n, p in next(
+        a for a in subs["train"]._actions if isinstance(a, argparse._SubParsersAction)).choices.items()})
+    assert len(helps) == 4
+    for name, text in helps.items():
+        flat = " ".join(text.split())
+        assert "(default: None)" not in flat and "(default: False)" not in flat, name
+        assert not re.search(r"\(default: [^)]*\)\)? \(default:", flat), name
+    train = " ".join(helps["train johnson"].split())
+    assert "--seed SEED initialisation and crop seed, 0 to 4294967295 (deterministic runs) (default: 0)" in train
+    assert "crops per optimisation step (default: 4)" in train
