@@ -7,8 +7,8 @@ The pairs come from ``examples/demo_manifest.csv``, in the manifest format of th
 to the manifest), so the same file can later be run as a batch through the flow.
 
 Encoder: ``imagenet`` when torchvision's VGG19 file is already in the torch cache, else ``random:0``
-(the lower-fidelity offline fallback: colour and texture, not semantics). Sized to finish in well under
-3 minutes on 2 CPU cores.
+(the lower-fidelity offline fallback: colour and texture, not semantics). Sized to finish in a few
+minutes on 2 idle CPU cores. Outputs go to ``demo-output/engine/``, apart from ``make demo``'s.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default=None, help="encoder weight spec (default: imagenet if cached, else random:0)")
     ap.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"longer side in pixels (default: {DEFAULT_SIZE})")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"Gatys steps (default: {DEFAULT_STEPS})")
-    ap.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    ap.add_argument("--out", default="demo-output/engine", help="output folder (default: demo-output/engine)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     ap.add_argument("--manifest", default=str(MANIFEST), help="pairs to run (default: examples/demo_manifest.csv)")
     args = ap.parse_args(argv)
