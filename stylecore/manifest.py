@@ -425,8 +425,11 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         probs.rows(rows, "output", [f"duplicate output key {out['output'].iat[r]!r} (also row {f})"
                                     if f != r else f"duplicate output key {out['output'].iat[r]!r}"
                                     for r, f in zip(rows, first)], order=2)
-    if check_inputs and not probs.items:
-        _check_inputs(out, probs)
+    if check_inputs and not any(r < 0 for r, _, _ in probs.items):  # rows with problems already are not checked
+        flagged = np.zeros(n, dtype=bool)
+        flagged[[r for r, _, _ in probs.items if r >= 0]] = True
+        if not flagged.all():
+            _check_inputs(out[~flagged], probs)
 
     notes = []
     ignored = [str(c) for c in df.columns if c in RESULT_COLUMNS and c not in KNOWN]
@@ -504,8 +507,8 @@ def _check_inputs(out: pd.DataFrame, probs: _Problems, workers: int = 32) -> Non
     if not missing:
         return
     bad = out["content"].isin(list(missing)).to_numpy()
-    rows = np.nonzero(bad)[0]
-    probs.rows(rows, "content", [f"{missing[out['content'].iat[r]]}: {out['content'].iat[r]}" for r in rows], order=3)
+    rows = out.index[bad]  # row numbers (``out`` may be a subset of the rows)
+    probs.rows(rows, "content", [f"{missing[out['content'].at[r]]}: {out['content'].at[r]}" for r in rows], order=3)
     sbad = styles[styles.isin(list(missing))]
     for r, u in zip(sbad.index, sbad):
         probs.rows([r], "style", f"{missing[u]}: {u}", order=3)

@@ -174,6 +174,17 @@ def test_check_inputs(tree):
     with pytest.raises(ManifestError) as e:
         manifest.plan(m2, str(tree / "out"), check_inputs=True)
     assert e.value.problems == [f"row 0, column content: input is a folder, not an image file: {tree}/ds/train/cat"]
+    # a row with another problem does not hide the missing inputs of the others
+    m3 = write_csv(tree / "m3.csv", """
+        content,style
+        ds/train/cat/c1.jpg,
+        ds/train/cat/c1.jpg,styles/starry.png
+        ds/train/cat/gone.jpg,styles/starry.png
+    """)
+    with pytest.raises(ManifestError) as e:
+        manifest.plan(m3, str(tree / "out"), check_inputs=True)
+    assert e.value.problems == ["row 0, column style: empty cell",
+                                f"row 2, column content: input not found: {tree}/ds/train/cat/gone.jpg"]
 
 
 @pytest.mark.parametrize("ext", [".parquet", ".jsonl", ".csv"])
