@@ -64,7 +64,8 @@ _weight = _float(positive=False)
 def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw: float, sw: float, every: int) -> None:
     p.add_argument("--content", required=True, metavar="SRC",
                    help="content images: a folder or s3:// prefix (searched recursively), or a manifest's content column")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder: weights, train_state.pth, losses.csv")
+    p.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="OUTDIR",
+                   help="output folder: weights, train_state.pth, losses.csv")
     p.add_argument("--steps", type=_positive, default=steps, help="total optimisation steps")
     p.add_argument("--batch-size", type=_int(1, 4096), default=batch, help="crops per optimisation step")
     p.add_argument("--crop", type=_side, default=256, help="random crop size in pixels")

@@ -48,7 +48,8 @@ def test_too_small_crops_and_styles_are_refused_before_any_work(data, tmp_path):
 
 def test_cli_size_errors_are_one_line_exit_2(data, tmp_path, capsys):
     Image.new("RGB", (1, 1), (200, 40, 30)).save(tmp_path / "dot.png")
-    common = ["--content", data["content"], "-o", str(tmp_path / "o"), "--steps", "1", "--batch-size", "1",
+    common = ["--content", data["content"], "--output", str(tmp_path / "o"),  # --output: as in run/manifest build
+              "--steps", "1", "--batch-size", "1",
               "--workers", "1", "-q"]
     cases = [
         (["johnson", "--style", data["style_image"], "--loss-network", "random:0", "--crop", "4"],
