@@ -129,8 +129,9 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     if done_pairs is not None:
         c_at = {u: i for i, (u, _) in enumerate(contents)}
         s_at = {u: j for j, u in enumerate(styles)}
-        exact = {(c_at[c], s_at[s]) for c, s in done_pairs if c in c_at and s in s_at}
-        for c, s in set(done_pairs):
+        given = set(done_pairs)  # iterated twice: any iterable, once
+        exact = {(c_at[c], s_at[s]) for c, s in given if c in c_at and s in s_at}
+        for c, s in given:
             if c in c_at and s not in s_at:
                 gone[c_at[c]] += 1
         if exact:

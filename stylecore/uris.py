@@ -56,8 +56,11 @@ def parse_s3(uri: str) -> S3Location:
     """Split ``s3://bucket/key`` (the key may be empty for a bucket-level prefix)."""
     rest = str(uri)[5:]
     bucket, _, key = rest.partition("/")
-    if "@" in bucket or ":" in bucket or has_userinfo(uri):
+    if "@" in bucket or has_userinfo(uri):
         raise StorageError(f"{redact(uri)}: {NO_CREDENTIALS}")
+    if ":" in bucket:
+        raise StorageError(f"{uri}: malformed S3 URI; a bucket name has no ':' (set an endpoint with "
+                           f"AWS_ENDPOINT_URL_S3, not in the URI)")
     if not bucket:
         raise StorageError(f"{uri}: malformed S3 URI; expected s3://bucket/key")
     return S3Location(bucket, key)
