@@ -203,7 +203,7 @@ class Engine(FeedForwardMixin):
         how = (f"by --style-size {opts.style_size}" if opts.style_size else
                f"to the content's long side, {style_long} px" if style_long == max(content_img.size) else
                f"to {style_long} px, the default for a {content_img.width}x{content_img.height} content")
-        names += [f"{n} (resized {how})" for n in style_names]
+        names += [n if opts.style_size == 0 else f"{n} (resized {how})" for n in style_names]
         req = Request(content_img, style_imgs, [], style_weights, method, opts, mask=mask_img, names=names)
         return self._run(req, callback)
 

@@ -152,11 +152,12 @@ STYLE_FLOOR = 512  # px: the smallest default style long side for very wide or t
 
 
 def style_long_side(content_wh: tuple[int, int], style_size: int | None = None) -> int:
-    """The long side style images are resized to: ``style_size`` when given, else the content's long side,
+    """The long side style images are resized to: ``style_size`` when given (0 keeps their size, as ``size`` 0 does
+    for the content and pytorch-AdaIN's ``--style_size 0`` does), else the content's long side,
     capped at ``2·sqrt(content pixels)`` (at least ``STYLE_FLOOR``). The cap keeps a square style within 4× the
     content's pixels: it changes nothing up to a 4:1 content, and a 3000×16 strip gets a 512 px style instead of
     a 3000×3000 one (9 MP to encode for 48 kP of content)."""
-    if style_size:
+    if style_size is not None:
         return int(style_size)
     w, h = content_wh
     return min(max(w, h), max(STYLE_FLOOR, round(2 * math.sqrt(w * h))))

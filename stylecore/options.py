@@ -44,7 +44,7 @@ def _nonneg(x) -> bool:
 SPECS: dict[str, OptionSpec] = {
     "size": OptionSpec(int, 512, check=_nonneg, rule=">= 0", help="longer side of the content in pixels (0 keeps the original)"),
     "style_size": OptionSpec(int, None, methods=frozenset({"gatys", "adain"}), check=_nonneg, rule=">= 0",
-                             help="longer side of the style images (default: the content's size)"),
+                             help="longer side of the style images (default: the content's size; 0 keeps the original)"),
     "steps": OptionSpec(int, 300, methods=frozenset({"gatys"}), check=_pos, rule="> 0", help="optimisation steps (L-BFGS: loss evaluations)"),
     "content_weight": OptionSpec(float, 1.0, methods=frozenset({"gatys"}), check=_nonneg, rule=">= 0", help="content loss weight"),
     "style_weight": OptionSpec(float, 1e4, methods=frozenset({"gatys"}), check=_nonneg, rule=">= 0", help="style loss weight"),

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .weights import WeightSpec, load_state_dict, parse_spec, role_hint, torchvision_imagenet_state_dict
+from .weights import (WeightSpec, load_state_dict, parse_spec, refuse_batchnorm, role_hint,
+                      torchvision_imagenet_state_dict)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,6 +100,7 @@ class VGG19Encoder(nn.Module):
         if is_normalised_vgg(state):
             raise WeightsError(f"{label}: this is a pytorch-AdaIN vgg_normalised.pth, which works only with --method adain; "
                                f"gatys needs torchvision VGG19 weights (imagenet, a vgg19 .pth, random:SEED)")
+        refuse_batchnorm(state, label, "vgg19")
         feats: dict[str, torch.Tensor] = {}
         for k, v in state.items():
             key = k[len("features."):] if k.startswith("features.") else k

@@ -60,7 +60,7 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
     if m:
         seed = int(m.group(1) or 0)
         return WeightSpec("random", seed, f"random:{seed}")
-    if low.startswith("random"):
+    if low.startswith("random:"):  # "random_init/x.pth" or "Random-Mosaic.model" are paths
         raise WeightsError(f"{what}: malformed spec {text!r}; expected random:SEED with an integer seed")
     if low.startswith("builtin:"):
         name = text.split(":", 1)[1].strip()
@@ -93,7 +93,15 @@ def _load_failure(e: Exception) -> str:
     if "WeightsUnpickler error:" in text:  # weights_only refused the pickle: say what it refused
         detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
         detail = detail.split(". Please use", 1)[0].split(" Check the documentation", 1)[0].rstrip(".")
-        return f"refused by weights_only loading: {detail[:160]}"
+        hint = ""
+        refused = detail.split("GLOBAL", 1)[1][:60] if "GLOBAL" in detail else ""
+        if refused and ("torch.nn.modules." in refused or "torch." not in refused):  # a module class
+            hint = ("; a whole pickled model? load it where its class is defined and save its weights with "
+                    "torch.save(model.state_dict(), PATH)")
+        return f"refused by weights_only loading: {detail[:160]}{hint}"
+    if "TorchScript" in text:
+        return ("a TorchScript archive (torch.jit.save), not a state_dict; save the model's weights with "
+                "torch.save(model.state_dict(), PATH)")
     if "central directory" in text or "zip archive" in text:
         return "truncated or corrupt checkpoint (not a complete torch zip archive)"
     first = text.splitlines()[0] if text else type(e).__name__
@@ -129,11 +137,33 @@ def _torch_load(data: bytes | str, label: str) -> dict:
         raise WeightsError(f"{label}: is a directory, expected a .pth state_dict file") from None
     except Exception as e:  # torch raises many types for bad pickles / non-weights content
         raise WeightsError(f"{label}: not a readable state_dict ({_load_failure(e)})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    obj = _unwrap(obj)
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{label}: does not contain a state_dict of tensors")
+        found = ""
+        if isinstance(obj, dict) and obj:
+            names = [str(k) for k in obj][:6]
+            found = f" (top-level keys: {', '.join(names)}{', ...' if len(obj) > 6 else ''})"
+        raise WeightsError(f"{label}: does not contain a state_dict of tensors{found}")
     return strip_wrapper_prefixes(obj)
+
+
+# Keys under which training scripts commonly nest the network's state_dict in a checkpoint dict.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+
+
+def _tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _unwrap(obj):
+    """The state_dict inside a checkpoint dict (``{"state_dict": sd, "epoch": 3, ...}``, ``{"model": sd, ...}``);
+    ``obj`` itself when it is one already, or when no known key holds one."""
+    if not isinstance(obj, dict) or _tensor_dict(obj):
+        return obj
+    for key in WRAPPER_KEYS:
+        if _tensor_dict(obj.get(key)):
+            return obj[key]
+    return obj
 
 
 # Saved from a wrapped module: nn.DataParallel / DistributedDataParallel ("module."), torch.compile ("_orig_mod.").
@@ -194,7 +224,8 @@ def torchvision_imagenet_state_dict(progress: bool = True) -> dict[str, torch.Te
         raise WeightsError(
             f"encoder imagenet: VGG19_Weights.IMAGENET1K_V1 is not cached at {cache} and could not be downloaded "
             f"({reason[:160]}); alternatives: copy vgg19-dcbb9e9d.pth there, pass a local path or s3:// URI "
-            f"with --encoder, or use --encoder random:SEED (lower-fidelity offline fallback)"
+            f"with --encoder (for pytorch-AdaIN decoders: their vgg_normalised.pth), or use --encoder random:SEED "
+            f"(lower-fidelity offline fallback)"
         ) from None
 
 
@@ -234,6 +265,14 @@ def role_hint(state: dict[str, torch.Tensor], label: str) -> str:
     if guess is None or guess[0] == label.split(" ", 1)[0]:
         return ""
     return f"; it looks like {guess[1]}: pass it as {_FLAGS[guess[0]]}"
+
+
+def refuse_batchnorm(state: dict[str, torch.Tensor], label: str, arch: str) -> None:
+    """A one-line WeightsError when ``state`` is a batch-norm VGG (torchvision ``{arch}_bn``), whose layout and
+    features differ from the plain ``arch`` these loss and encoder networks are built on."""
+    if any(str(k).endswith((".running_mean", ".running_var", ".num_batches_tracked")) for k in state):
+        raise WeightsError(f"{label}: batch-norm VGG weights (torchvision {arch}_bn) are not supported; "
+                           f"use plain {arch} weights")
 
 
 def load_exact_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], label: str, *,

@@ -60,13 +60,27 @@ def _spec_help(name: str) -> str:
 
 def add_weight_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--encoder``, ``--decoder`` and ``--model`` (weight specs; shared by image, run and manifest validate)."""
-    parser.add_argument("--encoder", metavar="SPEC", default="imagenet",
-                        help="VGG encoder weights: imagenet, random:SEED, a .pth path, file:// or s3:// (default: imagenet)")
+    parser.add_argument("--encoder", metavar="SPEC", default=None,
+                        help="VGG encoder weights: imagenet, random:SEED, a .pth path, file:// or s3:// (default: imagenet); "
+                             "pytorch-AdaIN's public decoder.pth needs their vgg_normalised.pth here")
     parser.add_argument("--decoder", metavar="SPEC", default=None,
                         help="AdaIN decoder weights (.pth path, file://, s3://, random:SEED)")
     parser.add_argument("--model", metavar="SPEC", default=None,
                         help="Johnson TransformerNet weights (.pth path, file://, s3://, random:SEED, or "
                              "builtin:johnson_mosaic, the project's offline model)")
+
+
+ADAIN_ENCODER_NOTE = ("note: --encoder is imagenet (torchvision VGG19) by default; an AdaIN decoder works only with "
+                      "the encoder it was trained with: pytorch-AdaIN's decoder.pth needs --encoder vgg_normalised.pth")
+
+
+def resolve_encoder(args: argparse.Namespace) -> None:
+    """Fill in the default encoder (imagenet); an AdaIN decoder given without ``--encoder`` gets a note on stderr, as
+    the public decoder.pth was trained on pytorch-AdaIN's vgg_normalised.pth and gives wrong images with imagenet."""
+    if args.encoder is None:
+        args.encoder = "imagenet"
+        if args.decoder and not str(args.decoder).strip().lower().startswith("random"):  # decoders are AdaIN's
+            print(ADAIN_ENCODER_NOTE, file=sys.stderr)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
                                  if v is not None)]
         if extra:
             raise OptionsError(f"method johnson takes no style image (its style is in --model); remove {', '.join(extra)}")
+    resolve_encoder(args)
     output_format(args.output)  # a bad extension fails before any work
     output = uris.resolve(args.output)
     if not uris.is_s3(output):

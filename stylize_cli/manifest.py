@@ -67,8 +67,9 @@ def _validate(args) -> int:
     from stylecore.manifest import Prepared, load, plan, summary
     from stylecore.options import StyleOptions
 
-    from .image import engine_overrides
+    from .image import engine_overrides, resolve_encoder
 
+    resolve_encoder(args)
     weights = {"encoder": args.encoder, "decoder": args.decoder, "model": args.model}
     options = StyleOptions.make(**engine_overrides(args))
     try:

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .image import _device, add_engine_options, add_weight_options, engine_overrides
+from .image import _device, add_engine_options, add_weight_options, engine_overrides, resolve_encoder
 
 # Options that are flow parameters of their own; every other engine option travels in ``options``.
 NAMED_OPTIONS = ("size", "style_size", "steps", "alpha", "seed", "preserve_color")
@@ -202,6 +202,7 @@ def run_command(args: argparse.Namespace) -> int:
     from stylecore.options import StyleOptions
 
     StyleOptions.make(**engine_overrides(args))
+    resolve_encoder(args)
     refuse_credentials(args)  # the flow run's parameters are stored by Prefect before the flow checks them
     problem = prefect_api_problem()
     if problem:

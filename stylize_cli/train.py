@@ -93,12 +93,16 @@ def register(subparsers) -> None:
     which = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True, parser_class=CLIParser)
 
     a = which.add_parser("adain", help="train an AdaIN decoder (pytorch-AdaIN defaults)", formatter_class=HelpFormatter,
-                         description="Writes OUTDIR/decoder.pth (public decoder.pth layout) for --method adain.")
+                         description="Writes OUTDIR/decoder.pth (public decoder.pth layout) for --method adain. "
+                                     "The decoder works only with the encoder it was trained with (recorded in "
+                                     "OUTDIR/train_state.pth): pass the same --encoder when stylizing with it; use "
+                                     "pytorch-AdaIN's vgg_normalised.pth for decoders meant for its test.py.")
     _common(a, steps=160_000, batch=8, lr=1e-4, cw=1.0, sw=10.0, every=10_000)
     a.add_argument("--style", required=True, metavar="SRC",
                    help="style images: a folder or s3:// prefix (searched recursively), or a manifest's style column")
     a.add_argument("--encoder", default="imagenet", metavar="SPEC",
-                   help="imagenet, random:SEED, vgg_normalised.pth or a torchvision vgg19 state_dict path/s3 URI")
+                   help="imagenet, random:SEED, vgg_normalised.pth or a torchvision vgg19 state_dict path/s3 URI; "
+                        "stylize with the same --encoder")
     a.add_argument("--load-size", type=_side, default=512, help="images are resized to this square before cropping")
     a.add_argument("--lr-decay", type=_weight, default=5e-5, help="lr at step i is lr / (1 + lr_decay * i)")
     a.set_defaults(func=_run_adain)

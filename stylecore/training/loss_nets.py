@@ -14,7 +14,7 @@ from torchvision.models.vgg import cfgs, make_layers
 
 from ..errors import WeightsError
 from ..vgg import IMAGENET_MEAN, IMAGENET_STD, kaiming_init_
-from ..weights import WeightSpec, load_state_dict, parse_spec
+from ..weights import WeightSpec, load_state_dict, parse_spec, refuse_batchnorm
 
 VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 _VGG16_SPLITS = (4, 9, 16, 23)  # fast_neural_style's Vgg16 slices
@@ -86,6 +86,7 @@ def load_vgg16_loss(spec: str | WeightSpec) -> VGG16Loss:
     if ws.kind == "random":
         return VGG16Loss(random_vgg16_features(int(ws.value)))
     state = _vgg16_imagenet_state() if ws.kind == "imagenet" else load_state_dict(ws, what="loss network")
+    refuse_batchnorm(state, f"loss network {ws.text}", "vgg16")
     features = vgg16_features()
     feats = {}
     for k, v in state.items():
@@ -101,5 +102,5 @@ def load_vgg16_loss(spec: str | WeightSpec) -> VGG16Loss:
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise WeightsError(f"loss network {ws.text}: does not match torchvision's vgg16 layout "
-                           f"({' '.join(first[:2]).strip()[:200]})") from None
+                           f"({' '.join(' '.join(first[:2]).split())[:200]})") from None
     return VGG16Loss(features)

@@ -227,3 +227,64 @@ def test_a_normalised_vgg_given_to_gatys_says_it_is_the_adain_encoder(tmp_path):
     assert str(ei.value) == (f"encoder {path}: this is a pytorch-AdaIN vgg_normalised.pth, which works only with "
                              f"--method adain; gatys needs torchvision VGG19 weights (imagenet, a vgg19 .pth, random:SEED)")
     assert load_adain_encoder(str(path)).layout == "normalised"
+
+
+def test_paths_that_start_with_random_are_paths():
+    # only "random" and "random:..." are the random spec; a folder or file named random* is a path
+    for text in ("random_init/mosaic.pth", "Random-Mosaic.model", "randomness.pth"):
+        ws = parse_spec(text, what="model")
+        assert (ws.kind, ws.value) == ("path", text)
+    with pytest.raises(WeightsError, match="malformed spec 'random:x'"):
+        parse_spec("random:x")
+
+
+def _load(path, what="model"):
+    from stylecore.weights import load_state_dict
+
+    return load_state_dict(parse_spec(str(path)), what=what)
+
+
+def test_wrapped_state_dicts_unwrap_and_other_dicts_name_their_keys(tmp_path):
+    sd = {"conv.weight": torch.ones(2, 2), "conv.bias": torch.zeros(2)}
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        torch.save({key: sd, "epoch": 7, "optimizer": {"lr": 0.1}}, tmp_path / f"{key}.pth")
+        got = _load(tmp_path / f"{key}.pth")
+        assert list(got) == list(sd) and torch.equal(got["conv.weight"], sd["conv.weight"])
+    torch.save({"step": 3, "settings": {"lr": 1}}, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"other.pth: does not contain a state_dict of tensors "
+                                           r"\(top-level keys: step, settings\)"):
+        _load(tmp_path / "other.pth")
+
+
+class _Pickled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+
+def test_pickled_modules_and_torchscript_say_how_to_save_a_state_dict(tmp_path):
+    torch.save(_Pickled(), tmp_path / "whole.pth")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), tmp_path / "seq.pth")
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1))), tmp_path / "script.pt")
+    for name in ("whole.pth", "seq.pth", "script.pt"):
+        with pytest.raises(WeightsError) as e:
+            _load(tmp_path / name)
+        msg = str(e.value)
+        assert name in msg and "torch.save(model.state_dict(), PATH)" in msg and "\n" not in msg
+    with pytest.raises(WeightsError, match="TorchScript archive"):
+        _load(tmp_path / "script.pt")
+
+
+def test_batchnorm_vgg_is_refused_by_name(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from stylecore.training.loss_nets import load_vgg16_loss
+
+    torch.save(make_layers(cfgs["E"], batch_norm=True).state_dict(), tmp_path / "vgg19_bn.pth")
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"], batch_norm=True).state_dict().items()},
+               tmp_path / "vgg16_bn.pth")
+    with pytest.raises(WeightsError, match=r"vgg19_bn.pth: batch-norm VGG weights \(torchvision vgg19_bn\) are not "
+                                           r"supported; use plain vgg19 weights"):
+        load_vgg19_encoder(str(tmp_path / "vgg19_bn.pth"))
+    with pytest.raises(WeightsError, match=r"loss network .*vgg16_bn.pth: batch-norm VGG .*use plain vgg16"):
+        load_vgg16_loss(str(tmp_path / "vgg16_bn.pth"))

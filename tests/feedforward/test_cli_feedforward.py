@@ -24,3 +24,17 @@ def test_cli_adain_johnson_and_missing_decoder(ff_weights, tmp_path):
                 ff_weights["vgg_normalised"], "--size", "0")
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "--decoder" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_adain_decoder_without_encoder_gets_a_note(capsys):
+    import argparse
+
+    from stylize_cli.image import resolve_encoder
+
+    args = argparse.Namespace(encoder=None, decoder="models/decoder.pth", method="adain")
+    resolve_encoder(args)
+    assert args.encoder == "imagenet" and "--encoder vgg_normalised.pth" in capsys.readouterr().err
+    for encoder, decoder in [("vgg_normalised.pth", "decoder.pth"), (None, None), (None, "random:3")]:
+        args = argparse.Namespace(encoder=encoder, decoder=decoder, method="adain")
+        resolve_encoder(args)
+        assert args.encoder == (encoder or "imagenet") and capsys.readouterr().err == ""

@@ -68,3 +68,13 @@ def test_johnson_old_instance_norm_keys_are_dropped(ff_weights):
     content = make_photo(48, 40, seed=12)
     out = engine.stylize(content, method="johnson", size=0)
     assert _diff(out, ref_johnson(johnson_state(old_keys=True), np.asarray(content))) <= 1
+
+
+def test_style_size_zero_keeps_the_style_size_as_test_py_does(ff_engine):
+    # pytorch-AdaIN's test.py --style_size 0 keeps the style image's size; so does style_size=0 here
+    content, style = make_photo(64, 48, seed=11), make_texture(96, seed=12)
+    out = ff_engine.stylize(content, style, method="adain", size=0, style_size=0)
+    ref = ref_style_transfer(adain_encoder_state(), adain_decoder_state(), to_input(content), to_input(style))
+    assert _diff(out, ref[:48, :64]) <= 1
+    resized = ff_engine.stylize(content, style, method="adain", size=0)  # default: the content's long side
+    assert _diff(out, resized) > 3
