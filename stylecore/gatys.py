@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import cancel
 from .color import combine_luminance, luminance, match_luminance
 from .device import exact_math, memory_format
 from .errors import ImageError
@@ -159,6 +160,7 @@ def _optimise(encoder, content, styles, blend, options, callback) -> torch.Tenso
             nonlocal evals, done
             if evals >= budget:
                 raise _BudgetSpent
+            cancel.check()  # an interrupted process stops within one step, not after the whole optimisation
             x.grad = None
             feats = encoder(x.contiguous(memory_format=fmt), layer_set)
             lc = content_loss(feats)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from PIL import Image
 
+from . import cancel
 from .errors import StyleCoreError
 from .fsutil import remove_partials
 from .images import encode_image, load_resized, png_level, style_long_side
@@ -341,7 +342,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
 
     def reader() -> None:
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not cancel.cancelled():
                 try:
                     i = todo.get_nowait()
                 except queue.Empty:
@@ -449,7 +450,9 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
                 limits[key[:2]] = batch_size or call_batch(engine, key[0], (h, w))
             if len(buckets[key]) >= limits[key[:2]]:
                 flush(key)
+            cancel.check()  # an interrupted process stops after the batch in progress
         for key in list(buckets):
+            cancel.check()
             flush(key)
     finally:
         stop.set()

@@ -204,12 +204,13 @@ def run_command(args: argparse.Namespace) -> int:
     StyleOptions.make(**engine_overrides(args))
     resolve_encoder(args)
     refuse_credentials(args)  # the flow run's parameters are stored by Prefect before the flow checks them
+    from .server_guard import detach_ephemeral_server, guard_ephemeral_server
+
+    detach_ephemeral_server()  # Ctrl-C in a terminal reaches this process, not the server it needs to stop cleanly
     problem = prefect_api_problem()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    from .server_guard import guard_ephemeral_server
-
     guard_ephemeral_server()  # a killed run does not leave the ephemeral server behind
     from flows.stylize_collection import stylize_collection
     from tasks import progress
@@ -222,6 +223,14 @@ def run_command(args: argparse.Namespace) -> int:
         progress.add_listener(listener)
         try:
             state = stylize_collection(**flow_parameters(args), return_state=True)
+        except BaseException:  # Ctrl-C, SIGTERM: the shard threads stop at their next step, so the process can exit
+            import logging
+
+            from stylecore import cancel
+
+            cancel.cancel()
+            logging.raiseExceptions = False  # the threads' last log records may meet a stopping interpreter: drop them
+            raise
         finally:
             progress.remove_listener(listener)
     result = state.result(raise_on_failure=False)

@@ -8,6 +8,7 @@ time in ``/proc`` is checked, so a reused PID is never signalled). Linux only; e
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -37,6 +38,30 @@ def watch(pid: int, started: str) -> None:
             time.sleep(0.05)
 
 
+def detach_ephemeral_server() -> None:
+    """Make the ephemeral Prefect server this process starts (if it starts one) a session of its own, so that a
+    terminal's Ctrl-C, which signals the whole foreground process group, reaches ``stylize run`` only. Before,
+    Ctrl-C stopped the server at once and the interrupted run then retried the dead API for minutes, with pages
+    of errors. This process still stops the server at exit (Prefect's atexit), or the guard does."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the singleton that get_client starts in ephemeral mode
+    if getattr(server, "running", False) or getattr(server, "_stylize_detached", False):
+        return
+    launch = server._run_uvicorn_command
+
+    def detached():
+        real = subprocess.Popen
+        subprocess.Popen = functools.partial(real, start_new_session=True)  # only for this one call
+        try:
+            return launch()
+        finally:
+            subprocess.Popen = real
+
+    server._run_uvicorn_command = detached
+    server._stylize_detached = True
+
+
 _guards: list[subprocess.Popen] = []
 
 
@@ -58,7 +83,7 @@ def guard_ephemeral_server() -> int | None:
     return proc.pid
 
 
-__all__ = ["guard_ephemeral_server", "process_start_time", "watch"]
+__all__ = ["detach_ephemeral_server", "guard_ephemeral_server", "process_start_time", "watch"]
 
 if __name__ == "__main__":
     watch(int(sys.argv[1]), sys.argv[2])

@@ -189,3 +189,22 @@ def test_the_cuda_layout_optimises_and_gives_the_default_layout_pixels(content, 
         assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1] == pytest.approx(b[1], rel=1e-5)
     for curve in (a, b):
         assert min(curve[1:]) < 0.5 * curve[0]  # both layouts optimise
+
+
+def test_cancel_stops_the_optimisation_at_the_next_step(engine, content, style):
+    from stylecore import cancel
+
+    steps = []
+
+    def on_step(info):
+        steps.append(info.step)
+        if len(steps) == 3:
+            cancel.cancel()  # what an interrupted command line does, from another thread
+
+    try:
+        with pytest.raises(cancel.Cancelled):
+            engine.stylize(content, style, size=32, steps=200, callback=on_step)
+    finally:
+        cancel.reset()
+    assert len(steps) == 3
+    assert engine.stylize(content, style, size=32, steps=4) is not None  # after reset, work goes on

@@ -222,3 +222,44 @@ def test_sigkilled_run_does_not_leave_its_ephemeral_server(tmp_path):
         assert not _alive(server[0]), "the ephemeral server outlived the killed run"
     finally:
         proc.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc (Linux)")
+def test_ctrl_c_stops_a_run_within_seconds_with_one_line(tmp_path):
+    """A terminal's Ctrl-C signals the whole process group. The run exits 130 with one line within seconds, even
+    in the middle of a long Gatys row, and a second Ctrl-C does not abort it; its ephemeral server is stopped."""
+    path = write_manifest(tmp_path, 2)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    proc = subprocess.Popen([sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output",
+                             str(tmp_path / "out"), "--method", "gatys", "--encoder", "random:0", "--size", "32",
+                             "--steps", "1000000", "--shard-size", "1"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "out").glob("_reports/*/shards/*.parquet")):  # the shards are starting
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        time.sleep(3)  # the rows are in their (endless) optimisation
+        server = [p for p, cmd in _children(proc.pid).items() if "uvicorn" in cmd]
+        assert server, _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        t = time.monotonic()
+        time.sleep(1)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # the impatient second Ctrl-C
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(proc.communicate()[1].decode()[-3000:])
+        took = time.monotonic() - t
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip() == "error: interrupted" and took < 30
+    deadline = time.monotonic() + 15
+    while _alive(server[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server[0])
