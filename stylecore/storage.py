@@ -321,6 +321,23 @@ def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict
     return known
 
 
+def exists_many(uri_list: Iterable[str], *, workers: int = 32) -> dict[str, bool]:
+    """Whether each URI exists: S3 keys by :func:`existence`'s listings where they decide, the rest by
+    :func:`exists` (a HEAD or a stat each) in up to ``workers`` threads. A lost shard's rows scattered through a
+    large output prefix (a nightly augment) were checked one HEAD after another: 15-30 ms each on S3."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asked = list(dict.fromkeys(map(str, uri_list)))
+    known = existence(asked)
+    rest = [u for u in asked if u not in known]
+    if len(rest) == 1:
+        known[rest[0]] = exists(rest[0])
+    elif rest:
+        with ThreadPoolExecutor(max_workers=max(1, min(int(workers), len(rest)))) as pool:
+            known.update(zip(rest, pool.map(exists, rest)))
+    return known
+
+
 def _list_range(bucket: str, ordered: list[str], budget: int, present: set[str]) -> str | None:
     """Lists ``bucket`` from the smallest of the sorted keys ``ordered`` on, adding the listed ones to ``present``;
     returns the largest key the listing decided (every key up to it was listed or is missing), or None."""

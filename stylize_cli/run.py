@@ -183,6 +183,51 @@ def prefect_api_problem() -> str | None:
     return f"cannot reach {where} ({reason}): {hint}"
 
 
+def _stopping() -> None:
+    import logging
+
+    from stylecore import cancel
+
+    cancel.cancel()
+    logging.raiseExceptions = False  # the threads' last log records may meet a stopping interpreter: drop them
+
+
+def install_stop_handlers() -> None:
+    """Ctrl-C and SIGTERM stop the run within seconds. The local shards run in threads that Prefect's flow engine
+    waits for before the interrupt reaches this code, so the handlers themselves cancel them
+    (``stylecore.cancel``): a shard stops after its batch in progress, a Gatys row at its next step. SIGTERM
+    exits through Python's shutdown (143), so the ephemeral Prefect server stops with us (after SIGKILL, the
+    watcher of server_guard stops it). A second Ctrl-C is ignored: it used to abort the interpreter (SIGABRT)."""
+    import signal
+
+    def on_sigint(signum, frame):
+        _stopping()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    def on_sigterm(signum, frame):
+        _stopping()
+        sys.exit(143)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # During a flow run Prefect's own SIGTERM handler (raising TerminationSignal) replaces ours; it is looked up
+    # as this module attribute when the run starts, so a wrapper there cancels the shards too. Without the
+    # attribute (another Prefect version), SIGTERM still stops the run, after the shard in progress.
+    try:
+        import prefect.utilities.engine as engine
+    except ImportError:  # pragma: no cover - Prefect is a dependency
+        return
+    prefect_handler = getattr(engine, "_prefect_sigterm_handler", None)
+    if prefect_handler is not None and not getattr(prefect_handler, "_stylize_cancels", False):
+        def cancelling(signum, frame):
+            _stopping()
+            return prefect_handler(signum, frame)
+
+        cancelling._stylize_cancels = True
+        engine._prefect_sigterm_handler = cancelling
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``stylize run``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -193,11 +238,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.verbose:
         for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
             os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
-    import signal
-
-    # SIGTERM exits through Python's shutdown, so the ephemeral Prefect server process stops with us
-    # (after SIGKILL, the watcher of server_guard stops it).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    install_stop_handlers()
     from stylecore.errors import RunFailed, StyleCoreError
     from stylecore.options import StyleOptions
 
@@ -223,13 +264,8 @@ def run_command(args: argparse.Namespace) -> int:
         progress.add_listener(listener)
         try:
             state = stylize_collection(**flow_parameters(args), return_state=True)
-        except BaseException:  # Ctrl-C, SIGTERM: the shard threads stop at their next step, so the process can exit
-            import logging
-
-            from stylecore import cancel
-
-            cancel.cancel()
-            logging.raiseExceptions = False  # the threads' last log records may meet a stopping interpreter: drop them
+        except BaseException:  # the shard threads stop at their next step, so the process can exit
+            _stopping()
             raise
         finally:
             progress.remove_listener(listener)

@@ -67,8 +67,8 @@ def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcome
             frames.append(_from_plan(rows, "failed", reason))
             continue
         uris = rows["output_uri"].astype(str)
-        known = storage.existence(uris)  # one listing of the shard's key range on S3, not a HEAD per row
-        written = uris.map(lambda u: known[u] if u in known else storage.exists(u)).astype(bool)
+        known = storage.exists_many(uris)  # a listing of the shard's key range on S3, the rest checked in parallel
+        written = uris.map(known).astype(bool)
         frames.append(_from_plan(rows[written], "ok"))
         frames.append(_from_plan(rows[~written], "failed", reason))
     frames = [f for f in frames if len(f)]

@@ -35,3 +35,33 @@ def test_rows_of_a_lost_shard_are_ok_when_written_and_failed_otherwise(s3, s3_pr
     again = merge_metrics(plan.rows, shards, {0: {"status": "ok"}, 1: {"status": "failed", "error": "worker lost"}},
                           overwrite=True)
     assert again["status"].tolist() == ["ok"] * 4 + ["failed"] * 6
+
+
+def test_lost_shard_rows_the_listing_leaves_out_are_checked_in_parallel(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    rows = pd.DataFrame({"content": [str(tmp_path / f"c{i:02d}.jpg") for i in range(24)], "style": str(tmp_path / "s.png")})
+    plan = manifest.plan(rows, str(tmp_path / "out"), method="adain", encoder="random:0", decoder="random:1")
+    uri = str(tmp_path / "shard-00000")
+    tables.write_parquet(plan.rows, uri + ".parquet")
+    for out in plan.rows["output_uri"].iloc[::3]:
+        storage.write_bytes(out, b"x")
+    real, running, peak, lock = storage.exists, [0], [0], threading.Lock()
+
+    def slow_exists(u):  # a HEAD request's latency
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        try:
+            return real(u)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(storage, "exists", slow_exists)
+    merged = merge_metrics(plan.rows, [{"index": 0, "shard": uri + ".parquet", "metrics": uri + ".metrics.parquet"}],
+                           {0: {"status": "failed", "error": "worker lost"}})
+    assert merged["status"].tolist() == ["ok", "failed", "failed"] * 8
+    assert peak[0] > 4  # not one check after another
