@@ -62,9 +62,11 @@ def test_incremental_augmentation_and_index(prefect_server, tmp_path):
 
     assert summary_versions() == versions_before + 2  # one artifact key for every night, not a key per night
 
-    # Nothing new: no stylize run, the index is kept.
+    # Nothing new: no stylize run, the index is kept, and not rewritten.
+    stamps = {f: (out / f).stat().st_mtime_ns for f in ("index.parquet", "index.csv")}
     third = augment_dataset(**params)
     assert third["total"] == 0 and third["index_rows"] == 8
+    assert {f: (out / f).stat().st_mtime_ns for f in stamps} == stamps
 
     # An image that got only some of its K styles (a failed row, a killed worker) gets the rest next time.
     lost = index2["image"].iloc[0]
