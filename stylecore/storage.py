@@ -330,9 +330,7 @@ def exists_many(uri_list: Iterable[str], *, workers: int = 32) -> dict[str, bool
     asked = list(dict.fromkeys(map(str, uri_list)))
     known = existence(asked)
     rest = [u for u in asked if u not in known]
-    if len(rest) == 1:
-        known[rest[0]] = exists(rest[0])
-    elif rest:
+    if rest:
         with ThreadPoolExecutor(max_workers=max(1, min(int(workers), len(rest)))) as pool:
             known.update(zip(rest, pool.map(exists, rest)))
     return known

@@ -138,7 +138,7 @@ def _torch_load(data: bytes | str, label: str) -> dict:
     except Exception as e:  # torch raises many types for bad pickles / non-weights content
         raise WeightsError(f"{label}: not a readable state_dict ({_load_failure(e)})") from None
     obj = _unwrap(obj)
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not _tensor_dict(obj):
         found = ""
         if isinstance(obj, dict) and obj:
             names = [str(k) for k in obj][:6]

@@ -58,11 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {scrub(' '.join(str(e).split()))}", file=sys.stderr)  # one line, never a credential
         return 2
     except KeyboardInterrupt:
-        import signal
-
-        # Exiting waits for work threads to stop at their next step; a second Ctrl-C during that wait used to
-        # abort the interpreter (SIGABRT from native threads) instead of exiting 130.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("error: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)

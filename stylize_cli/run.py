@@ -264,10 +264,6 @@ def run_command(args: argparse.Namespace) -> int:
         progress.add_listener(listener)
         try:
             state = stylize_collection(**flow_parameters(args), return_state=True)
-        except BaseException as e:  # an interrupt the handlers did not see: the shard threads stop, the process exits
-            if not isinstance(e, Exception):
-                _stopping()
-            raise
         finally:
             progress.remove_listener(listener)
     result = state.result(raise_on_failure=False)
