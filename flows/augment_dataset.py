@@ -19,15 +19,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as runtime_run
 
 from stylecore import storage, tables
+from stylecore.errors import OptionsError, RunFailed
+from stylecore.keys import extension
 from stylecore.manifest import write_manifest
 from stylecore.manifest_build import build_manifest
-from stylecore.errors import OptionsError, RunFailed
-from stylecore.options import check_method
-
+from stylecore.options import StyleOptions, check_method
+from stylecore.run_checks import check_run_settings
 from flows.failures import fail_plainly
-from flows.stylize_collection import check_run_settings, stylize_collection
-from stylecore.keys import extension
-from stylecore.options import StyleOptions
+from flows.stylize_collection import stylize_collection
 from tasks.metrics import lost_with_shard
 
 # Index columns, then the manifest's passthrough (label) columns.

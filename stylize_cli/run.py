@@ -228,6 +228,37 @@ def install_stop_handlers() -> None:
         engine._prefect_sigterm_handler = cancelling
 
 
+def print_user_error(error: Exception, manifest: str) -> None:
+    """``error: ...`` and, for a manifest, its first problems (one line each) on stderr."""
+    print(f"error: {error}", file=sys.stderr)
+    problems = getattr(error, "problems", []) or []
+    for problem in problems[:SHOWN_PROBLEMS]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(problems) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more; `stylize manifest validate {manifest} "
+              f"--max-problems 0` lists them all", file=sys.stderr)
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """The flow's own first checks, run before Prefect starts (which takes 10-30 s): the options and run
+    settings, the manifest's rows, and the weights its methods need. Raises their one-line errors
+    (``ManifestError`` with every problem). The flow checks again: a deployment's runs start without this."""
+    from stylecore import manifest
+    from stylecore.options import StyleOptions
+    from stylecore.run_checks import check_run_settings, check_weights
+
+    params = flow_parameters(args)
+    overrides = dict(params["options"] or {})
+    overrides.update({k: params[k] for k in NAMED_OPTIONS if params[k] is not None})
+    options = StyleOptions.make(**overrides)
+    check_run_settings(**{k: params[k] for k in ("device", "dispatch", "shard_size", "concurrency",
+                                                 "max_shard_retries", "batch_size", "max_failed")})
+    engine = {k: params[k] for k in ("encoder", "decoder", "model")}
+    prep = manifest.load(args.manifest, method=args.method, options=options, fmt=args.format,
+                         encoder=engine["encoder"] or "imagenet", decoder=engine["decoder"], model=engine["model"])
+    check_weights(set(prep.rows["method"]), engine, args.dispatch)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``stylize run``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -238,13 +269,16 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.verbose:
         for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
             os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
-    install_stop_handlers()
-    from stylecore.errors import RunFailed, StyleCoreError
-    from stylecore.options import StyleOptions
+    from stylecore.errors import ManifestError, RunFailed, StyleCoreError
 
-    StyleOptions.make(**engine_overrides(args))
     resolve_encoder(args)
     refuse_credentials(args)  # the flow run's parameters are stored by Prefect before the flow checks them
+    try:
+        preflight(args)
+    except ManifestError as e:
+        print_user_error(e, args.manifest)
+        return 2
+    install_stop_handlers()  # imports Prefect (~2 s): after the checks, so that a typo is reported at once
     from .server_guard import detach_ephemeral_server, guard_ephemeral_server
 
     detach_ephemeral_server()  # Ctrl-C in a terminal reaches this process, not the server it needs to stop cleanly
@@ -277,13 +311,7 @@ def run_command(args: argparse.Namespace) -> int:
             return 1
         return 0
     if isinstance(result, StyleCoreError):
-        print(f"error: {result}", file=sys.stderr)
-        problems = getattr(result, "problems", []) or []
-        for problem in problems[:SHOWN_PROBLEMS]:
-            print(f"  {problem}", file=sys.stderr)
-        if len(problems) > SHOWN_PROBLEMS:
-            print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more; `stylize manifest validate {args.manifest} "
-                  f"--max-problems 0` lists them all", file=sys.stderr)
+        print_user_error(result, args.manifest)
         return 2
     if isinstance(result, BaseException):
         print(f"error: run failed: {type(result).__name__}: {' '.join(str(result).split())}", file=sys.stderr)

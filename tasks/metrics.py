@@ -1,7 +1,6 @@
 """Merge per-shard metrics into one table per run, summarise it, and write the run's report files."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -84,20 +83,6 @@ def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcome
     merged["error"] = merged["error"].fillna("").astype(str)
     lead = [c for c in LEAD_COLUMNS if c in merged.columns]
     return merged[lead + [c for c in merged.columns if c not in lead]]
-
-
-def allowed_failures(max_failed: Any, total: int) -> int:
-    """``max_failed`` as a row count: an integer count, or a fraction in (0, 1) of the manifest's rows."""
-    if max_failed is None or max_failed == "":
-        return 0
-    value = float(max_failed)
-    if value < 0 or math.isnan(value):
-        raise ValueError(f"max_failed: {max_failed!r} must be a count >= 0 or a fraction in (0, 1)")
-    if 0 < value < 1:
-        return int(math.floor(value * total))
-    if not value.is_integer():
-        raise ValueError(f"max_failed: {max_failed!r} must be a whole count or a fraction in (0, 1)")
-    return int(value)
 
 
 def summarize(metrics: pd.DataFrame, *, wall_seconds: float, extra: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,11 @@ def test_bad_rows_counts_and_exit_codes(prefect_server, tmp_path):
 
 
 def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
+    """Found before Prefect starts: no flow run is created for them."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs_before = len(client.read_flow_runs())
     bad_opt = run_cli("run", tmp_path / "m.csv", "--output", tmp_path / "o", "--steps", "0", env=prefect_server.env)
     assert bad_opt.returncode == 2 and bad_opt.stderr.startswith("error: ") and "Traceback" not in bad_opt.stderr
     (tmp_path / "m.csv").write_text("content,style\nphoto.jpg,\n,style.jpg\n")
@@ -80,6 +85,16 @@ def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
     assert many.returncode == 2 and lines[0].startswith("error: ") and "250 problems" in lines[0]
     assert sum(line.startswith("  row ") for line in lines) == 200
     assert lines[-1] == f"  ... and 50 more; `stylize manifest validate {tmp_path / 'm.csv'} --max-problems 0` lists them all"
+    # Settings and weights the flow would refuse: refused by the same checks, before it starts.
+    good = write_manifest(tmp_path, 1)
+    for args, expected in (([*ENGINE_ARGS, "--device", "cuda"], "CUDA is not available"),
+                           (["--method", "johnson", "--model", tmp_path / "missing.pth"], "missing.pth: file not found"),
+                           (["--method", "adain", "--encoder", "random:0"], "method adain needs decoder weights")):
+        proc = run_cli("run", good, "--output", tmp_path / "o", *args, env=prefect_server.env)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    with get_client(sync_client=True) as client:
+        assert len(client.read_flow_runs()) == runs_before
 
 
 def test_killed_shard_then_rerun_every_row_ok_once(prefect_server, tmp_path):
