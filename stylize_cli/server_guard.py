@@ -42,7 +42,12 @@ def detach_ephemeral_server() -> None:
     """Make the ephemeral Prefect server this process starts (if it starts one) a session of its own, so that a
     terminal's Ctrl-C, which signals the whole foreground process group, reaches ``stylize run`` only. Before,
     Ctrl-C stopped the server at once and the interrupted run then retried the dead API for minutes, with pages
-    of errors. This process still stops the server at exit (Prefect's atexit), or the guard does."""
+    of errors. This process still stops the server at exit (Prefect's atexit), or the guard does. Nothing to do
+    with ``PREFECT_API_URL`` set (the server module is then not even imported: ~3 s of a run's start)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # the singleton that get_client starts in ephemeral mode
@@ -68,7 +73,10 @@ _guards: list[subprocess.Popen] = []
 def guard_ephemeral_server() -> int | None:
     """Start the watcher for this process's ephemeral Prefect server; returns the server's PID, or ``None``
     when there is none (``PREFECT_API_URL`` set) or no ``/proc``."""
-    from prefect.server.api.server import SubprocessASGIServer
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:  # never imported: no ephemeral server was started
+        return None
+    SubprocessASGIServer = server_module.SubprocessASGIServer
 
     proc = SubprocessASGIServer().server_process  # the singleton the Prefect client started, if any
     if proc is None or proc.poll() is not None:

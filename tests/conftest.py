@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.s3_server", "tests.prefect_server"]
 
 # Telemetry off and subprocesses (CLI, Prefect workers) import the code of this checkout.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

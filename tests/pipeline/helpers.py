@@ -1,12 +1,10 @@
 """Helpers of the pipeline tests: fast engine settings and generated manifests."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from tests.conftest import make_photo, make_texture
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 # Fast engine settings for tests: AdaIN with random encoder/decoder weights at 32 px (~20 ms an image).
 ENGINE = {"method": "adain", "encoder": "random:0", "decoder": "random:1", "device": "cpu", "size": 32}
 ENGINE_ARGS = ["--method", "adain", "--encoder", "random:0", "--decoder", "random:1", "--device", "cpu", "--size", "32"]

@@ -13,7 +13,7 @@ import pytest
 
 from flows.stylize_collection import stylize_collection
 from tests.conftest import ROOT
-from tests.pipeline.conftest import stop
+from tests.prefect_server import stop
 from tests.pipeline.helpers import ENGINE, output_files, write_manifest
 
 

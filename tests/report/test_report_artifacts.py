@@ -6,15 +6,7 @@ import pytest
 from tests.report.helpers import sample_summary
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def test_flow_writes_report_and_artifacts(prefect_api, tmp_path):
+def test_flow_writes_report_and_artifacts(prefect_server, tmp_path):
     """stylize-collection with the quality hook on: metrics carry the quality columns, the report is
     written, and the run has its table, markdown and progress artifacts."""
     import json

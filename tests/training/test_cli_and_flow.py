@@ -33,16 +33,13 @@ def test_cli_errors_are_one_line_exit_2(data, tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], r.stderr
 
 
-def test_flow_trains_through_prefect(data, tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_flow_trains_through_prefect(data, tmp_path, prefect_server):
     from flows.training import train_style_model
 
     settings = {"content": data["content"], "style": data["style_image"], "out_dir": str(tmp_path / "flow"),
                 "loss_network": "random:0", "steps": 2, "batch_size": 1, "crop": 32, "log_every": 1, "workers": 1,
                 "device": "cpu"}
-    with prefect_test_harness(server_startup_timeout=180):
-        out = train_style_model("johnson", settings)
+    out = train_style_model("johnson", settings)
     assert out["step"] == 2 and out["weights"].endswith("model.pth")
     assert (tmp_path / "flow" / "losses.csv").read_text().count("\n") == 3
     assert out["last"]["step"] == 2 and isinstance(out["last"]["total"], float) and out["last"]["total"] > 0

@@ -1,11 +1,12 @@
-"""Pipeline fixtures: one real ``prefect server start`` (SQLite, temporary PREFECT_HOME, free port) per
-test session, process workers on the ``gpu`` pool, and small manifests of generated images."""
+"""The ``prefect_server`` fixture: one real ``prefect server start`` (SQLite, temporary PREFECT_HOME, free port)
+per test session, shared by every test that runs a flow (a server start costs ~15-25 s), and process workers."""
 from __future__ import annotations
 
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
-from tests.pipeline.helpers import PREFECT
+PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 def _free_port() -> int:
