@@ -27,10 +27,18 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
-@pytest.fixture
-def cli():
-    """The ``run_cli`` helper as a fixture."""
-    return run_cli
+def run_main(capsys, args) -> subprocess.CompletedProcess:
+    """Run ``stylize_cli.main.main`` in this process (the console script's code path without its ~3-5 s of
+    imports; for error paths, each command keeps one test through a real process)."""
+    from stylize_cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, cap.out, cap.err)
 
 
 def make_photo(width: int = 64, height: int = 48, seed: int = 0):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from stylecore.options import SPECS
-from tests.conftest import ROOT, make_photo, make_texture, run_cli
+from tests.conftest import ROOT, make_photo, make_texture, run_cli, run_main
 
 FAST = ("--encoder", "random:0", "--size", "40", "--steps", "4", "--device", "cpu")
 
@@ -80,24 +80,11 @@ def test_progress_bar_on_a_terminal(inputs, tmp_path):
 
 
 @pytest.mark.parametrize("ext,fmt", [(".png", "PNG"), (".webp", "WEBP")])
-def test_output_format_follows_the_extension(inputs, tmp_path, ext, fmt):
+def test_output_format_follows_the_extension(inputs, tmp_path, ext, fmt, capsys):
     out = tmp_path / f"out{ext}"
-    proc = run_cli("image", inputs / "content.png", inputs / "style.png", "-o", out, *FAST, "--size", "32")
+    proc = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", out, *FAST, "--size", "32"])
     assert proc.returncode == 0, proc.stderr
     assert Image.open(out).format == fmt and max(Image.open(out).size) == 32
-
-
-def _in_process(capsys, args) -> subprocess.CompletedProcess:
-    """Run ``stylize_cli.main.main`` in this process (same code path as the console script, minus start-up)."""
-    from stylize_cli.main import main
-
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    cap = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, cap.out, cap.err)
 
 
 def test_error_paths_in_a_real_process(inputs, tmp_path):
@@ -145,22 +132,24 @@ def test_error_paths(inputs, tmp_path, capsys):
         ([], ["COMMAND"]),
     ]
     for args, words in cases:
-        _one_error_line(_in_process(capsys, args), *words)
+        _one_error_line(run_main(capsys, args), *words)
     assert not out.exists()
 
 
 def test_unwritable_output_is_one_error_line(inputs, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = _in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", blocker / "out.png", *FAST])
+    proc = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", blocker / "out.png", *FAST])
     _one_error_line(proc, "out.png", "cannot write")
 
 
-def test_imagenet_offline_without_cache_is_one_error_line(inputs, tmp_path):
+def test_imagenet_offline_without_cache_is_one_error_line(inputs, tmp_path, capsys, monkeypatch):
     env = {"TORCH_HOME": str(tmp_path / "th"), "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    proc = run_cli("image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "o.png",
-                   "--size", "32", "--steps", "2", "--encoder", "imagenet", env=env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    proc = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "o.png",
+                             "--size", "32", "--steps", "2", "--encoder", "imagenet"])
     _one_error_line(proc, "encoder imagenet", "random:SEED")
 
 
@@ -204,7 +193,7 @@ def test_credentials_in_uris_are_refused_and_never_printed(inputs, tmp_path, cap
          "--decoder", "random:1"],
     ]
     for args in cases:
-        proc = _in_process(capsys, args)
+        proc = run_main(capsys, args)
         assert "topsecret" not in proc.stderr + proc.stdout and "AKIAEXAMPLE" not in proc.stderr + proc.stdout
         assert proc.returncode == 2 and "credentials in URIs are not supported" in proc.stderr, proc.stderr
     assert not out.exists() and not (tmp_path / "m.csv").exists()
@@ -215,19 +204,19 @@ def test_inputs_and_output_as_s3_and_file_uris(inputs, tmp_path, capsys, s3):
     folder named ``s3:`` before and said it had written to S3)."""
     b = s3.bucket()
     s3.put(b, "in/content.png", (inputs / "content.png").read_bytes())
-    local = _in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "a.png", *FAST])
+    local = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "a.png", *FAST])
     assert local.returncode == 0, local.stderr
-    proc = _in_process(capsys, ["image", f"s3://{b}/in/content.png", f"file://{inputs / 'style.png'}",
+    proc = run_main(capsys, ["image", f"s3://{b}/in/content.png", f"file://{inputs / 'style.png'}",
                                 "-o", f"s3://{b}/out/b.png", *FAST])
     assert proc.returncode == 0 and f"wrote s3://{b}/out/b.png" in proc.stdout, proc.stderr
     assert s3.get(b, "out/b.png") == (tmp_path / "a.png").read_bytes()  # same pixels, same encoder settings
-    proc = _in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o",
+    proc = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o",
                                 f"file://{tmp_path / 'c.png'}", *FAST])
     assert proc.returncode == 0 and (tmp_path / "c.png").read_bytes() == (tmp_path / "a.png").read_bytes()
     assert not (tmp_path / "s3:").exists() and not os.path.exists("s3:") and not os.path.exists("file:")
-    _one_error_line(_in_process(capsys, ["image", f"s3://{b}/in/missing.png", inputs / "style.png", "-o",
+    _one_error_line(run_main(capsys, ["image", f"s3://{b}/in/missing.png", inputs / "style.png", "-o",
                                          tmp_path / "d.png", *FAST]), f"s3://{b}/in/missing.png", "not found")
-    _one_error_line(_in_process(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path,
+    _one_error_line(run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path,
                                          *FAST]), "unsupported output extension")
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tests.conftest import make_photo, make_texture, run_cli
+from tests.conftest import make_photo, make_texture, run_cli, run_main
 
 
-def test_cli_adain_johnson_and_missing_decoder(ff_weights, tmp_path):
+def test_cli_adain_johnson_and_missing_decoder(ff_weights, tmp_path, capsys):
+    """AdaIN through the console script's process; johnson and the error in this process (same code path)."""
     content, style = tmp_path / "c.png", tmp_path / "s.png"
     make_photo(64, 48).save(content)
     make_texture(48).save(style)
@@ -16,12 +17,12 @@ def test_cli_adain_johnson_and_missing_decoder(ff_weights, tmp_path):
                 "--decoder", ff_weights["decoder"], "--alpha", "0.7", "--style-weights", "0.6,0.4", "--size", "0")
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size == (64, 48) and np.asarray(Image.open(out)).std() > 5
-    r = run_cli("image", content, "-o", tmp_path / "j.png", "--method", "johnson", "--model", ff_weights["johnson_old"],
-                "--size", "32")
+    r = run_main(capsys, ["image", content, "-o", tmp_path / "j.png", "--method", "johnson", "--model",
+                          ff_weights["johnson_old"], "--size", "32"])
     assert r.returncode == 0, r.stderr
     assert max(Image.open(tmp_path / "j.png").size) == 32
-    r = run_cli("image", content, style, "-o", tmp_path / "x.png", "--method", "adain", "--encoder",
-                ff_weights["vgg_normalised"], "--size", "0")
+    r = run_main(capsys, ["image", content, style, "-o", tmp_path / "x.png", "--method", "adain", "--encoder",
+                          ff_weights["vgg_normalised"], "--size", "0"])
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "--decoder" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 

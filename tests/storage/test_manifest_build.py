@@ -12,6 +12,7 @@ import pytest
 from stylecore import manifest, storage
 from stylecore.errors import ManifestError, StorageError
 from stylecore.manifest_build import build_manifest
+from tests.conftest import run_cli, run_main
 from stylecore.options import StyleOptions
 
 
@@ -108,9 +109,13 @@ def test_builder_over_s3_prefix(s3):
     assert len(manifest.load(f"s3://{b}/m.parquet").rows) == 4
 
 
-def test_cli_build_and_validate(tree, cli):
+def test_cli_build_and_validate(tree, capsys):
+    """The first command through the console script's process, the rest in this process (same code path)."""
+    def cli(*args):
+        return run_main(capsys, args)
+
     out = tree / "m.csv"
-    r = cli("manifest", "build", "--content", tree / "ds", "--style", tree / "styles/ink.png", tree / "styles/waves.png",
+    r = run_cli("manifest", "build", "--content", tree / "ds", "--style", tree / "styles/ink.png", tree / "styles/waves.png",
             "--pairing", "cross", "--label-from-parent", "-o", out)
     assert r.returncode == 0, r.stderr
     assert "wrote 10 rows" in r.stdout

@@ -2,7 +2,7 @@
 import torch
 
 from stylecore.transformer_net import TransformerNet
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 
 def test_cli_train_johnson_and_resume(data, tmp_path):
@@ -18,7 +18,8 @@ def test_cli_train_johnson_and_resume(data, tmp_path):
     TransformerNet().load_state_dict(torch.load(out / "model.pth", weights_only=True))
 
 
-def test_cli_errors_are_one_line_exit_2(data, tmp_path):
+def test_cli_errors_are_one_line_exit_2(data, tmp_path, capsys):
+    """In this process (same code path); the first case also through the console script's process."""
     cases = [
         (["train", "adain", "--content", tmp_path / "nope", "--style", data["style"], "-o", tmp_path / "o", "--encoder", "random:0"],
          "no such file or folder"),
@@ -27,8 +28,8 @@ def test_cli_errors_are_one_line_exit_2(data, tmp_path):
         (["train", "johnson", "--content", data["content"], "--style", data["style_image"], "-o", tmp_path / "o",
           "--resume", "--loss-network", "random:0"], "no training state"),
     ]
-    for args, text in cases:
-        r = run_cli(*args)
+    for i, (args, text) in enumerate(cases):
+        r = run_cli(*args) if i == 0 else run_main(capsys, args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], r.stderr
 
@@ -93,14 +94,14 @@ def _one_error_line(r, text):
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], r.stderr
 
 
-def test_cli_refuses_an_out_path_that_is_a_file(data, tmp_path):
+def test_cli_refuses_an_out_path_that_is_a_file(data, tmp_path, capsys):
     (tmp_path / "c.png").write_bytes(b"x")
     base = ["train", "johnson", "--content", data["content"], "--style", data["style_image"], "--loss-network",
             "random:0", "--steps", "1", "--crop", "32", "--batch-size", "1", "--workers", "1", "-q"]
     for out, text in [("c.png", "c.png: exists and is not a folder"),
                       ("c.png/sub", "c.png is not a folder")]:
-        _one_error_line(run_cli(*base, "-o", tmp_path / out), text)
-    _one_error_line(run_cli(*base, "-o", tmp_path / "c.png", "--resume"), "c.png: exists and is not a folder")
+        _one_error_line(run_main(capsys, [*base, "-o", tmp_path / out]), text)
+    _one_error_line(run_main(capsys, [*base, "-o", tmp_path / "c.png", "--resume"]), "c.png: exists and is not a folder")
     assert (tmp_path / "c.png").read_bytes() == b"x"
 
 
