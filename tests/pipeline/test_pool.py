@@ -6,7 +6,6 @@ deployments/prefect.yaml and starts two ``gpu`` workers (one flow run at a time 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -106,35 +105,17 @@ def test_zombie_run_automation_and_heartbeats_are_deployed(deployed, prefect_ser
     assert trigger.within.total_seconds() / 60 == 5
 
 
-def test_pool_dispatch_uses_both_workers(deployed, prefect_server, tmp_path):
-    path = write_manifest(tmp_path, 4)
-    state = stylize_collection(manifest=str(path), output=str(tmp_path / "out"), dispatch="pool", shard_size=2,
-                               concurrency=2, quality=False, return_state=True, **ENGINE)
-    assert state.is_completed(), state.message
-    summary = state.result()
-    metrics = pd.read_parquet(Path(summary["report_dir"]) / "metrics.parquet")
-    assert (summary["total"], summary["ok"], summary["failed"]) == (4, 4, 0)
-    assert metrics["row"].tolist() == list(range(4)) and (metrics["status"] == "ok").all()
-    assert {w.split(":")[0] for w in metrics["worker"]} == {"w1", "w2"}
-    assert len(output_files(tmp_path / "out")) == 4
-
-    # The shard runs are named after the manifest and tagged with their shard.
+def test_deployment_run_bulk_archive_uses_both_workers(deployed, prefect_server, tmp_path):
+    """``prefect deployment run stylize-collection/bulk-archive``: the parent runs on the cpu pool, its two shards
+    run at once on the two gpu workers, as child runs named after the manifest and tagged with their shard."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter,
+                                                FlowRunFilterParentFlowRunId)
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])))
-    names = sorted(r.name for r in runs)
-    assert names == [f"pairs-shard-{i:05d}" for i in range(2)]
-    assert all(f"shard:{r.name[-5:]}" in r.tags for r in runs)
-
-
-def test_deployment_run_bulk_archive_completes(deployed, prefect_server, tmp_path):
     path = write_manifest(tmp_path, 4)
     out = tmp_path / "out"
-    params = ["--param", f"manifest={path}", "--param", f"output={out}", "--param", "shard_size=4",
-              "--param", "quality=false"]
+    params = ["--param", f"manifest={path}", "--param", f"output={out}", "--param", "shard_size=2",
+              "--param", "concurrency=2", "--param", "quality=false"]
     for key, value in ENGINE.items():
         params += ["--param", f"{key}={value}"]
     run = prefect_server.cli("deployment", "run", "stylize-collection/bulk-archive", *params, "--watch",
@@ -142,8 +123,20 @@ def test_deployment_run_bulk_archive_completes(deployed, prefect_server, tmp_pat
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     [summary_file] = list((out / "_reports").glob("*/summary.json"))
     summary = json.loads(summary_file.read_text())
-    assert (summary["total"], summary["ok"], summary["dispatch"]) == (4, 4, "pool")
+    assert (summary["total"], summary["ok"], summary["failed"], summary["dispatch"]) == (4, 4, 0, "pool")
+    metrics = pd.read_parquet(summary_file.parent / "metrics.parquet")
+    assert metrics["row"].tolist() == list(range(4)) and (metrics["status"] == "ok").all()
+    assert {w.split(":")[0] for w in metrics["worker"]} == {"w1", "w2"}
     assert len(output_files(out)) == 4
+
+    with get_client(sync_client=True) as client:
+        [parent] = client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=["bulk-archive"])))
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])))
+    names = sorted(r.name for r in runs)
+    assert names == [f"pairs-shard-{i:05d}" for i in range(2)]
+    assert all(f"shard:{r.name[-5:]}" in r.tags for r in runs)
 
 
 def test_a_pool_without_an_online_worker_is_reported(deployed, prefect_server):
