@@ -25,6 +25,16 @@ def _summary(stdout: str) -> dict:
     return json.loads((Path(report) / "summary.json").read_text()) | {"_metrics": pd.read_parquet(Path(report) / "metrics.parquet")}
 
 
+@pytest.fixture(scope="module")
+def ephemeral_env(tmp_path_factory) -> dict:
+    """Environment for a ``stylize run`` that starts its own ephemeral Prefect server. The tests share one
+    PREFECT_HOME, so only the first start creates the database (its migrations take 10-20 s here)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path_factory.mktemp("ephemeral-home")), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1")
+    return env
+
+
 def test_bad_rows_counts_and_exit_codes(prefect_server, tmp_path):
     buf = io.BytesIO()
     make_photo(48, 40, seed=5).save(buf, format="JPEG")
@@ -173,6 +183,7 @@ def test_unreachable_prefect_api_is_one_line_and_exit_1(tmp_path):
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()  # nothing listens there now
+    # A home of its own: the ephemeral server given no time may be stopped in the middle of creating its database.
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     base.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     cases = {"server": dict(base, PREFECT_API_URL=f"http://127.0.0.1:{port}/api"),
@@ -211,10 +222,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the server guard needs /proc (Linux)")
-def test_sigkilled_run_does_not_leave_its_ephemeral_server(tmp_path):
+def test_sigkilled_run_does_not_leave_its_ephemeral_server(tmp_path, ephemeral_env):
     path = write_manifest(tmp_path, 1)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    env = ephemeral_env
     proc = subprocess.Popen([sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output",
                              str(tmp_path / "out"), "--method", "gatys", "--encoder", "random:0", "--size", "32",
                              "--steps", "1000000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -241,7 +251,7 @@ def test_sigkilled_run_does_not_leave_its_ephemeral_server(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc (Linux)")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_stops_a_run_within_seconds_with_one_line(tmp_path, sig, request):
+def test_ctrl_c_or_sigterm_stops_a_run_within_seconds_with_one_line(tmp_path, sig, request, ephemeral_env):
     """A terminal's Ctrl-C signals the whole process group. The run exits 130 (SIGTERM: 143) with at most one line
     within seconds, even in the middle of a long Gatys row; its ephemeral server (Ctrl-C case) is stopped. The
     SIGTERM case uses the session's server (an ephemeral start costs ~15 s)."""
@@ -249,8 +259,7 @@ def test_ctrl_c_or_sigterm_stops_a_run_within_seconds_with_one_line(tmp_path, si
     if sig == signal.SIGTERM:
         env = request.getfixturevalue("prefect_server").env
     else:
-        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-        env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+        env = ephemeral_env
     proc = subprocess.Popen([sys.executable, "-m", "stylize_cli.main", "run", str(path), "--output",
                              str(tmp_path / "out"), "--method", "gatys", "--encoder", "random:0", "--size", "32",
                              "--steps", "1000000", "--shard-size", "1"], cwd=ROOT, env=env,
