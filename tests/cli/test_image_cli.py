@@ -143,13 +143,12 @@ def test_unwritable_output_is_one_error_line(inputs, tmp_path, capsys):
     _one_error_line(proc, "out.png", "cannot write")
 
 
-def test_imagenet_offline_without_cache_is_one_error_line(inputs, tmp_path, capsys, monkeypatch):
+def test_imagenet_offline_without_cache_is_one_error_line(inputs, tmp_path):
+    """In a process of its own: urllib keeps the proxies it first saw for the life of a process."""
     env = {"TORCH_HOME": str(tmp_path / "th"), "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    proc = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "o.png",
-                             "--size", "32", "--steps", "2", "--encoder", "imagenet"])
+    proc = run_cli("image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "o.png",
+                   "--size", "32", "--steps", "2", "--encoder", "imagenet", env=env)
     _one_error_line(proc, "encoder imagenet", "random:SEED")
 
 
