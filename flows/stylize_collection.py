@@ -248,7 +248,7 @@ def stylize_collection(
                                             preserve_color=preserve_color).items() if v is not None})
     StyleOptions.make(**overrides)  # fail fast on a bad option
     work_pool = check_shard_deployment(pool) if dispatch == "pool" else None
-    engine = {"encoder": encoder, "decoder": decoder, "model": model, "device": device}
+    engine = {"encoder": encoder or "imagenet", "decoder": decoder, "model": model, "device": device}
     name = manifest_name(manifest)
     run = run_id()
     report_dir = report_dir or storage.join(output, f"_reports/{run}")

@@ -61,7 +61,9 @@ def check_run_settings(*, device: str, dispatch: str, shard_size: Any, concurren
 def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> None:
     """One-line ``OptionsError``/``WeightsError`` when the rows' methods lack the weights they need (adain: a
     decoder, johnson: a model), a spec is malformed, or, when shards run here, a weights file is missing (local,
-    or on S3 with one HEAD; pool workers may reach other files and buckets, so those are not checked here)."""
+    or on S3 with one HEAD) or does not load. Shards that run here then reuse the networks loaded for this
+    check (``get_engine``); without it, every row would read its images only to fail with the same error.
+    Pool workers may reach other files and buckets, so their weights are not checked here."""
     needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth; the decoder parameter of a flow run)"),
              "johnson": ("model", "--model SPEC (a fast_neural_style .pth; the model parameter of a flow run)")}
     for method in sorted(methods):
@@ -78,3 +80,8 @@ def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> N
                     raise WeightsError(f"{role}: {e}") from None
                 if not found:
                     raise WeightsError(f"{role} {parsed.value}: not found")
+    if dispatch == "local" and methods:
+        from stylecore.engine import get_engine
+
+        get_engine(engine.get("encoder") or "imagenet", engine.get("decoder"), engine.get("model"),
+                   engine.get("device") or "auto", progress=False).load_networks(sorted(methods), strict=True)

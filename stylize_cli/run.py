@@ -241,7 +241,8 @@ def print_user_error(error: Exception, manifest: str) -> None:
 
 def preflight(args: argparse.Namespace) -> None:
     """The flow's own first checks, run before Prefect starts (which takes 10-30 s): the options, the manifest's
-    rows, the run settings and the weights the rows' methods need. Raises their one-line errors
+    rows, the run settings and the weights the rows' methods need (with local dispatch, loaded: the shards of
+    the flow, in this process, reuse them). Raises their one-line errors
     (``ManifestError`` with every problem). The flow checks again: a deployment's runs start without this."""
     from stylecore import manifest
     from stylecore.options import StyleOptions
@@ -250,9 +251,10 @@ def preflight(args: argparse.Namespace) -> None:
     overrides = dict(params["options"] or {})
     overrides.update({k: params[k] for k in NAMED_OPTIONS if params[k] is not None})
     options = StyleOptions.make(**overrides)
-    engine = {k: params[k] for k in ("encoder", "decoder", "model")}
+    engine = {k: params[k] for k in ("encoder", "decoder", "model", "device")}
+    engine["encoder"] = engine["encoder"] or "imagenet"  # as the flow has it: its shards reuse the loaded networks
     prep = manifest.load(args.manifest, method=args.method, options=options, fmt=args.format,
-                         encoder=engine["encoder"] or "imagenet", decoder=engine["decoder"], model=engine["model"])
+                         encoder=engine["encoder"], decoder=engine["decoder"], model=engine["model"])
     from stylecore.run_checks import check_run_settings, check_weights  # imports torch (~2 s): after the rows
 
     check_run_settings(**{k: params[k] for k in ("device", "dispatch", "shard_size", "concurrency",

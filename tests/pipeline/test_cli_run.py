@@ -99,7 +99,8 @@ def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
     good = write_manifest(tmp_path, 1)
     for args, expected in (([*ENGINE_ARGS, "--device", "cuda"], "CUDA is not available"),
                            (["--method", "johnson", "--model", tmp_path / "missing.pth"], "missing.pth: file not found"),
-                           (["--method", "adain", "--encoder", "random:0"], "method adain needs decoder weights")):
+                           (["--method", "adain", "--encoder", "random:0"], "method adain needs decoder weights"),
+                           ([*ENGINE_ARGS, "--decoder", good], f"decoder {good}: not a readable state_dict")):
         proc = run_cli("run", good, "--output", tmp_path / "o", *args, env=prefect_server.env)
         assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -129,12 +129,16 @@ def test_max_failed_count_and_fraction(prefect_server, tmp_path):
     (dict(decoder=None), "method adain needs decoder weights: --decoder SPEC"),
     (dict(encoder="/nonexistent/vgg.pth"), "encoder /nonexistent/vgg.pth: file not found"),
     (dict(decoder="imagenet"), "decoder: 'imagenet' names torchvision's VGG19 encoder weights only"),
+    (dict(decoder="{tmp}/decoder.pth"), "decoder {tmp}/decoder.pth: not a readable state_dict"),
 ])
 def test_bad_run_settings_fail_before_any_shard(prefect_server, tmp_path, settings, error):
-    """Settings that would fail every shard after its retries (or be silently changed) fail the run at once with
-    one line, and nothing is written."""
+    """Settings that would fail every shard after its retries, or every row (weights that do not load), or be
+    silently changed fail the run at once with one line, and nothing is written."""
     from stylecore.errors import StyleCoreError
 
+    (tmp_path / "decoder.pth").write_text("not a checkpoint")
+    settings = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in settings.items()}
+    error = error.format(tmp=tmp_path)
     path = write_manifest(tmp_path, 2)
     params = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **ENGINE)
     params.update(settings)
