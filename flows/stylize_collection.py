@@ -259,8 +259,8 @@ def stylize_collection(
                      overwrite=overwrite, check_inputs=check_inputs, return_state=True).result()  # raises its error
     rows = plan.rows
     pending = rows[rows["status"] != "skipped"]
-    check_weights(set(pending["method"]), engine, dispatch)
     allowed = allowed_failures(max_failed, len(rows))
+    check_weights(pending["method"].value_counts().to_dict(), engine, dispatch, allowed=allowed)
     shards = write_shard_manifests(pending, report_dir, shard_size) if len(pending) else []
     phases = {"plan": time.perf_counter() - t0}
 

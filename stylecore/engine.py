@@ -147,17 +147,18 @@ class Engine(FeedForwardMixin):
 
     _NETWORKS = {"gatys": ("vgg",), "adain": ("adain_encoder", "decoder"), "johnson": ("model",)}
 
-    def load_networks(self, methods: Sequence[str], *, strict: bool = False) -> None:
+    def load_networks(self, methods: Sequence[str]) -> dict[str, Exception]:
         """Load the networks that ``methods`` use now rather than inside the first timed call (so a row's
         ``compute_ms`` never includes reading weights). A network that fails to load is left to fail the rows
-        that need it, with its own error; with ``strict``, its error is raised here."""
+        that need it, with its own error; returns those errors by method."""
+        failed: dict[str, Exception] = {}
         for method in dict.fromkeys(methods):
             for name in self._NETWORKS.get(str(method), ()):
                 try:
                     getattr(self, name)
-                except Exception:  # noqa: BLE001 - reported per row by stylize_batch
-                    if strict:
-                        raise
+                except Exception as e:  # noqa: BLE001 - reported per row by stylize_batch
+                    failed.setdefault(str(method), e)
+        return failed
 
     # -- inputs ---------------------------------------------------------------------------------
     def load(self, source: ImageSource | Image.Image, size: int, *, name: str | None = None) -> Image.Image:

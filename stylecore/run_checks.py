@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stylecore import storage
@@ -58,30 +59,38 @@ def check_run_settings(*, device: str, dispatch: str, shard_size: Any, concurren
         check_device_name(device)  # the GPU workers have the device, not necessarily this host
 
 
-def check_weights(methods: set[str], engine: dict[str, Any], dispatch: str) -> None:
+def check_weights(methods: Mapping[str, int] | Iterable[str], engine: dict[str, Any], dispatch: str, *,
+                  allowed: int = 0, files: bool = True) -> None:
     """One-line ``OptionsError``/``WeightsError`` when the rows' methods lack the weights they need (adain: a
-    decoder, johnson: a model), a spec is malformed, or, when shards run here, a weights file is missing (local,
-    or on S3 with one HEAD) or does not load. Shards that run here then reuse the networks loaded for this
-    check (``get_engine``); without it, every row would read its images only to fail with the same error.
-    Pool workers may reach other files and buckets, so their weights are not checked here."""
+    decoder, johnson: a model) or a spec is malformed; with ``files``, when shards run here, also when a weights
+    file is missing (local, or on S3 with one HEAD) or does not load. ``methods`` maps each method of the rows
+    to run to its row count: weights that do not load fail the run only when their rows would be more than
+    ``allowed`` failures; otherwise those rows fail alone, with the loader's error. Shards that run here reuse
+    the networks loaded for this check (``get_engine``), so nothing loads twice. Pool workers may reach other
+    files and buckets, so their weights are not checked here."""
+    counts = dict(methods) if isinstance(methods, Mapping) else {m: 1 for m in methods}
+    counts = {str(m): int(n) for m, n in counts.items() if n > 0}  # (a categorical column counts absent ones as 0)
     needs = {"adain": ("decoder", "--decoder SPEC (a decoder.pth; the decoder parameter of a flow run)"),
              "johnson": ("model", "--model SPEC (a fast_neural_style .pth; the model parameter of a flow run)")}
-    for method in sorted(methods):
+    local = dispatch == "local" and files
+    for method in sorted(counts):
         for role, spec in used_specs(method, engine).items():
             if spec is None:
                 raise OptionsError(f"method {method} needs {role} weights: {needs[method][1]}")
             parsed = parse_spec(spec, allow_imagenet=role == "encoder", what=role)
-            if dispatch == "local" and parsed.kind == "path" and not os.path.isfile(parsed.value):
+            if local and parsed.kind == "path" and not os.path.isfile(parsed.value):
                 raise WeightsError(f"{role} {parsed.value}: file not found")
-            if dispatch == "local" and parsed.kind == "s3":
+            if local and parsed.kind == "s3":
                 try:
                     found = storage.exists(parsed.value)
                 except StorageError as e:
                     raise WeightsError(f"{role}: {e}") from None
                 if not found:
                     raise WeightsError(f"{role} {parsed.value}: not found")
-    if dispatch == "local" and methods:
+    if local and counts:
         from stylecore.engine import get_engine
 
-        get_engine(engine.get("encoder") or "imagenet", engine.get("decoder"), engine.get("model"),
-                   engine.get("device") or "auto", progress=False).load_networks(sorted(methods), strict=True)
+        failed = get_engine(engine.get("encoder") or "imagenet", engine.get("decoder"), engine.get("model"),
+                            engine.get("device") or "auto", progress=False).load_networks(sorted(counts))
+        if failed and sum(counts[m] for m in failed) > allowed:
+            raise next(iter(failed.values()))

@@ -241,8 +241,7 @@ def print_user_error(error: Exception, manifest: str) -> None:
 
 def preflight(args: argparse.Namespace) -> None:
     """The flow's own first checks, run before Prefect starts (which takes 10-30 s): the options, the manifest's
-    rows, the run settings and the weights the rows' methods need (with local dispatch, loaded: the shards of
-    the flow, in this process, reuse them). Raises their one-line errors
+    rows, the run settings and the weight specs the rows' methods need. Raises their one-line errors
     (``ManifestError`` with every problem). The flow checks again: a deployment's runs start without this."""
     from stylecore import manifest
     from stylecore.options import StyleOptions
@@ -259,7 +258,9 @@ def preflight(args: argparse.Namespace) -> None:
 
     check_run_settings(**{k: params[k] for k in ("device", "dispatch", "shard_size", "concurrency",
                                                  "max_shard_retries", "batch_size", "max_failed")})
-    check_weights(set(prep.rows["method"]), engine, args.dispatch)
+    # Specs only: which files must exist and load depends on the rows still to do, known once the flow plans
+    # them (in this process; it checks them before any shard).
+    check_weights(set(prep.rows["method"]), engine, args.dispatch, files=False)
 
 
 def run_command(args: argparse.Namespace) -> int:

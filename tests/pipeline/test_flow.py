@@ -148,6 +148,39 @@ def test_bad_run_settings_fail_before_any_shard(prefect_server, tmp_path, settin
     assert not (tmp_path / "out").exists()
 
 
+def test_weights_are_checked_for_the_rows_still_to_do(prefect_server, tmp_path):
+    """Only the rows a run will do need their weights: a finished manifest re-runs (all skipped) after its decoder
+    file is gone, and a decoder that does not load fails the run before any shard only when its rows would be
+    more failures than ``max_failed`` allows; within it, those rows fail alone and the other method's rows run."""
+    import torch
+
+    from stylecore.adain import load_adain_decoder
+    from stylecore.errors import WeightsError
+
+    decoder = tmp_path / "decoder.pth"
+    torch.save(load_adain_decoder("random:1").state_dict(), decoder)
+    path = write_manifest(tmp_path, 2)
+    common = dict(manifest=str(path), output=str(tmp_path / "out"), quality=False, **dict(ENGINE, decoder=str(decoder)))
+    assert stylize_collection(**common)["ok"] == 2
+    decoder.unlink()
+    again = stylize_collection(**common)
+    assert (again["ok"], again["failed"], again["skipped"]) == (0, 0, 2)
+
+    bad = tmp_path / "bad.pth"  # another path: this process's engine for decoder.pth keeps what it loaded
+    bad.write_text("not a checkpoint")
+    mixed = write_manifest(tmp_path / "mixed", 2, extra_rows=[
+        {"content": "content/c000.jpg", "style": "styles/s1.png", "label": "g", "method": "gatys"}])
+    common.update(manifest=str(mixed), output=str(tmp_path / "mixed-out"), steps=2, decoder=str(bad))
+    with pytest.raises(WeightsError, match="decoder .*bad.pth: not a readable state_dict"):
+        stylize_collection(**common, max_failed=1)
+    assert not (tmp_path / "mixed-out").exists()
+    summary = stylize_collection(**common, max_failed=2)
+    assert (summary["ok"], summary["failed"]) == (1, 2)
+    metrics = pd.read_parquet(f"{summary['report_dir']}/metrics.parquet")
+    assert metrics.loc[metrics["status"] == "ok", "method"].tolist() == ["gatys"]
+    assert metrics.loc[metrics["status"] == "failed", "error"].str.contains("not a readable state_dict").all()
+
+
 def test_every_manifest_problem_is_in_the_run_log(prefect_server, tmp_path):
     """A deployment's user sees the run's log, not the CLI: every problem of a bad manifest is logged there."""
     from prefect.client.orchestration import get_client
