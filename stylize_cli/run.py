@@ -246,16 +246,12 @@ def preflight(args: argparse.Namespace) -> None:
     from stylecore import manifest
     from stylecore.options import StyleOptions
 
-    params = flow_parameters(args)
-    overrides = dict(params["options"] or {})
-    overrides.update({k: params[k] for k in NAMED_OPTIONS if params[k] is not None})
-    options = StyleOptions.make(**overrides)
-    engine = {k: params[k] for k in ("encoder", "decoder", "model", "device")}
-    engine["encoder"] = engine["encoder"] or "imagenet"  # as the flow has it: its shards reuse the loaded networks
-    prep = manifest.load(args.manifest, method=args.method, options=options, fmt=args.format,
-                         encoder=engine["encoder"], decoder=engine["decoder"], model=engine["model"])
+    options = StyleOptions.make(**engine_overrides(args))
+    engine = {"encoder": args.encoder or "imagenet", "decoder": args.decoder, "model": args.model}
+    prep = manifest.load(args.manifest, method=args.method, options=options, fmt=args.format, **engine)
     from stylecore.run_checks import check_run_settings, check_weights  # imports torch (~2 s): after the rows
 
+    params = flow_parameters(args)
     check_run_settings(**{k: params[k] for k in ("device", "dispatch", "shard_size", "concurrency",
                                                  "max_shard_retries", "batch_size", "max_failed")})
     # Specs only: which files must exist and load depends on the rows still to do, known once the flow plans
