@@ -28,7 +28,7 @@ from .options import StyleOptions, check_method, normalise_weights, parse_style_
 from .style_cache import StyleCache
 from .transformer_net import TransformerNet
 from .vgg import VGG19Encoder, load_vgg19_encoder
-from .weights import parse_spec
+from .weights import file_version, parse_spec
 
 
 @dataclass(frozen=True)
@@ -284,19 +284,24 @@ def _name(source, default: str) -> str | None:
     return str(source)
 
 
-_ENGINES: dict[EngineConfig, Engine] = {}
+_ENGINES: dict[EngineConfig, tuple[Engine, tuple]] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
 def get_engine(encoder: str = "imagenet", decoder: str | None = None, model: str | None = None,
                device: str = "auto", **kwargs) -> Engine:
-    """The process-wide engine for this config: built on first use, then reused by every caller."""
+    """The process-wide engine for this config: built on first use, then reused by every caller.
+
+    A local weights file that was replaced since (a retrained decoder.pth, say) gets a new engine, so a
+    long-lived process never keeps stylizing with the old weights.
+    """
     key = EngineConfig(str(encoder), decoder and str(decoder), model and str(model), str(device))
+    versions = tuple(file_version(spec) for spec in (key.encoder, key.decoder, key.model))
     with _ENGINES_LOCK:
-        eng = _ENGINES.get(key)
-        if eng is None:
-            eng = _ENGINES[key] = Engine(encoder, decoder, model, device, **kwargs)
-        return eng
+        cached = _ENGINES.get(key)
+        if cached is None or cached[1] != versions:
+            cached = _ENGINES[key] = (Engine(encoder, decoder, model, device, **kwargs), versions)
+        return cached[0]
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource] = (), *, method: str = "gatys",

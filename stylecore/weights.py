@@ -87,6 +87,26 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
     return WeightSpec("path", text, text)
 
 
+def file_version(spec: str | None) -> tuple | None:
+    """What a local spec's file is now (path, mtime_ns, size), so a cache can tell that it was replaced.
+
+    Other specs answer None: ``imagenet`` is fixed by its hash, ``random:SEED`` by its seed, and an s3:// object
+    is not checked again (that would cost a request per call).
+    """
+    try:
+        parsed = parse_spec(spec) if spec else None
+    except WeightsError:
+        return None
+    if parsed is None or parsed.kind != "path":
+        return None
+    path = Path(str(parsed.value)).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path), st.st_mtime_ns, st.st_size
+
+
 def _load_failure(e: Exception) -> str:
     """A one-line reason from torch.load's (long, multi-line) error messages."""
     text = str(e).strip()

@@ -78,3 +78,24 @@ def test_style_size_zero_keeps_the_style_size_as_test_py_does(ff_engine):
     assert _diff(out, ref[:48, :64]) <= 1
     resized = ff_engine.stylize(content, style, method="adain", size=0)  # default: the content's long side
     assert _diff(out, resized) > 3
+
+
+def test_a_replaced_checkpoint_is_loaded_again_by_the_process_engine(tmp_path):
+    """A long-lived process (a notebook, a served worker) must not keep stylizing with a file's old weights."""
+    import os
+
+    import stylecore
+
+    path = tmp_path / "model.pth"
+    torch.save(johnson_state(seed=2), path)
+    content = make_photo(40, 32, seed=13)
+    first = stylecore.stylize(content, method="johnson", model=str(path), device="cpu", size=0)
+    assert _diff(first, ref_johnson(johnson_state(seed=2), np.asarray(content))) <= 1
+    assert stylecore.get_engine(model=str(path), device="cpu") is stylecore.get_engine(model=str(path), device="cpu")
+
+    torch.save(johnson_state(seed=3), path)  # retrained in place (same size; a later mtime)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    second = stylecore.stylize(content, method="johnson", model=str(path), device="cpu", size=0)
+    assert _diff(second, ref_johnson(johnson_state(seed=3), np.asarray(content))) <= 1
+    assert _diff(first, second) > 10
