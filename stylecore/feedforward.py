@@ -31,7 +31,7 @@ from .errors import ImageError, OptionsError, StyleCoreError
 from .fast_layers import channels_last_pads
 from .ff_graphs import AdaINGraph, JohnsonGraph, compile_graph, to_uint8_hwc
 from .johnson import SCALE as JOHNSON_SCALE, instance_norm_stats
-from .options import StyleOptions, normalise_weights, parse_style_weights
+from .options import MIN_TILE, StyleOptions, normalise_weights, parse_style_weights
 from .style_cache import image_digest
 from .tiling import Blender, default_overlap, plan_tiles
 
@@ -48,7 +48,6 @@ FF_MEMORY_FORMAT = torch.channels_last
 # 1085 at 256 px, 357 vs 334 at 512 px). fused, cudnn and borders are not measured on a GPU yet.
 CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fast+pads")
 CUDA_LAYER_WORDS = ("plain", "fast", "pads", "fused", "cudnn", "borders")
-MIN_TILE = 64
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
 # On GPUs 4 Mpx: 64 images of 256², 16 of 512². On an H200 batches of 64 at 256 px ran AdaIN at 2051 img/s
 # against 1243 for batches of 16, Johnson 1296 against 966 (bench/results/2026-11-27-h200-compiled).
@@ -166,9 +165,7 @@ class FeedForwardMixin:
 
     def tile_limit(self, options: StyleOptions, align: int) -> int:
         """Longest side processed in one piece: ``tile_size``, or 1024 on the CPU / 1024–2048 by GPU memory."""
-        tile = options.tile_size
-        if tile and tile < MIN_TILE:
-            raise OptionsError(f"option tile_size: {tile} is below the minimum of {MIN_TILE} pixels (0: automatic)")
+        tile = options.tile_size  # 0 or at least MIN_TILE (checked by the option table)
         if not tile:
             tile = CPU_TILE
             if self.device.type == "cuda":

@@ -18,6 +18,7 @@ from .errors import OptionsError
 METHODS = ("gatys", "adain", "johnson")
 FEED_FORWARD = ("adain", "johnson")  # the methods with a trained network: batched forward passes, tiles
 ALL = frozenset(METHODS)
+MIN_TILE = 64  # the smallest tile_size: smaller tiles are mostly overlap
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ SPECS: dict[str, OptionSpec] = {
                        help="random seed (bit-identical results on the same machine)"),
     "alpha": OptionSpec(float, 1.0, methods=frozenset({"adain"}), check=lambda a: 0.0 <= a <= 1.0, rule="in [0, 1]",
                         help="AdaIN style strength"),
-    "tile_size": OptionSpec(int, 0, methods=frozenset(FEED_FORWARD), check=_nonneg, rule=">= 0",
+    "tile_size": OptionSpec(int, 0, methods=frozenset(FEED_FORWARD), check=lambda t: t == 0 or t >= MIN_TILE,
+                            rule=f"0 for automatic, or >= {MIN_TILE}",
                             help="process images larger than this many pixels per side as tiles (0: automatic)"),
 }
 

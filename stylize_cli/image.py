@@ -120,7 +120,7 @@ def register(subparsers) -> None:
     add_weight_options(p)
     p.add_argument("--mask", metavar="MASK", default=None, help="AdaIN spatial control: a mask image assigning styles to regions")
     p.add_argument("--style-weights", metavar="W1,W2", default=None, help="blend weights of the style images (default: equal)")
-    p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto: CUDA when available)")
+    p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}", help="device (default: auto: CUDA when available)")
     p.add_argument("--quality", type=_quality, default=95, metavar="Q", help="JPEG/WebP quality 1-100 (default: 95)")
     add_engine_options(p)
     p.set_defaults(func=run)

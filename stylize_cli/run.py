@@ -67,7 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", metavar="URI", required=True, help="output root (local folder or s3://bucket/prefix)")
     p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="default method (rows may override)")
     add_weight_options(p)
-    p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda}", help="device (default: auto)")
+    p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}", help="device (default: auto)")
     p.add_argument("--format", choices=("jpg", "png", "webp"), default="jpg", help="output format (default: jpg)")
     run = p.add_argument_group("run options")
     run.add_argument("--shard-size", type=_positive, default=None, metavar="N",

@@ -59,18 +59,16 @@ def test_bad_items_fail_alone_with_one_line_errors(ff_weights):
         Request(make_photo(2, 2), [make_texture(64)], ["t"], None, "adain", opts, "tiny"),
         Request(make_photo(64, 48), [make_texture(64)], ["t"], None, "cubism", opts, "method"),
         Request(make_photo(64, 48), [make_texture(64)], ["t"], [1.0, 2.0], "adain", opts, "weights"),
-        Request(make_photo(64, 48), [], [], None, "johnson", StyleOptions.make(size=0, tile_size=32), "tile"),
     ]
     results = engine.stylize_batch([good[0], *bad, good[1]])
     by_key = {r.key: r for r in results}
     assert by_key["c0-s0"].image is not None and by_key["c1-s0"].image is not None
-    for key in ("no-style", "tiny", "method", "weights", "tile"):
+    for key in ("no-style", "tiny", "method", "weights"):
         r = by_key[key]
         assert r.image is None and r.error and "\n" not in r.error, (key, r.error)
     assert "needs at least one style" in by_key["no-style"].error
     assert "cubism" in by_key["method"].error
     assert "2 weights for 1 style" in by_key["weights"].error
-    assert "tile_size" in by_key["tile"].error
 
 
 def test_unusable_images_fail_their_item_with_a_reason_and_the_batch_goes_on(ff_weights):

@@ -100,7 +100,8 @@ def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
     # (Weights files are checked by the flow, for the rows still to do: tests/pipeline/test_flow.py.)
     for args, expected in (([*ENGINE_ARGS, "--device", "cuda"], "CUDA is not available"),
                            (["--method", "johnson", "--model", "random:x"], "random:SEED"),
-                           (["--method", "adain", "--encoder", "random:0"], "method adain needs decoder weights")):
+                           (["--method", "adain", "--encoder", "random:0"], "method adain needs decoder weights"),
+                           (["--method", "johnson", "--model", "random:0", "--tile-size", "10"], "tile_size")):
         proc = run_cli("run", good, "--output", tmp_path / "o", *args, env=prefect_server.env)
         assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

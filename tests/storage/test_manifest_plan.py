@@ -333,9 +333,11 @@ def test_option_values_parse_exactly_and_refuse_json_booleans_and_unusable_seeds
     assert coerce("seed", np.int64(2**62 + 1)) == 2**62 + 1
     assert coerce("size", "32.0") == 32 and coerce("size", " 64 ") == 64 and coerce("alpha", "0.5") == 0.5
     assert coerce("preserve_color", True) is True
+    assert coerce("tile_size", 0) == 0 and coerce("tile_size", "64") == 64
     for name, value, reason in [("size", True, "invalid value True"), ("alpha", np.bool_(True), "invalid value"),
                                 ("seed", "99999999999999999999", "out of range (in [0, 2**63))"),
-                                ("seed", -1, "out of range"), ("size", "3.5", "invalid value")]:
+                                ("seed", -1, "out of range"), ("size", "3.5", "invalid value"),
+                                ("tile_size", "10", "out of range (0 for automatic, or >= 64)")]:
         with pytest.raises(OptionsError, match=re.escape(reason)):
             coerce(name, value)
 
