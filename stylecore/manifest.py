@@ -231,7 +231,7 @@ def _check_keys(k: pd.Series, rows_mask: np.ndarray, col: str, probs: _Problems)
         p = uris.key_problem(k.iat[r])
         if p:
             bad.append(r)
-            msgs.append(f"output key {k.iat[r]!r}: {p}")
+            msgs.append(f"output key {uris.redact(k.iat[r])!r}: {p}")
     probs.rows(bad, col, msgs, order=1)
 
 

@@ -129,10 +129,15 @@ def s3_client():
 # --- error translation -------------------------------------------------------------------------
 
 _SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECURITY_TOKEN")
+_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 def scrub(text: str) -> str:
     """Remove credentials (URL user info, AWS key values from the environment) from a message."""
+    for var in _ENDPOINT_VARS:  # an endpoint with user info but no scheme ("u:p@host") escapes uris.redact
+        val = os.environ.get(var)
+        if val and "@" in val:
+            text = text.replace(val, "***@" + val.rsplit("@", 1)[1])
     text = uris.redact(text)
     for var in _SECRET_VARS:
         val = os.environ.get(var)
@@ -435,7 +440,7 @@ def join(root: str, key: str) -> str:
     """``root`` + ``/`` + ``key``; refuses keys that would escape ``root`` ('..', absolute, URIs)."""
     problem = uris.key_problem(key)
     if problem:
-        raise StorageError(f"output key {key!r}: {problem}")
+        raise StorageError(f"output key {uris.redact(key)!r}: {problem}")
     root = str(root)
     if is_s3(root):
         return root.rstrip("/") + "/" + key

@@ -17,7 +17,7 @@ SCHEMES = ("s3", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # ``scheme://user@`` or ``scheme://user:password@``, where a password may hold ``/`` (about half of AWS secret
 # keys do): after ``user:`` everything up to the last ``@`` of the word is taken (a bucket never holds ``:``).
-_USERINFO = re.compile(r"(\w+://)(?:[^/@\s:]+:\S*|[^/@\s:]+)@")
+_USERINFO = re.compile(r"(\w+://)(?:[^/@\s:]*:\S*|[^/@\s:]+)@")  # the user may be empty: s3://:SECRET@b
 NO_CREDENTIALS = ("credentials in URIs are not supported; give them through the environment (AWS_ACCESS_KEY_ID "
                   "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or an instance role")
 
@@ -118,6 +118,8 @@ def key_problem(key: str) -> str | None:
     if not key or not str(key).strip():
         return "empty key"
     key = str(key)
+    if has_userinfo(key):
+        return NO_CREDENTIALS
     if scheme_of(key):
         return "must be a key relative to the output root, not a URI"
     if key.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", key):

@@ -46,8 +46,16 @@ def build_parser() -> CLIParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    import warnings
+
+    from PIL import Image
+
     from stylecore.errors import StyleCoreError
 
+    # Images over Pillow's warning threshold (89 MP) are refused by the pixel limit (64 MP by default) with one
+    # error line, or by Pillow's own guard (DecompressionBombError, twice the threshold, still on); its warning
+    # would print two more lines before that error.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -95,6 +95,10 @@ def test_error_paths_in_a_real_process(inputs, tmp_path):
                             "--encoder", inputs / "weights.pth"), "weights.pth", "not a readable state_dict")
     _one_error_line(run_cli("image", inputs / "content.png", inputs / "style.png", "-o", out, "--optimizer", "sgd"),
                     "--optimizer", "sgd")
+    # A header claiming 12000x12000 (144 MP): over Pillow's warning threshold (89 MP), under its error (179 MP).
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
+    _one_error_line(run_cli("image", tmp_path / "bomb.png", inputs / "style.png", "-o", out, *FAST),
+                    "bomb.png", "144.0 MP exceeds the pixel limit")
     assert not out.exists()
 
 

@@ -170,8 +170,10 @@ def test_credentials_in_run_arguments_never_reach_prefect(prefect_server, tmp_pa
         before = len(client.read_flow_runs())
     secret = "s3://AKIAEXAMPLE:UriSecretVal77@bucket"
     slashed = "s3://AKIAEXAMPLE:UriSecret/Val77+x@bucket"  # about half of AWS secret keys hold a "/"
+    no_user = "s3://:UriSecretVal77@bucket"
     for extra in (["--output", f"{secret}/out"], ["--output", tmp_path / "o", "--report-dir", f"{secret}/r"],
-                  ["--output", tmp_path / "o", "--encoder", f"{secret}/vgg.pth"], ["--output", f"{slashed}/out"]):
+                  ["--output", tmp_path / "o", "--encoder", f"{secret}/vgg.pth"], ["--output", f"{slashed}/out"],
+                  ["--output", tmp_path / "o", "--report-dir", f"{no_user}/r"]):
         proc = run_cli("run", path, *ENGINE_ARGS[:2], *extra, env=prefect_server.env)
         assert proc.returncode == 2 and "credentials in URIs are not supported" in proc.stderr, proc.stderr
         assert "UriSecretVal77" not in proc.stderr + proc.stdout and "Val77" not in proc.stderr + proc.stdout

@@ -392,6 +392,8 @@ def test_credentials_holding_a_slash_are_refused_and_redacted(tmp_path):
     slashed = "s3://AKIAEXAMPLE:wJalr/XUtnFEMI+K7@bucket/photos/a.jpg"
     assert uris.has_userinfo(slashed) and uris.redact(slashed) == "s3://***@bucket/photos/a.jpg"
     assert uris.redact(f"error: {slashed}: not found") == "error: s3://***@bucket/photos/a.jpg: not found"
+    no_user = "s3://:wJalrXUtnFEMI@bucket/a.jpg"  # a password with an empty user name
+    assert uris.has_userinfo(no_user) and uris.redact(no_user) == "s3://***@bucket/a.jpg"
     for plain in ("s3://bucket/a:b@c.jpg", "s3://bucket/dir/x@y.png", "file:///tmp/a@b.png", "/d/a:b@c.png"):
         assert not uris.has_userinfo(plain) and uris.redact(plain) == plain
     with pytest.raises(StorageError, match="credentials in URIs are not supported") as e:
@@ -404,3 +406,9 @@ def test_credentials_holding_a_slash_are_refused_and_redacted(tmp_path):
     assert [p.split(",")[0] for p in problems] == ["row 0", "row 1"]
     assert all("credentials in URIs are not supported" in p and "XUtnFEMI" not in p and "wJalr" not in p
                for p in problems)
+    # An output cell holding a URI with credentials: refused as such, the key shown redacted.
+    df = pd.DataFrame({"content": ["a.jpg"], "style": ["s.png"], "output": [slashed]})
+    with pytest.raises(ManifestError) as e:
+        manifest.load(df, base=str(tmp_path))
+    assert "credentials in URIs are not supported" in e.value.problems[0], e.value.problems
+    assert "XUtnFEMI" not in str(e.value.problems) and "wJalr" not in str(e.value.problems)

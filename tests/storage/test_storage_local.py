@@ -95,6 +95,10 @@ def test_scrub_removes_credentials(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
     msg = storage.scrub("http://user:pw@host:9000/b failed with very-secret-value")
     assert "pw" not in msg and "very-secret-value" not in msg and "host:9000/b" in msg
+    # An endpoint set without a scheme is echoed whole by botocore ("Invalid endpoint: u:pw@host:9"): not its password.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "u:endpoint-pw@127.0.0.1:9")
+    msg = storage.scrub("read failed: ValueError: Invalid endpoint: u:endpoint-pw@127.0.0.1:9")
+    assert "endpoint-pw" not in msg and "127.0.0.1:9" in msg
 
 
 def test_remove_partials_removes_only_the_named_files_partials(tmp_path):
