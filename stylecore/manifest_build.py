@@ -117,6 +117,10 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     kind, k = parse_pairing(pairing)
     contents = expand(content, base=base, what="content")
     styles = [u for u, _ in expand(style, base=base, what="style")]
+    piped = next((u for u in styles if "|" in u), None)
+    if piped:  # the manifest's style cell would read as two blended styles
+        raise ManifestError(f"style image {uris.redact(piped)}: '|' separates blended styles in a manifest's style "
+                            f"column; rename the file")
     done: set[tuple[str, str]] = set()
     if done_keys is not None:
         done = {keys.pair_from_key(key) for key in done_keys}

@@ -11,6 +11,8 @@ import time
 
 from stylecore.options import METHODS, SPECS, coerce, parse_style_weights
 
+from .argtypes import location
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -112,9 +114,9 @@ def register(subparsers) -> None:
                     "  stylize image photo.jpg s.jpg -o out.jpg --method adain --encoder vgg_normalised.pth "
                     "--decoder decoder.pth\n"
                     "  stylize image photo.jpg -o out.jpg --method johnson --model mosaic.pth")
-    p.add_argument("content", metavar="CONTENT", help="content image (path, file:// or s3://)")
-    p.add_argument("styles", metavar="STYLE", nargs="*", help="style image(s); gatys and adain need at least one")
-    p.add_argument("-o", "--output", metavar="OUT", required=True,
+    p.add_argument("content", type=location, metavar="CONTENT", help="content image (path, file:// or s3://)")
+    p.add_argument("styles", type=location, metavar="STYLE", nargs="*", help="style image(s); gatys and adain need at least one")
+    p.add_argument("-o", "--output", type=location, metavar="OUT", required=True,
                    help="output image (.jpg, .png or .webp): a path, file:// or s3://")
     p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="stylization method (default: gatys)")
     add_weight_options(p)

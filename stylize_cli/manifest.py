@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from .argtypes import location
+
 
 def register(subparsers) -> None:
     from stylecore.options import METHODS
@@ -19,27 +21,27 @@ def register(subparsers) -> None:
     b = sub.add_parser("build", help="pair content and style images into a manifest", formatter_class=HelpFormatter,
                        description="Pair content images with style images (files or folders/prefixes, local or "
                                    "s3://) and write a CSV, Parquet or JSON Lines manifest.")
-    b.add_argument("--content", nargs="+", action="extend", required=True, metavar="URI_OR_PREFIX",
+    b.add_argument("--content", type=location, nargs="+", action="extend", required=True, metavar="URI_OR_PREFIX",
                    help="content images or folders/prefixes (recursive)")
-    b.add_argument("--style", nargs="+", action="extend", required=True, metavar="URI_OR_PREFIX",
+    b.add_argument("--style", type=location, nargs="+", action="extend", required=True, metavar="URI_OR_PREFIX",
                    help="style images or folders/prefixes (recursive)")
     b.add_argument("--pairing", default="cross", help="cross | zip | sample:K")
     b.add_argument("--seed", type=int, default=0, help="seed for sample:K")
     b.add_argument("--label-from-parent", action="store_true", help="add a label column from each content's folder name")
-    b.add_argument("--skip-done-under", metavar="OUTPUT_ROOT", default=None,
+    b.add_argument("--skip-done-under", type=location, metavar="OUTPUT_ROOT", default=None,
                    help="leave out pairs that already have outputs under this root (incremental augmentation)")
-    b.add_argument("-o", "--output", required=True, metavar="MANIFEST", help="manifest to write (.csv, .parquet, .jsonl)")
+    b.add_argument("-o", "--output", type=location, required=True, metavar="MANIFEST", help="manifest to write (.csv, .parquet, .jsonl)")
     b.set_defaults(func=_build)
 
     v = sub.add_parser("validate", help="check a manifest and print a summary", formatter_class=HelpFormatter,
                        description="Validate a manifest: prints every problem (row and column) and exits 2, "
                                    "or prints a summary and exits 0.")
-    v.add_argument("manifest", metavar="MANIFEST")
+    v.add_argument("manifest", type=location, metavar="MANIFEST")
     v.add_argument("--check-inputs", action="store_true", help="also check that every input exists (S3: by listing key ranges; else parallel stat/HEAD)")
     v.add_argument("--method", type=str.lower, choices=METHODS, default="gatys",
                    help="default method for rows without a method column")
     v.add_argument("--format", dest="fmt", default="jpg", choices=("jpg", "png", "webp"), help="output format (keys)")
-    v.add_argument("--output-root", metavar="URI", default=None,
+    v.add_argument("--output-root", type=location, metavar="URI", default=None,
                    help="also count rows whose output already exists there (skipped on resume); give the run's "
                         "--method, --format, weights and engine options, which enter the output keys")
     add_weight_options(v)

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from .argtypes import location
 from .image import _device, add_engine_options, add_weight_options, engine_overrides, resolve_encoder
 
 # Options that are flow parameters of their own; every other engine option travels in ``options``.
@@ -63,8 +64,8 @@ def register(subparsers) -> None:
                     "examples:\n"
                     "  stylize run pairs.csv --output out/ --method adain --encoder vgg.pth --decoder decoder.pth --size 512\n"
                     "  stylize run s3://bucket/pairs.parquet --output s3://bucket/styled/ --dispatch pool --max-failed 0.01")
-    p.add_argument("manifest", metavar="MANIFEST", help="manifest (CSV, Parquet or JSON Lines): a path, file:// or s3:// URI")
-    p.add_argument("-o", "--output", metavar="URI", required=True, help="output root (local folder or s3://bucket/prefix)")
+    p.add_argument("manifest", type=location, metavar="MANIFEST", help="manifest (CSV, Parquet or JSON Lines): a path, file:// or s3:// URI")
+    p.add_argument("-o", "--output", type=location, metavar="URI", required=True, help="output root (local folder or s3://bucket/prefix)")
     p.add_argument("--method", type=str.lower, choices=METHODS, default="gatys", help="default method (rows may override)")
     add_weight_options(p)
     p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}", help="device (default: auto)")
@@ -83,7 +84,7 @@ def register(subparsers) -> None:
                      help="failed rows allowed for exit 0: a count or a fraction such as 0.01 (default: 0)")
     run.add_argument("--max-shard-retries", type=_count, default=2, metavar="N", help="retries of a failed shard (default: 2)")
     run.add_argument("--overwrite", action="store_true", help="redo rows whose outputs already exist")
-    run.add_argument("--report-dir", metavar="URI", default=None, help="report folder (default: OUTPUT/_reports/RUN_ID/)")
+    run.add_argument("--report-dir", type=location, metavar="URI", default=None, help="report folder (default: OUTPUT/_reports/RUN_ID/)")
     run.add_argument("--no-quality", dest="quality", action="store_false", help="skip the per-row quality metrics")
     run.add_argument("--check-inputs", action="store_true", help="check that every input exists before starting")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs")
@@ -243,9 +244,16 @@ def preflight(args: argparse.Namespace) -> None:
     """The flow's own first checks, run before Prefect starts (which takes 10-30 s): the options, the manifest's
     rows, the run settings and the weight specs the rows' methods need. Raises their one-line errors
     (``ManifestError`` with every problem). The flow checks again: a deployment's runs start without this."""
-    from stylecore import manifest
+    from stylecore import manifest, uris
+    from stylecore.errors import StorageError
     from stylecore.options import StyleOptions
 
+    for flag, value in (("-o", args.output), ("--report-dir", args.report_dir)):
+        path = uris.resolve(value) if value else None
+        while path and not uris.is_s3(path) and not os.path.exists(path) and path != os.path.dirname(path):
+            path = os.path.dirname(path)  # the nearest part that exists: a folder, or a file in the way
+        if path and not uris.is_s3(path) and os.path.isfile(path):
+            raise StorageError(f"{flag} {value}: {path} is a file, not a folder")
     options = StyleOptions.make(**engine_overrides(args))
     engine = {"encoder": args.encoder or "imagenet", "decoder": args.decoder, "model": args.model}
     prep = manifest.load(args.manifest, method=args.method, options=options, fmt=args.format, **engine)

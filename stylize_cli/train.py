@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from .argtypes import location
+
 MAX_SIDE = 8192  # crop, load and style sizes (the image reader's pixel limit is 64 MP)
 MAX_SEED = 2**32 - 1  # the crop sampler keys its generators with 32-bit words
 
@@ -62,9 +64,9 @@ _weight = _float(positive=False)
 
 
 def _common(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float, cw: float, sw: float, every: int) -> None:
-    p.add_argument("--content", required=True, metavar="SRC",
+    p.add_argument("--content", type=location, required=True, metavar="SRC",
                    help="content images: a folder or s3:// prefix (searched recursively), or a manifest's content column")
-    p.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="OUTDIR",
+    p.add_argument("-o", "--out", "--output", dest="out", type=location, required=True, metavar="OUTDIR",
                    help="output folder: weights, train_state.pth, losses.csv")
     p.add_argument("--steps", type=_positive, default=steps, help="total optimisation steps")
     p.add_argument("--batch-size", type=_int(1, 4096), default=batch, help="crops per optimisation step")
@@ -98,7 +100,7 @@ def register(subparsers) -> None:
                                      "OUTDIR/train_state.pth): pass the same --encoder when stylizing with it; use "
                                      "pytorch-AdaIN's vgg_normalised.pth for decoders meant for its test.py.")
     _common(a, steps=160_000, batch=8, lr=1e-4, cw=1.0, sw=10.0, every=10_000)
-    a.add_argument("--style", required=True, metavar="SRC",
+    a.add_argument("--style", type=location, required=True, metavar="SRC",
                    help="style images: a folder or s3:// prefix (searched recursively), or a manifest's style column")
     a.add_argument("--encoder", default="imagenet", metavar="SPEC",
                    help="imagenet, random:SEED, vgg_normalised.pth or a torchvision vgg19 state_dict path/s3 URI; "
@@ -111,7 +113,7 @@ def register(subparsers) -> None:
                          formatter_class=HelpFormatter,
                          description="Writes OUTDIR/model.pth (TransformerNet state_dict) for --method johnson.")
     _common(j, steps=40_000, batch=4, lr=1e-3, cw=1e5, sw=1e10, every=2_000)
-    j.add_argument("--style", required=True, metavar="IMAGE", help="the style image")
+    j.add_argument("--style", type=location, required=True, metavar="IMAGE", help="the style image")
     j.add_argument("--style-size", type=_side0, default=0, help="resize the style's longer side (0 keeps it)")
     j.add_argument("--loss-network", default="imagenet", metavar="SPEC",
                    help="imagenet (torchvision VGG16), random:SEED, or a torchvision vgg16 state_dict path/s3 URI")

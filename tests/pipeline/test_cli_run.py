@@ -105,6 +105,14 @@ def test_usage_and_validation_errors_exit_2(prefect_server, tmp_path):
         proc = run_cli("run", good, "--output", tmp_path / "o", *args, env=prefect_server.env)
         assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    # Output locations that cannot be used: said before Prefect starts, not at the first write.
+    (tmp_path / "afile").write_text("x")
+    for args, expected in ((["--output", tmp_path / "afile" / "out"], f"{tmp_path / 'afile'} is a file, not a folder"),
+                           (["--output", tmp_path / "o", "--report-dir", tmp_path / "afile"], "is a file, not a folder"),
+                           (["--output", ""], "argument -o/--output: empty")):
+        proc = run_cli("run", good, *ENGINE_ARGS, *args, env=prefect_server.env)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     with get_client(sync_client=True) as client:
         assert len(client.read_flow_runs()) == runs_before
 

@@ -154,6 +154,13 @@ def test_cli_build_and_validate(tree, capsys):
         "error: pairing 'pairs': expected cross, zip or sample:K with K >= 1"]
     with pytest.raises(StorageError, match="no content images found"):
         build_manifest([str(tree / "nope")], [str(tree / "styles")])
+    r = cli("manifest", "build", "--content", "", "--style", tree / "styles", "-o", out)  # not the current folder
+    assert r.returncode == 2 and r.stderr.strip() == "error: argument --content: empty; give a path or an s3:// URI"
+    (tree / "piped").mkdir()
+    (tree / "piped" / "ink|waves.png").write_bytes((tree / "styles/ink.png").read_bytes())
+    r = cli("manifest", "build", "--content", tree / "ds", "--style", tree / "piped", "-o", tree / "m2.csv")
+    assert r.returncode == 2 and "ink|waves.png: '|' separates blended styles" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tree / "m2.csv").exists()
 
 
 def test_sample_k_counts_done_pairs_so_new_styles_do_not_re_augment(tmp_path):
