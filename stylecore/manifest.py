@@ -415,7 +415,8 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         if len(long):  # only these can have a file name over MAX_NAME_BYTES (UTF-8: at most 4 bytes a character)
             default.iloc[long] = [keys.fit_name(k) for k in default.iloc[long].tolist()]
         out["output"] = default if need.all() else explicit.where(~need, default).where(has_explicit | need, "")
-        _check_keys(out["output"], need, "output", probs)
+        # a default key's problem comes from the content path (or its content_root): that is the column to fix
+        _check_keys(out["output"], need, "content", probs)
     else:
         out["output"] = explicit
     dup = out["output"].duplicated(keep=False).to_numpy() & (out["output"] != "").to_numpy()

@@ -374,6 +374,10 @@ def test_an_output_key_with_a_nul_character_is_a_problem_of_its_row(tmp_path):
         manifest.plan(df, str(tmp_path / "out"))
     assert e.value.problems == [
         "row 0, column output: output key 'x\\x00.jpg': a NUL character cannot be in a file name or an S3 key"]
+    # Without an output column the key is made from the content path: the problem is that column's.
+    with pytest.raises(ManifestError) as e:
+        manifest.plan(df.drop(columns="output").assign(content=["a.jpg", "c\x00x.jpg"]), str(tmp_path / "out"))
+    assert [p.split(":")[0] for p in e.value.problems] == ["row 1, column content"], e.value.problems
 
 
 def test_a_repeated_header_name_is_one_problem(tmp_path):
