@@ -193,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
                                  if v is not None)]
         if extra:
             raise OptionsError(f"method johnson takes no style image (its style is in --model); remove {', '.join(extra)}")
+    unused = [flag for flag, value, users in (("--decoder", args.decoder, ("adain",)), ("--model", args.model, ("johnson",)))
+              if value and args.method not in users]
+    if unused:  # weights given for another method would be ignored
+        raise OptionsError(f"method {args.method} uses no {' or '.join(unused)}; remove it, or choose the method that does")
     resolve_encoder(args)
     output_format(args.output)  # a bad extension fails before any work
     output = uris.resolve(args.output)
