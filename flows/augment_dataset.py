@@ -58,7 +58,7 @@ def done_pairs(output: str) -> list[tuple[str, str]]:
     if not storage.exists(index_uri):
         return []
     index = tables.read_parquet(index_uri, columns=["image", "source", "style"])
-    present = index["image"].astype(str).isin(set(storage.list_prefix(output, relative=True)))
+    present = index["image"].astype(str).isin(set(storage.list_prefix(output, relative=True, nonempty=True)))
     return list(zip(index.loc[present, "source"].astype(str), index.loc[present, "style"].astype(str)))
 
 
@@ -139,7 +139,7 @@ def refresh_index(output: str, m: pd.DataFrame | None, labels: list[str]) -> int
         return 0
     index = pd.concat(frames, ignore_index=True, sort=False)
     index = index.drop_duplicates("image", keep="last")
-    index = index[index["image"].astype(str).isin(set(storage.list_prefix(output, relative=True)))]
+    index = index[index["image"].astype(str).isin(set(storage.list_prefix(output, relative=True, nonempty=True)))]
     index = index.sort_values("image").reset_index(drop=True)
     index["image_uri"] = [storage.join(output, str(key)) for key in index["image"]]
     index = index[INDEX_COLUMNS + [c for c in index.columns if c not in INDEX_COLUMNS]]

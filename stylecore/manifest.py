@@ -588,7 +588,7 @@ def plan(manifest: str | pd.DataFrame, output_root: str, *, method: str = "gatys
     if overwrite:
         rows["status"] = "pending"
     else:
-        existing = list(storage.list_prefix(root, extensions=None, relative=True))
+        existing = list(storage.list_prefix(root, extensions=None, relative=True, nonempty=True))
         done = rows["output"].isin(existing).to_numpy() if existing else np.zeros(len(rows), dtype=bool)
         rows["status"] = pd.Series(np.where(done, "skipped", "pending"), dtype="str")
     front = [c for c in PLAN_COLUMNS if c in rows.columns] + (["content_root"] if "content_root" in rows.columns else [])

@@ -125,7 +125,7 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     if done_keys is not None:
         done = {keys.pair_from_key(key) for key in done_keys}
     elif skip_done_under:
-        done = {keys.pair_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True)}
+        done = {keys.pair_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True, nonempty=True)}
     rels = [_rel(u, r) for u, r in contents]
     parts = [keys.style_part(u) for u in styles]
     dc, dj = _done_pairs(rels, parts, done) if done else (np.zeros(0, np.int64), np.zeros(0, np.int64))

@@ -305,7 +305,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
     # outputs that exist already (written by an earlier attempt of this shard): on S3 found by listing the shard's
     # key range (a request per 1,000 keys) instead of a HEAD per row, 1 of the 3 requests a row made
     known = {} if overwrite else storage.existence(
-        [str(rec["output_uri"]) for rec in records if str(rec.get("status") or "") != "skipped"])
+        [str(rec["output_uri"]) for rec in records if str(rec.get("status") or "") != "skipped"], nonempty=True)
     written_local: list[str] = []  # local outputs written, whose killed earlier attempts may have left partials
     READERS_DONE = object()
 
@@ -313,7 +313,7 @@ def run_shard(rows: pd.DataFrame, engine, *, overwrite: bool = False, batch_size
         if overwrite:
             return False
         uri = str(rec["output_uri"])
-        return str(rec.get("status") or "") == "skipped" or (known[uri] if uri in known else storage.exists(uri))
+        return str(rec.get("status") or "") == "skipped" or (known[uri] if uri in known else storage.has_data(uri))
 
     def read_one(i: int) -> _Item | None:
         rec = records[i]

@@ -300,7 +300,14 @@ def exists(uri: str) -> bool:
     return stat(uri) is not None
 
 
-def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict[str, bool]:
+def has_data(uri: str) -> bool:
+    """True when ``uri`` names an existing file/object of at least one byte: an output that counts as done (an
+    empty file at an output's key, left by another tool, is not an image)."""
+    st = stat(uri)
+    return st is not None and st.size > 0
+
+
+def existence(uri_list: Iterable[str], *, max_listed: int | None = None, nonempty: bool = False) -> dict[str, bool]:
     """Whether each S3 URI of ``uri_list`` exists, as ``exists`` would say, for the keys that a listing of the key
     range of their bucket covers: 1,000 keys a request, where each key would cost a HEAD (from the smallest key
     on, stopping past the largest). The listing stops after ``max_listed`` keys (default: 1,000 + 4 per key asked,
@@ -308,7 +315,7 @@ def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict
     to check with ``exists``: keys past that point, all keys of a bucket whose listing fails or is found out of key
     order, of S3 Express directory buckets (which list out of order), and local paths (a local check costs no
     request, and callers check them in parallel). Other stores must list in key order, as S3's general purpose
-    buckets, MinIO and Ceph do."""
+    buckets, MinIO and Ceph do. ``nonempty``: an empty object counts as missing (``has_data``)."""
     known: dict[str, bool] = {}
     by_bucket: dict[str, dict[str, list[str]]] = {}
     for u in map(str, uri_list):
@@ -320,28 +327,28 @@ def existence(uri_list: Iterable[str], *, max_listed: int | None = None) -> dict
             continue  # S3 Express directory buckets do not list in key order
         budget = 1000 + 4 * len(keys) if max_listed is None else max(0, int(max_listed))
         present: set[str] = set()
-        decided_to = _list_range(bucket, sorted(keys), budget, present)
+        decided_to = _list_range(bucket, sorted(keys), budget, present, nonempty)
         if decided_to is not None:
             known.update((u, k in present) for k, us in keys.items() if k <= decided_to for u in us)
     return known
 
 
-def exists_many(uri_list: Iterable[str], *, workers: int = 32) -> dict[str, bool]:
+def exists_many(uri_list: Iterable[str], *, workers: int = 32, nonempty: bool = False) -> dict[str, bool]:
     """Whether each URI exists: S3 keys by :func:`existence`'s listings where they decide, the rest by
     :func:`exists` (a HEAD or a stat each) in up to ``workers`` threads. A lost shard's rows scattered through a
     large output prefix (a nightly augment) were checked one HEAD after another: 15-30 ms each on S3."""
     from concurrent.futures import ThreadPoolExecutor
 
     asked = list(dict.fromkeys(map(str, uri_list)))
-    known = existence(asked)
+    known = existence(asked, nonempty=nonempty)
     rest = [u for u in asked if u not in known]
     if rest:
         with ThreadPoolExecutor(max_workers=max(1, min(int(workers), len(rest)))) as pool:
-            known.update(zip(rest, pool.map(exists, rest)))
+            known.update(zip(rest, pool.map(has_data if nonempty else exists, rest)))
     return known
 
 
-def _list_range(bucket: str, ordered: list[str], budget: int, present: set[str]) -> str | None:
+def _list_range(bucket: str, ordered: list[str], budget: int, present: set[str], nonempty: bool = False) -> str | None:
     """Lists ``bucket`` from the smallest of the sorted keys ``ordered`` on, adding the listed ones to ``present``;
     returns the largest key the listing decided (every key up to it was listed or is missing), or None."""
     low, high = ordered[0], ordered[-1]
@@ -362,7 +369,7 @@ def _list_range(bucket: str, ordered: list[str], budget: int, present: set[str])
                     return None  # not in key order (S3 Express directory buckets): HEAD every key
                 if key > high:
                     return high
-                if key in wanted:
+                if key in wanted and (obj.get("Size", 1) > 0 or not nonempty):
                     present.add(key)
                 last, listed = key, listed + 1
             if not page.get("IsTruncated"):
@@ -389,15 +396,24 @@ def is_dir(uri: str) -> bool:
     return os.path.isdir(_local(uri))
 
 
+def _empty(path: str) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except OSError:  # gone since it was listed
+        return True
+
+
 def _ext_ok(name: str, exts: tuple[str, ...] | None) -> bool:
     return exts is None or os.path.splitext(name)[1].lower() in exts
 
 
-def list_prefix(uri: str, extensions: Iterable[str] | None = "images", *, relative: bool = False) -> Iterator[str]:
+def list_prefix(uri: str, extensions: Iterable[str] | None = "images", *, relative: bool = False,
+                nonempty: bool = False) -> Iterator[str]:
     """Every file under the folder/prefix ``uri`` (recursive), sorted. ``extensions``: "images" (default,
     ``images.IMAGE_EXTENSIONS``), an iterable of suffixes, or None for all files. ``relative=True`` yields
     keys relative to ``uri`` instead of full URIs. A missing local folder lists nothing; on S3 the
-    listing is paginated (1,000 keys a page) and a missing bucket raises StorageError."""
+    listing is paginated (1,000 keys a page) and a missing bucket raises StorageError. ``nonempty=True`` leaves
+    out empty files (outputs that count as done: ``has_data``)."""
     if extensions == "images":
         from .images import IMAGE_EXTENSIONS
 
@@ -415,7 +431,7 @@ def list_prefix(uri: str, extensions: Iterable[str] | None = "images", *, relati
             for page in pages:
                 for obj in page.get("Contents", ()):
                     k = obj["Key"]
-                    if not k.endswith("/") and _ext_ok(k, exts):
+                    if not k.endswith("/") and _ext_ok(k, exts) and (obj.get("Size", 1) > 0 or not nonempty):
                         keys.append(k[len(prefix):] if relative else head + k)
         except Exception as e:
             raise _s3_error(uri, e, "list") from None
@@ -429,7 +445,7 @@ def list_prefix(uri: str, extensions: Iterable[str] | None = "images", *, relati
         for name in filenames:
             if name.startswith(".") and name.endswith(".part"):
                 continue  # an atomic write in progress
-            if _ext_ok(name, exts):
+            if _ext_ok(name, exts) and not (nonempty and _empty(os.path.join(dirpath, name))):
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
                 out.append(rel if relative else os.path.join(root, rel))
     out.sort()
@@ -472,6 +488,6 @@ def presign(uri: str, expires: int = 7 * 24 * 3600) -> str:
         raise _s3_error(uri, e, "presign") from None
 
 
-__all__ = ["Stat", "read_bytes", "write_bytes", "exists", "stat", "is_dir", "list_prefix", "join", "resolve",
+__all__ = ["Stat", "read_bytes", "write_bytes", "exists", "has_data", "stat", "is_dir", "list_prefix", "join", "resolve",
            "presign", "configure", "settings", "s3_client", "reset_client", "is_s3", "scrub"]
 

@@ -66,7 +66,7 @@ def merge_metrics(plan_rows: pd.DataFrame, shards: list[dict[str, Any]], outcome
             frames.append(_from_plan(rows, "failed", reason))
             continue
         uris = rows["output_uri"].astype(str)
-        known = storage.exists_many(uris)  # a listing of the shard's key range on S3, the rest checked in parallel
+        known = storage.exists_many(uris, nonempty=True)  # a listing of the shard's key range on S3, the rest checked in parallel
         written = uris.map(known).astype(bool)
         frames.append(_from_plan(rows[written], "ok"))
         frames.append(_from_plan(rows[~written], "failed", reason))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,16 @@ def test_rerun_skips_written_rows_without_engine_work(tmp_path, engine):
     counting = CountingEngine(engine)
     third = run_shard(rows, counting, overwrite=True)
     assert (third["status"] == "ok").all() and sum(len(b) for b in counting.batches) == 6
+
+    # An empty file at an output's key (another tool's, never one of ours: outputs are written whole) is not done:
+    # neither for the plan nor for the shard, which writes the row again.
+    emptied = Path(rows["output_uri"].iat[2])
+    emptied.write_bytes(b"")
+    replan = _plan(tmp_path, path).rows
+    assert replan["status"].tolist() == ["skipped"] * 2 + ["pending"] + ["skipped"] * 3
+    fourth = run_shard(rows, CountingEngine(engine))
+    assert fourth["status"].tolist() == ["skipped"] * 2 + ["ok"] + ["skipped"] * 3
+    assert Image.open(emptied).size == (first["width"].iat[2], first["height"].iat[2])
 
 
 def test_batches_hold_same_size_contents(tmp_path, engine):

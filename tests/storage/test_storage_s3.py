@@ -259,3 +259,18 @@ def test_check_inputs_lists_s3_instead_of_a_head_per_input(s3, s3_proxy):
     s3.put(b, "in/c07.jpg", b"x")
     s3.put(b, "in/c23.jpg", b"x")
     assert len(manifest.load(df, check_inputs=True).rows) == 40
+
+
+def test_an_empty_object_at_an_output_key_is_not_a_done_output(s3):
+    """Outputs are written whole (one PUT of the encoded image), so an empty object there was left by something
+    else: re-runs, the lost-shard check and augmentation must not count it as done."""
+    b = s3.bucket()
+    s3.put(b, "out/full.jpg", b"jpeg")
+    s3.put(b, "out/empty.jpg", b"")
+    full, empty, missing = (f"s3://{b}/out/{n}.jpg" for n in ("full", "empty", "missing"))
+    assert storage.exists(empty) and not storage.has_data(empty) and storage.has_data(full)
+    assert storage.existence([full, empty, missing]) == {full: True, empty: True, missing: False}
+    assert storage.existence([full, empty, missing], nonempty=True) == {full: True, empty: False, missing: False}
+    assert storage.exists_many([full, empty, missing], nonempty=True) == {full: True, empty: False, missing: False}
+    assert list(storage.list_prefix(f"s3://{b}/out", relative=True, nonempty=True)) == ["full.jpg"]
+    assert list(storage.list_prefix(f"s3://{b}/out", relative=True)) == ["empty.jpg", "full.jpg"]
