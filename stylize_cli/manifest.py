@@ -91,6 +91,10 @@ def _validate(args) -> int:
             print(f"... and {len(problems) - len(shown)} more problems", file=sys.stderr)
         print(f"error: {args.manifest}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)
         return 2
+    from stylecore.run_checks import check_weights  # imports torch (~2 s): after the rows
+
+    # the weight specs the rows' methods need, as `stylize run` checks them before it starts (its files too late)
+    check_weights(set(prep.rows["method"]), weights, "local", files=False)
     s = summary(prep)
     if args.output_root:
         counts = prep.rows["status"].value_counts()

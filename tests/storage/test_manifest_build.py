@@ -122,9 +122,11 @@ def test_cli_build_and_validate(tree, capsys):
     r = cli("manifest", "validate", out, "--check-inputs")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["rows: 10", "distinct contents: 5", "distinct styles: 2", "methods: gatys 10"]
-    first = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png").rows["output_uri"].iat[0]
+    first = manifest.plan(str(out), str(tree / "styled"), method="adain", fmt="png",
+                          decoder="random:2").rows["output_uri"].iat[0]
     storage.write_bytes(first, b"done")
-    r = cli("manifest", "validate", out, "--method", "adain", "--format", "png", "--output-root", tree / "styled", "--json")
+    r = cli("manifest", "validate", out, "--method", "adain", "--decoder", "random:2", "--format", "png",
+            "--output-root", tree / "styled", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"rows": 10, "distinct_contents": 5, "distinct_styles": 2, "methods": {"adain": 10},
                                     "pending": 9, "skipped": 1, "notes": []}
@@ -138,6 +140,13 @@ def test_cli_build_and_validate(tree, capsys):
     assert (json.loads(r.stdout)["pending"], json.loads(r.stdout)["skipped"]) == (9, 1)
     r = cli("manifest", "validate", out, "--method", "adain", "--alpha", "2", "--output-root", tree / "styled")
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "alpha" in r.stderr and "Traceback" not in r.stderr
+    # What `stylize run` refuses before it starts, validate refuses too: missing or malformed weight specs.
+    for args, expected in ((["--method", "adain"], "method adain needs decoder weights"),
+                           (["--method", "johnson"], "method johnson needs model weights"),
+                           (["--encoder", "s3://AKIAEXAMPLE:ValSecret9@b/vgg.pth"], "credentials in URIs are not supported")):
+        r = cli("manifest", "validate", out, *args)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and expected in r.stderr, r.stderr
+        assert "ValSecret9" not in r.stderr
 
     bad = tree / "bad.csv"
     bad.write_text(f"content,style,method\n{tree}/ds/train/cat/c1.jpg,,gatys\n,x.png,cubism\n")
