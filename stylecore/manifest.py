@@ -263,9 +263,12 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
             if k > 1:
                 probs.column(str(col), f"appears {k} times in the header")
         return Prepared(pd.DataFrame({"row": np.arange(n, dtype=np.int64)}), [], probs.sorted())
-    for col in REQUIRED:
-        if col not in df.columns:
-            probs.column(col, "missing (required)")
+    absent = [col for col in REQUIRED if col not in df.columns]
+    if absent:  # show what the header holds: ' content ' (spaces), 'content;style' (another separator), 'Content'
+        shown = [repr(str(c)) for c in list(df.columns)[:12]] + (["..."] if len(df.columns) > 12 else [])
+        header = f"; the header has {', '.join(shown)}" if shown else "; the header is empty"
+        for col in absent:
+            probs.column(col, f"missing (required){header}")
     for col in ("content", "style", "content_root", "output"):
         if col in df.columns:
             _check_text_cells(df[col], col, probs)

@@ -89,7 +89,11 @@ def test_missing_required_columns(tree):
     m = write_csv(tree / "m.csv", "contents,style\na.jpg,s.png\n")
     with pytest.raises(ManifestError) as e:
         manifest.load(m)
-    assert e.value.problems == ["column content: missing (required)"]
+    assert e.value.problems == ["column content: missing (required); the header has 'contents', 'style'"]
+    m = write_csv(tree / "m.csv", "content;style\na.jpg;s.png\n")  # another separator: one column
+    with pytest.raises(ManifestError) as e:
+        manifest.load(m)
+    assert e.value.problems == [f"column {c}: missing (required); the header has 'content;style'" for c in ("content", "style")]
 
 
 def test_keys_are_deterministic_and_track_options(tree):
