@@ -47,9 +47,9 @@ def test_lost_shard_rows_the_listing_leaves_out_are_checked_in_parallel(tmp_path
     tables.write_parquet(plan.rows, uri + ".parquet")
     for out in plan.rows["output_uri"].iloc[::3]:
         storage.write_bytes(out, b"x")
-    real, running, peak, lock = storage.exists, [0], [0], threading.Lock()
+    real, running, peak, lock = storage.has_data, [0], [0], threading.Lock()
 
-    def slow_exists(u):  # a HEAD request's latency
+    def slow_has_data(u):  # a HEAD request's latency
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -60,7 +60,7 @@ def test_lost_shard_rows_the_listing_leaves_out_are_checked_in_parallel(tmp_path
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(storage, "exists", slow_exists)
+    monkeypatch.setattr(storage, "has_data", slow_has_data)  # an output counts when it holds data
     merged = merge_metrics(plan.rows, [{"index": 0, "shard": uri + ".parquet", "metrics": uri + ".metrics.parquet"}],
                            {0: {"status": "failed", "error": "worker lost"}})
     assert merged["status"].tolist() == ["ok", "failed", "failed"] * 8
