@@ -80,3 +80,11 @@ def remove_partials(folder: str | os.PathLike, names) -> int:
                     os.unlink(entry.path)
                     removed += 1
     return removed
+
+
+def nearest_existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists (a folder, or a file in the way of creating ``path``)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path

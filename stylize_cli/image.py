@@ -167,12 +167,11 @@ def check_writable(path: str) -> None:
     import os
 
     from stylecore.errors import StorageError
+    from stylecore.fsutil import nearest_existing
 
     if os.path.isdir(path):
         raise StorageError(f"{path}: is a folder; give the output image's file name")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
+    parent = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(parent):
         raise StorageError(f"{path}: cannot write: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -183,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``stylize image``."""
     from stylecore.engine import Engine
     from stylecore import storage, uris
+    from stylecore.keys import METHOD_SPECS
     from stylecore.errors import OptionsError
     from stylecore.images import encode_image, output_format, save_image
 
@@ -193,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
                                  if v is not None)]
         if extra:
             raise OptionsError(f"method johnson takes no style image (its style is in --model); remove {', '.join(extra)}")
-    unused = [flag for flag, value, users in (("--decoder", args.decoder, ("adain",)), ("--model", args.model, ("johnson",)))
-              if value and args.method not in users]
+    unused = [f"--{role}" for role in ("decoder", "model")
+              if getattr(args, role) and role not in METHOD_SPECS[args.method]]
     if unused:  # weights given for another method would be ignored
         raise OptionsError(f"method {args.method} uses no {' or '.join(unused)}; remove it, or choose the method that does")
     resolve_encoder(args)

@@ -246,13 +246,13 @@ def preflight(args: argparse.Namespace) -> None:
     (``ManifestError`` with every problem). The flow checks again: a deployment's runs start without this."""
     from stylecore import manifest, uris
     from stylecore.errors import StorageError
+    from stylecore.fsutil import nearest_existing
     from stylecore.options import StyleOptions
 
     for flag, value in (("-o", args.output), ("--report-dir", args.report_dir)):
-        path = uris.resolve(value) if value else None
-        while path and not uris.is_s3(path) and not os.path.exists(path) and path != os.path.dirname(path):
-            path = os.path.dirname(path)  # the nearest part that exists: a folder, or a file in the way
-        if path and not uris.is_s3(path) and os.path.isfile(path):
+        where = uris.resolve(value) if value else None
+        path = where and not uris.is_s3(where) and nearest_existing(where)
+        if path and os.path.isfile(path):
             raise StorageError(f"{flag} {value}: {path} is a file, not a folder")
     options = StyleOptions.make(**engine_overrides(args))
     engine = {"encoder": args.encoder or "imagenet", "decoder": args.decoder, "model": args.model}
