@@ -78,6 +78,7 @@ def coerce(name: str, value: Any) -> Any:
         raise OptionsError(f"unknown option {name!r}; known options: {', '.join(sorted(SPECS))}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return spec.default
+    given = value  # what the user wrote, for the message
     try:
         if spec.type is bool:
             if isinstance(value, str):
@@ -102,11 +103,11 @@ def coerce(name: str, value: Any) -> Any:
         elif spec.type is float:
             value = float(value)
             if not math.isfinite(value):
-                raise ValueError
+                raise ValueError  # 'inf', '1e400' and 'nan' text are not weights
         else:
             value = str(value).strip().lower()
     except (TypeError, ValueError):
-        raise OptionsError(f"option {name}: invalid value {value!r} (expected {spec.type.__name__})") from None
+        raise OptionsError(f"option {name}: invalid value {given!r} (expected {spec.type.__name__})") from None
     if spec.choices and value not in spec.choices:
         raise OptionsError(f"option {name}: unknown value {value!r}; expected one of {', '.join(spec.choices)}")
     if spec.check and not spec.check(value):

@@ -382,8 +382,10 @@ def build_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_s
         measured = [c for c in ("style_loss", "total_ms") if c in metrics and metrics[c].notna().any()]
         metric = measured[0] if measured else None
     if metric is not None and metric not in metrics:
-        raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; choose one of "
-                             f"{', '.join(c for c in (*METRICS, 'total_ms') if c in metrics) or 'none'}")
+        present = [c for c in (*METRICS, "total_ms") if c in metrics]
+        raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; "
+                             + (f"choose one of {', '.join(present)}" if present
+                                else "these metrics have no metric columns (no row was stylized)"))
     ev = summary.get("evaluator") or {}
     skipped_breakdown = None
     if breakdown_rows and evaluator_obj is None and isinstance(ev.get("encoder"), str):

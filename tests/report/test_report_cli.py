@@ -74,3 +74,19 @@ def test_a_parquet_that_is_not_a_metrics_file_is_an_error(tmp_path, capsys):
             assert len(err.strip().splitlines()) == 1 and err.startswith(expected), (args, err)
             assert "rows:" not in out and "ok" not in out
         assert not (d / "report.html").exists() and not (d / "summary.json").exists()
+
+
+def test_metric_choice_on_a_report_without_metric_columns(tmp_path, capsys):
+    """Metrics of a run where nothing was stylized hold no metric columns: ``--metric`` says so rather than
+    'choose one of none'."""
+    from stylecore.quality import METRICS
+    from stylize_cli.main import main
+    from tests.report.helpers import sample_metrics
+
+    frame = sample_metrics()
+    frame = frame[frame.status != "ok"].drop(columns=[c for c in (*METRICS, "total_ms") if c in frame])
+    frame.to_parquet(tmp_path / "metrics.parquet")
+    assert main(["report", str(tmp_path), "--metric", "ssim"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: report metric 'ssim': not a column of the metrics; "
+                   "these metrics have no metric columns (no row was stylized)"), err

@@ -341,7 +341,8 @@ def test_option_values_parse_exactly_and_refuse_json_booleans_and_unusable_seeds
     for name, value, reason in [("size", True, "invalid value True"), ("alpha", np.bool_(True), "invalid value"),
                                 ("seed", "99999999999999999999", "out of range (in [0, 2**63))"),
                                 ("seed", -1, "out of range"), ("size", "3.5", "invalid value"),
-                                ("tile_size", "10", "out of range (0 for automatic, or >= 64)")]:
+                                ("tile_size", "10", "out of range (0 for automatic, or >= 64)"),
+                                ("alpha", "1e400", "invalid value '1e400' (expected float)")]:  # was 'inf'
         with pytest.raises(OptionsError, match=re.escape(reason)):
             coerce(name, value)
 
