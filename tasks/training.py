@@ -30,8 +30,9 @@ def check_settings(config: type, settings: dict[str, Any], recipe: str) -> None:
 
 @task(name="train-network", persist_result=False, retries=0)
 def train_network(recipe: str, settings: dict[str, Any], resume: bool = False) -> dict[str, Any]:
-    """Run ``stylecore.training`` for ``recipe`` (adain or johnson) with the config fields in ``settings``;
-    returns the written paths, the final step and the last logged losses."""
+    """Run ``stylecore.training`` for ``recipe`` (adain or johnson) with the config fields in ``settings`` (with
+    ``resume``, fields not given keep the run's saved values); returns the written paths, the final step and the
+    last logged losses."""
     from stylecore.errors import OptionsError
 
     logger = get_run_logger()
@@ -45,6 +46,10 @@ def train_network(recipe: str, settings: dict[str, Any], resume: bool = False) -
         from stylecore.training.johnson import JohnsonTrainConfig as Config, train_johnson as train
     else:
         raise OptionsError(f"recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+    if resume and isinstance(settings.get("out_dir"), str):
+        from stylecore.training.loop import resume_settings
+
+        settings = resume_settings(settings["out_dir"], settings)  # settings not given: the run's saved ones
     check_settings(Config, settings, recipe)
     try:
         cfg = Config(**settings)

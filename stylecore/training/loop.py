@@ -14,6 +14,8 @@ from .checkpoint import LOSS_FILE, STATE_FILE, cpu_state_dict, load_train_state,
 
 # Settings that may change between a run and its resumption; any other change is refused.
 RESUMABLE = frozenset({"steps", "checkpoint_every", "log_every", "device", "workers", "out_dir"})
+# Settings of the machine, not of the run: a resume never takes them from the saved state.
+MACHINE = frozenset({"device", "workers", "out_dir"})
 
 
 @dataclass
@@ -44,6 +46,17 @@ def check_out_dir(out_dir: str | Path, *, resume: bool) -> None:
         raise OptionsError(f"--resume: no training state at {state}; start without --resume")
     if not resume and state.exists():
         raise OptionsError(f"-o {out_dir}: already holds a training run ({STATE_FILE}); pass --resume or choose another folder")
+
+
+def resume_settings(out_dir: str | Path, given: dict) -> dict:
+    """The settings to resume the run in ``out_dir`` with: those saved in its ``train_state.pth``, overridden by
+    ``given`` (what the command or the flow named). The machine's settings (device, workers, out_dir) are
+    never taken from the state. Raises ``OptionsError`` when ``out_dir`` holds no run."""
+    check_out_dir(out_dir, resume=True)
+    saved = load_train_state(Path(out_dir))["settings"]
+    merged = {k: v for k, v in saved.items() if k not in MACHINE and k != "method"}
+    merged.update(given)
+    return merged
 
 
 def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[[int], dict],

@@ -18,6 +18,36 @@ def test_cli_train_johnson_and_resume(data, tmp_path):
     TransformerNet().load_state_dict(torch.load(out / "model.pth", weights_only=True))
 
 
+def test_cli_resume_restores_the_settings_not_given(data, tmp_path, capsys):
+    """``--resume -o OUT`` alone continues the run with its saved settings (crop, seed, loss network, data...);
+    an option given explicitly is still compared, even when it is the parser's default."""
+    out = tmp_path / "run"
+    first = ["train", "johnson", "--content", data["content"], "--style", data["style_image"], "-o", out,
+             "--crop", "32", "--batch-size", "2", "--loss-network", "random:0", "--log-every", "1", "--workers", "1",
+             "--seed", "7", "--normalize-losses", "--content-weight", "2", "--style-weight", "3", "--steps", "2"]
+    assert run_main(capsys, first).returncode == 0
+    r = run_main(capsys, ["train", "johnson", "-o", out, "--resume", "--steps", "3", "--workers", "1"])
+    assert r.returncode == 0, r.stderr
+    restored = next(line for line in r.stderr.splitlines() if line.startswith("resume: "))
+    for setting in ("crop=32", "batch_size=2", "loss_network=random:0", "seed=7", "normalize_losses=True",
+                    "content_weight=2.0", f"content={data['content']}", "log_every=1"):
+        assert setting in restored, restored
+    assert "steps=" not in restored and "workers=" not in restored  # given, not restored
+    state = torch.load(out / "train_state.pth", weights_only=True)
+    assert state["step"] == 3 and state["settings"]["crop"] == 32 and state["settings"]["seed"] == 7
+    assert (out / "losses.csv").read_text().count("\n") == 4  # header + steps 1..3 (log every step, as saved)
+    # an explicit value is compared with the saved one, even the default (256 != 32)
+    r = run_main(capsys, ["train", "johnson", "-o", out, "--resume", "--steps", "4", "--crop", "256"])
+    assert r.returncode == 2 and "--resume: crop was 32" in r.stderr, r.stderr
+    r = run_main(capsys, ["train", "johnson", "-o", out, "--resume", "--steps", "4", "--normalize-losses"])
+    assert r.returncode == 0, r.stderr  # the same value, given again
+    # without --resume the data are required
+    r = run_main(capsys, ["train", "johnson", "-o", tmp_path / "new", "--steps", "1"])
+    assert r.returncode == 2 and r.stderr.strip() == ("error: the following arguments are required: --content, --style "
+                                                      "(or --resume, to continue the run in -o)"), r.stderr
+    assert not (tmp_path / "new").exists()
+
+
 def test_cli_errors_are_one_line_exit_2(data, tmp_path, capsys):
     """In this process (same code path); the first case also through the console script's process."""
     cases = [
@@ -44,6 +74,11 @@ def test_flow_trains_through_prefect(data, tmp_path, prefect_server):
     assert out["step"] == 2 and out["weights"].endswith("model.pth")
     assert (tmp_path / "flow" / "losses.csv").read_text().count("\n") == 3
     assert out["last"]["step"] == 2 and isinstance(out["last"]["total"], float) and out["last"]["total"] > 0
+    # a resume names only what changes: the rest (data, crop, loss network...) comes from the saved state
+    out = train_style_model("johnson", {"out_dir": str(tmp_path / "flow"), "steps": 3, "workers": 1, "device": "cpu"},
+                            resume=True)
+    assert out["start_step"] == 2 and out["step"] == 3
+    assert (tmp_path / "flow" / "losses.csv").read_text().count("\n") == 4
 
 
 def test_flow_settings_of_the_wrong_type_are_one_line_errors():
