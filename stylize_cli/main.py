@@ -68,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        import errno
+
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        from stylecore.storage import scrub
+
+        print(f"error: {scrub(str(e.filename or ''))}: file name too long", file=sys.stderr)  # a path argument
+        return 2
     return int(code or 0)
 
 

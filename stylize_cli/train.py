@@ -186,7 +186,7 @@ def _settings(args, fields: dict) -> dict:
     from stylecore.training.loop import MACHINE, resume_settings
 
     given = getattr(args, "given", frozenset())
-    merged = resume_settings(args.out, {k: v for k, v in fields.items() if k in given or k in MACHINE})
+    merged = resume_settings(args.out, {k: v for k, v in fields.items() if k in given or k in MACHINE}, args.recipe)
     restored = {k: v for k, v in merged.items() if k in fields and k not in given and v != fields[k]}
     if restored and not args.quiet:
         print(scrub(f"resume: from {args.out}/{STATE_FILE}: " + ", ".join(f"{k}={v}" for k, v in restored.items())),

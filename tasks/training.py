@@ -49,7 +49,7 @@ def train_network(recipe: str, settings: dict[str, Any], resume: bool = False) -
     if resume and isinstance(settings.get("out_dir"), str):
         from stylecore.training.loop import resume_settings
 
-        settings = resume_settings(settings["out_dir"], settings)  # settings not given: the run's saved ones
+        settings = resume_settings(settings["out_dir"], settings, recipe)  # settings not given: the run's saved ones
     check_settings(Config, settings, recipe)
     try:
         cfg = Config(**settings)

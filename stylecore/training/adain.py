@@ -20,7 +20,7 @@ from ..adain_net import decoder as make_decoder
 from ..device import memory_format, resolve_device
 from ..errors import OptionsError
 from .data import CropSampler, list_images
-from .loop import TrainResult, check_out_dir, print_progress, run_loop
+from .loop import TrainResult, claim_out_dir, print_progress, run_loop
 
 
 @dataclass
@@ -57,7 +57,13 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
                 ) -> TrainResult:
     """Train (or resume training) an AdaIN decoder; writes OUTDIR/decoder.pth, train_state.pth, losses.csv."""
     _check(cfg, MIN_CROP, "the VGG19 encoder's reflection pads")
-    check_out_dir(cfg.out_dir, resume=resume)
+    settings = {**asdict(cfg), "method": "adain"}
+    with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as out_dir:
+        return _train(cfg, out_dir, settings, resume=resume, on_log=on_log)
+
+
+def _train(cfg: AdaINTrainConfig, out_dir: Path, settings: dict, *, resume: bool,
+           on_log: Callable[[dict], None] | None) -> TrainResult:
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
     contents = CropSampler(list_images(cfg.content, what="content"), crop=cfg.crop, load_size=cfg.load_size,
@@ -85,11 +91,9 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
         loss_c, loss_s = cfg.content_weight * loss_c, cfg.style_weight * loss_s
         return {"total": loss_c + loss_s, "content": loss_c.detach(), "style": loss_s.detach()}
 
-    settings = {k: v for k, v in asdict(cfg).items()}
-    settings["method"] = "adain"
     try:
         return run_loop(model=dec, optimizer=opt, step_fn=step_fn, lr_fn=lambda i: cfg.lr / (1.0 + cfg.lr_decay * i),
-                        out_dir=Path(cfg.out_dir), weights_name="decoder.pth", prefix="decoder", settings=settings,
+                        out_dir=out_dir, weights_name="decoder.pth", prefix="decoder", settings=settings,
                         steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                         resume=resume, on_log=on_log)
     finally:

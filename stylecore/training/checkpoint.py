@@ -60,8 +60,22 @@ def write_losses(path: Path, rows: list[dict]) -> None:
 
 
 def read_losses(path: Path, up_to_step: int) -> list[dict]:
-    """Rows of an existing loss CSV with ``step <= up_to_step`` (values as strings)."""
+    """Rows of an existing loss CSV with ``step <= up_to_step`` (values as strings). A file that is not a loss
+    log (edited, or saved by a spreadsheet: a byte-order mark is fine) is an ``OptionsError`` naming the line."""
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["step"]) <= up_to_step]
+    fix = "fix it, or delete it to resume without the earlier rows"
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if "step" not in (reader.fieldnames or []):
+            raise OptionsError(f"--resume: {path}: not a loss log (no 'step' column in its header); {fix}")
+        rows = []
+        for row in reader:
+            try:
+                step = int(row["step"])
+            except (TypeError, ValueError):
+                raise OptionsError(f"--resume: {path}, line {reader.line_num}: step {row['step']!r} is not a "
+                                   f"whole number; {fix}") from None
+            if step <= up_to_step:
+                rows.append(row)
+        return rows

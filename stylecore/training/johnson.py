@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import storage, uris
 from ..device import memory_format, resolve_device
 from ..errors import ImageError
 from ..images import load_resized, to_tensor
@@ -29,7 +30,7 @@ from ..losses import gram_matrix
 from ..transformer_net import TransformerNet
 from .adain import _check
 from .data import CropSampler, list_images
-from .loop import TrainResult, check_out_dir, print_progress, run_loop
+from .loop import TrainResult, claim_out_dir, print_progress, run_loop
 from .loss_nets import VGG16_LAYERS, load_vgg16_loss
 
 # Smallest crop and style side: the VGG16 loss network pools three times before relu4_3 (8 px -> 1 cell).
@@ -108,14 +109,22 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     load_size = cfg.load_size or cfg.crop
     _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}), MIN_SIDE,
            "the VGG16 loss network pools three times")
-    check_out_dir(cfg.out_dir, resume=resume)
+    settings = {**asdict(cfg), "method": "johnson"}
+    with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as out_dir:
+        return _train(cfg, out_dir, settings, resume=resume, on_log=on_log)
+
+
+def _train(cfg: JohnsonTrainConfig, out_dir: Path, settings: dict, *, resume: bool,
+           on_log: Callable[[dict], None] | None) -> TrainResult:
+    load_size = cfg.load_size or cfg.crop
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
     images = list_images(cfg.content, what="content")
-    style_img = load_resized(cfg.style, cfg.style_size or 0)  # refuses an upscale past the pixel limit
+    style = cfg.style if uris.scheme_of(str(cfg.style)) is None else storage.read_bytes(uris.resolve(cfg.style))
+    style_img = load_resized(style, cfg.style_size or 0, name=uris.redact(str(cfg.style)))  # refuses an upscale past the pixel limit
     if min(style_img.size) < MIN_SIDE:
         resized = f" (after --style-size {cfg.style_size})" if cfg.style_size else ""
-        raise ImageError(f"{cfg.style}: {style_img.width}x{style_img.height} px{resized} is too small for the VGG16 "
+        raise ImageError(f"{uris.redact(str(cfg.style))}: {style_img.width}x{style_img.height} px{resized} is too small for the VGG16 "
                          f"loss network (at least {MIN_SIDE} px per side)")
     contents = CropSampler(images, crop=cfg.crop, load_size=load_size,
                            batch_size=cfg.batch_size, seed=cfg.seed, resize="short", workers=cfg.workers)
@@ -163,10 +172,8 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
             out.update(total=out["total"] + loss_e, edges=loss_e.detach())
         return out
 
-    settings = dict(asdict(cfg))
-    settings["method"] = "johnson"
     try:
-        return run_loop(model=net, optimizer=opt, step_fn=step_fn, lr_fn=lambda i: cfg.lr, out_dir=Path(cfg.out_dir),
+        return run_loop(model=net, optimizer=opt, step_fn=step_fn, lr_fn=lambda i: cfg.lr, out_dir=out_dir,
                         weights_name="model.pth", prefix="model", settings=settings, steps=cfg.steps,
                         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, resume=resume, on_log=on_log)
     finally:

@@ -1,19 +1,29 @@
 """The optimisation loop shared by the recipes: lr schedule, logging, checkpoints and resume."""
 from __future__ import annotations
 
+import contextlib
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
+from .. import uris
 from ..errors import OptionsError
+from ..fsutil import remove_partials
 from .checkpoint import LOSS_FILE, STATE_FILE, cpu_state_dict, load_train_state, read_losses, save_tensors, write_losses
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs there are not locked
+    fcntl = None
 
 # Settings that may change between a run and its resumption; any other change is refused.
 RESUMABLE = frozenset({"steps", "checkpoint_every", "log_every", "device", "workers", "out_dir"})
+LOCK_FILE = ".train.lock"  # held by the run writing a folder (claim_out_dir)
 # Settings of the machine, not of the run: a resume never takes them from the saved state.
 MACHINE = frozenset({"device", "workers", "out_dir"})
 
@@ -30,10 +40,23 @@ class TrainResult:
     rows: list[dict] = field(default_factory=list)
 
 
-def check_out_dir(out_dir: str | Path, *, resume: bool) -> None:
-    """Cheap checks of ``-o``, before any work: it is (or can become) a folder, holds a run to resume with
-    ``--resume`` and none without."""
-    out_dir = Path(out_dir)
+def local_dir(out_dir: str | Path) -> Path:
+    """``-o`` as a local folder: a ``file://`` URI is its path; another scheme (``s3://``) is refused, since
+    checkpoints are written to local disk (``Path`` would turn ``s3://b/run`` into a local ``s3:/b/run``)."""
+    text = str(out_dir)
+    scheme = uris.scheme_of(text)
+    if scheme == "file":
+        return Path(uris.file_uri_to_path(text))
+    if scheme is not None or re.match(r"(?i)s3:/", text):
+        raise OptionsError(f"-o {uris.redact(text)}: training writes to a local folder; give a local path "
+                           f"(and copy the run to S3 afterwards, e.g. with `aws s3 sync`)")
+    return Path(text).expanduser()
+
+
+def check_out_dir(out_dir: str | Path, *, resume: bool) -> Path:
+    """Cheap checks of ``-o``, before any work: it is (or can become) a local folder, holds a run to resume with
+    ``--resume`` and none without. Returns it as a local path (:func:`local_dir`)."""
+    out_dir = local_dir(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OptionsError(f"-o {out_dir}: exists and is not a folder")
     parent = out_dir.parent
@@ -46,14 +69,79 @@ def check_out_dir(out_dir: str | Path, *, resume: bool) -> None:
         raise OptionsError(f"--resume: no training state at {state}; start without --resume")
     if not resume and state.exists():
         raise OptionsError(f"-o {out_dir}: already holds a training run ({STATE_FILE}); pass --resume or choose another folder")
+    return out_dir
 
 
-def resume_settings(out_dir: str | Path, given: dict) -> dict:
-    """The settings to resume the run in ``out_dir`` with: those saved in its ``train_state.pth``, overridden by
-    ``given`` (what the command or the flow named). The machine's settings (device, workers, out_dir) are
-    never taken from the state. Raises ``OptionsError`` when ``out_dir`` holds no run."""
-    check_out_dir(out_dir, resume=True)
-    saved = load_train_state(Path(out_dir))["settings"]
+def check_recipe(out_dir: Path, saved: dict, method: str | None) -> None:
+    """Refuse to resume a run saved by another recipe than ``method`` (adain, johnson)."""
+    was = saved.get("method")
+    if was and method and was != method:
+        raise OptionsError(f"--resume: {out_dir} holds {_a(was)} {was} training run ({out_dir / STATE_FILE}), not "
+                           f"{_a(method)} {method} one; resume it with `stylize train {was}` or choose another -o folder")
+
+
+def check_resumable(out_dir: Path, saved: dict, settings: dict) -> None:
+    """Refuse to resume the run saved with ``saved`` settings as one of another recipe, or with a setting
+    outside ``RESUMABLE`` changed (naming it and both values)."""
+    state_path = out_dir / STATE_FILE
+    check_recipe(out_dir, saved, settings.get("method"))
+    changed = sorted(k for k in set(saved) | set(settings) if k not in RESUMABLE and saved.get(k) != settings.get(k))
+    if changed:
+        k = changed[0]
+        raise OptionsError(f"--resume: {k} was {saved.get(k)!r} in {state_path}, now {settings.get(k)!r}; "
+                           f"only {', '.join(sorted(RESUMABLE - {'out_dir'}))} may change")
+
+
+@contextlib.contextmanager
+def claim_out_dir(out_dir: str | Path, *, resume: bool, settings: dict) -> Iterator[Path]:
+    """Hold ``-o`` for one training run, before its data and networks are loaded: check it (with ``resume``,
+    also the saved run's recipe and settings), create it, and lock it (``.train.lock``, released when the
+    process ends however it ends), so a second run into the same folder is refused rather than overwriting
+    this one's checkpoints. Removes the temporary files of checkpoint writes a killed run left. A folder
+    created here is removed again when the run fails before it wrote anything."""
+    out_dir = check_out_dir(out_dir, resume=resume)
+    if resume:
+        check_resumable(out_dir, load_train_state(out_dir)["settings"], settings)
+    created = []
+    top = out_dir
+    while not top.exists():
+        created.append(top)
+        top = top.parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(out_dir / LOCK_FILE, "ab")
+    except OSError as e:
+        raise OptionsError(f"-o {out_dir}: cannot create the folder ({e.strerror or e})") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OptionsError(f"-o {out_dir}: another training run is using this folder ({LOCK_FILE} is "
+                                   f"locked); wait for it to finish or choose another folder") from None
+        check_out_dir(out_dir, resume=resume)  # again, under the lock: a run may have committed meanwhile
+        for folder in (out_dir, out_dir / "checkpoints"):
+            remove_partials(folder, None)
+        yield out_dir
+    except BaseException:
+        if created and not any(p.name != LOCK_FILE for p in out_dir.iterdir()):
+            with contextlib.suppress(OSError):
+                (out_dir / LOCK_FILE).unlink()
+                for folder in created:  # deepest first, only the folders made here
+                    folder.rmdir()
+        raise
+    finally:
+        lock.close()
+
+
+def resume_settings(out_dir: str | Path, given: dict, method: str) -> dict:
+    """The settings to resume the ``method`` (adain, johnson) run in ``out_dir`` with: those saved in its
+    ``train_state.pth``, overridden by ``given`` (what the command or the flow named). The machine's settings
+    (device, workers, out_dir) are never taken from the state. Raises ``OptionsError`` when ``out_dir`` holds
+    no run, or one of another recipe."""
+    out_dir = check_out_dir(out_dir, resume=True)
+    saved = load_train_state(out_dir)["settings"]
+    check_recipe(out_dir, saved, method)
     merged = {k: v for k, v in saved.items() if k not in MACHINE and k != "method"}
     merged.update(given)
     return merged
@@ -70,16 +158,7 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
     check_out_dir(out_dir, resume=resume)
     if resume:
         state = load_train_state(out_dir)
-        old = state["settings"]
-        was, now = old.get("method"), settings.get("method")
-        if was and now and was != now:
-            raise OptionsError(f"--resume: {out_dir} holds {_a(was)} {was} training run ({state_path}), not {_a(now)} {now} "
-                               f"one; resume it with `stylize train {was}` or choose another -o folder")
-        changed = sorted(k for k in set(old) | set(settings) if k not in RESUMABLE and old.get(k) != settings.get(k))
-        if changed:
-            k = changed[0]
-            raise OptionsError(f"--resume: {k} was {old.get(k)!r} in {state_path}, now {settings.get(k)!r}; "
-                               f"only {', '.join(sorted(RESUMABLE - {'out_dir'}))} may change")
+        check_resumable(out_dir, state["settings"], settings)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])

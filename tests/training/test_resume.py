@@ -73,8 +73,9 @@ def test_resume_names_the_recipe_of_the_run_in_the_folder(data, tmp_path):
     with pytest.raises(OptionsError, match=r"ta holds an adain training run .*not a johnson one") as e:
         train_johnson(_johnson(data, ta, 2), resume=True, on_log=None)
     assert "color_weight" not in str(e.value)
+    # refused before the encoder loads: imagenet is not cached here, and the download would come first
     with pytest.raises(OptionsError, match=r"tj holds a johnson training run .*not an adain one"):
-        train_adain(AdaINTrainConfig(data["content"], data["style"], str(tj), encoder="random:2", steps=2,
+        train_adain(AdaINTrainConfig(data["content"], data["style"], str(tj), encoder="imagenet", steps=2,
                                      batch_size=1, crop=32, load_size=32, workers=1, device="cpu"),
                     resume=True, on_log=None)
 
