@@ -135,7 +135,8 @@ def _replace_whole(text: str, parts: set[str], repl: str) -> str:
 
 def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
     """The row-independent part of an error message, so that rows failing for the same reason group:
-    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>``. The
+    a leading ``<file>: `` is dropped, and the row's files and other paths inside become ``<file>`` (its ``id``
+    is left alone: ids are free text, and one such as ``not`` or ``image`` would eat words of the message). The
     run's weight specs (the row's ``encoder``/``decoder``/``model``) stay, since every row shares them; shard
     numbers and run ids become ``shard <n>`` and ``<id>``, so a cause that failed several shards is one reason.
 
@@ -155,7 +156,7 @@ def failure_reason(error: str, row: Mapping[str, Any] | None = None) -> str:
             text = text.replace(val, f"\x00{len(kept)}\x00")
             kept.append(redact(val))
     parts = set()
-    for col in ("content", "style", "output", "output_uri", "id"):
+    for col in ("content", "style", "output", "output_uri"):  # not ``id``: an id such as "not" is also a word
         val = (row or {}).get(col)
         if isinstance(val, str) and val:
             parts.update(p for p in val.split("|") if len(p) > 2)

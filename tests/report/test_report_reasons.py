@@ -44,9 +44,20 @@ def test_same_reason_with_different_files_groups():
 
 
 def test_row_values_are_replaced_as_whole_words_once():
-    row = {"id": "file", "content": "/in/abc.png"}
-    assert failure_reason("file not found: /in/abc.png", row) == "<file> not found: <file>"  # not "<<file>>"
-    assert failure_reason("row img failed on img.png", {"id": "img"}) == "row <file> failed on img.png"
+    row = {"id": "r1", "content": "/in/abc.png", "style": "abc"}
+    assert failure_reason("abc not found: /in/abc.png", row) == "<file> not found: <file>"  # not "<<file>>"
+
+
+def test_row_ids_are_not_files():
+    """An id is free text: ids such as ``not`` or ``image`` replaced words of the message, so two rows failing
+    for the same reason made two groups ("<file> found" and "not found")."""
+    m = pd.DataFrame({"id": ["not", "row7", "image", "bomb"], "status": ["failed"] * 4,
+                      "content": ["in/missing.jpg", "in/missing2.jpg", "in/notimg.jpg", "in/bomb.png"],
+                      "error": ["in/missing.jpg: not found", "in/missing2.jpg: not found",
+                                "in/notimg.jpg: not an image (unrecognised format)",
+                                "in/bomb.png: could be decompression bomb DOS attack"]})
+    assert summarize(m)["failure_reasons"] == {"not found": 2, "not an image (unrecognised format)": 1,
+                                               "could be decompression bomb DOS attack": 1}
 
 
 def test_parse_spec_message_keeps_its_quotes():
