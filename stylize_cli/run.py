@@ -184,6 +184,9 @@ def prefect_api_problem() -> str | None:
     return f"cannot reach {where} ({reason}): {hint}"
 
 
+_TERMINATED = []  # set once SIGTERM's line is printed (Prefect's handler may pass the signal on to ours)
+
+
 def _stopping() -> None:
     import logging
 
@@ -191,6 +194,14 @@ def _stopping() -> None:
 
     cancel.cancel()
     logging.raiseExceptions = False  # the threads' last log records may meet a stopping interpreter: drop them
+
+
+def _terminated() -> None:
+    """SIGTERM: cancel the shards and say so once, as Ctrl-C does (exit 143 follows)."""
+    _stopping()
+    if not _TERMINATED:
+        _TERMINATED.append(True)
+        print("error: interrupted", file=sys.stderr, flush=True)
 
 
 def install_stop_handlers() -> None:
@@ -207,7 +218,7 @@ def install_stop_handlers() -> None:
         raise KeyboardInterrupt
 
     def on_sigterm(signum, frame):
-        _stopping()
+        _terminated()
         sys.exit(143)
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -222,7 +233,7 @@ def install_stop_handlers() -> None:
     prefect_handler = getattr(engine, "_prefect_sigterm_handler", None)
     if prefect_handler is not None and not getattr(prefect_handler, "_stylize_cancels", False):
         def cancelling(signum, frame):
-            _stopping()
+            _terminated()
             return prefect_handler(signum, frame)
 
         cancelling._stylize_cancels = True
