@@ -235,6 +235,44 @@ def _check_keys(k: pd.Series, rows_mask: np.ndarray, col: str, probs: _Problems)
     probs.rows(bad, col, msgs, order=1)
 
 
+def _check_name_lengths(k: pd.Series, rows_mask: np.ndarray, probs: _Problems) -> None:
+    """Explicit keys with a file or folder name over ``keys.MAX_NAME_BYTES`` in UTF-8, which local file systems
+    refuse (the run failed each such row with "stat failed: File name too long"). Only keys of more than a
+    quarter of that many characters can have one."""
+    rows = np.nonzero((k.str.len() > keys.MAX_NAME_BYTES // 4).to_numpy(dtype=bool) & rows_mask)[0]
+    bad = [r for r in rows if any(len(p.encode("utf-8", "surrogateescape")) > keys.MAX_NAME_BYTES
+                                  for p in k.iat[r].split("/"))]
+    probs.rows(bad, "output", [f"output key {_short(uris.redact(k.iat[r]))}: a file or folder name over "
+                               f"{keys.MAX_NAME_BYTES} bytes (local file systems refuse it)" for r in bad], order=1)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
+
+
+def _check_nested_keys(k: pd.Series, row_numbers: pd.Series, probs: _Problems) -> None:
+    """Keys that are also a folder of another row's key (``d.jpg`` and ``d.jpg/e.jpg``): on local disk one of the
+    two rows fails on every run. Only keys with a folder named like an image can be inside another key."""
+    rows = np.nonzero(k.str.contains(r"(?i)\.(?:jpe?g|png|webp)/", regex=True).to_numpy(dtype=bool))[0]
+    if not len(rows):
+        return
+    first = {}
+    for r, key in zip(row_numbers.tolist(), k.tolist()):
+        if key:
+            first.setdefault(key, r)
+    bad, msgs = [], []
+    for r in rows:
+        key = k.iat[r]
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in first:
+                bad.append(r)
+                msgs.append(f"output key {key!r} is inside {folder!r}, which is row {first[folder]}'s output key")
+                break
+    probs.rows(bad, "output", msgs, order=2)
+
+
 @dataclass
 class Prepared:
     """A validated manifest: plan columns except ``output_uri``/``status``, plus passthrough columns."""
@@ -390,6 +428,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
     explicit = _text(df["output"]) if "output" in df.columns else empty_series
     has_explicit = (explicit != "").to_numpy()
     _check_keys(explicit, has_explicit, "output", probs)
+    _check_name_lengths(explicit, has_explicit, probs)
     no_ext = has_explicit & ~explicit.str.lower().str.endswith((".jpg", ".jpeg", ".png", ".webp")).to_numpy(dtype=bool)
     rows = np.nonzero(no_ext)[0]
     probs.rows(rows, "output", [f"output key {explicit.iat[r]!r}: extension must be .jpg, .png or .webp" for r in rows], order=1)
@@ -429,6 +468,7 @@ def prepare(df: pd.DataFrame, *, base: str | None, method: str = "gatys", option
         probs.rows(rows, "output", [f"duplicate output key {out['output'].iat[r]!r} (also row {f})"
                                     if f != r else f"duplicate output key {out['output'].iat[r]!r}"
                                     for r, f in zip(rows, first)], order=2)
+    _check_nested_keys(out["output"], out["row"], probs)
     if check_inputs and not any(r < 0 for r, _, _ in probs.items):  # rows with problems already are not checked
         flagged = np.zeros(n, dtype=bool)
         flagged[[r for r, _, _ in probs.items if r >= 0]] = True

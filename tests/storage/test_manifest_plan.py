@@ -85,6 +85,22 @@ def test_every_problem_reported_at_once(tree):
     assert str(e.value).startswith(f"{tree / 'bad.csv'}: 14 problems; first: row 1, column content: empty cell")
 
 
+def test_keys_inside_other_keys_and_over_long_names_are_problems(tree):
+    """``d.jpg`` and ``d.jpg/e.jpg`` (one row failed 'is a directory' on every run) and a name over 255 bytes
+    ('stat failed: File name too long' at run time) are refused at validation; other cases pass."""
+    rows = ["d.jpg", "x/d.jpg/f/e.jpg", "x/d.jpg", "d.JPG/e.jpg", "y" * 300 + ".jpg", "é" * 130 + "/a.jpg",
+            "é" * 120 + "/a.jpg", "ok/d.jpg", "d.jpg.png"]
+    m = write_csv(tree / "m.csv", "content,style,output\n" + "".join(f"a.jpg,s.png,{k}\n" for k in rows))
+    with pytest.raises(ManifestError) as e:
+        manifest.load(m)
+    assert e.value.problems == [
+        "row 1, column output: output key 'x/d.jpg/f/e.jpg' is inside 'x/d.jpg', which is row 2's output key",
+        f"row 4, column output: output key {'y' * 80!r}...: a file or folder name over 255 bytes (local file "
+        f"systems refuse it)",
+        f"row 5, column output: output key {'é' * 80!r}...: a file or folder name over 255 bytes (local file "
+        f"systems refuse it)"]
+
+
 def test_missing_required_columns(tree):
     m = write_csv(tree / "m.csv", "contents,style\na.jpg,s.png\n")
     with pytest.raises(ManifestError) as e:
