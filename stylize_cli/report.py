@@ -11,6 +11,20 @@ import argparse
 import sys
 
 
+def print_reasons(summary: dict, limit: int, out=None) -> None:
+    """The ``limit`` most frequent failure reasons, one line each, and a line counting the failed rows of the rest."""
+    reasons = summary.get("failure_reasons")
+    if not isinstance(reasons, dict):
+        return
+    items = list(reasons.items())
+    for reason, n in items[:limit]:
+        print(f"  {n} x {reason}", file=out or sys.stdout)
+    rest = sum(int(n) for _, n in items[limit:])
+    if rest:
+        print(f"  ... and {rest} more failed row{'s' * (rest != 1)} for other reasons (see the report)",
+              file=out or sys.stdout)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="rebuild a run's report.html from metrics.parquet, or compare two runs",
@@ -68,7 +82,6 @@ def run(args) -> int:
         return 2
     summary = report.build_report(args.run, metric=args.metric, samples=args.samples, breakdown_rows=args.breakdown)
     print(f"{summary['total']} rows: {summary['ok']} ok, {summary['failed']} failed, {summary['skipped']} skipped")
-    for reason, n in list((summary.get("failure_reasons") or {}).items())[:10]:
-        print(f"  {n} x {reason}")
+    print_reasons(summary, 10)
     print(f"report: {summary['report']['html']}")
     return 0

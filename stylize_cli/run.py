@@ -142,10 +142,9 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
           f"{summary.get('skipped', 0)} skipped in {summary.get('wall_seconds', 0):.1f} s "
           f"({summary.get('images_per_second') or 0:.2f} images/s, {summary.get('method')}, {summary.get('device') or '-'})",
           file=out)
-    reasons = summary.get("failure_reasons")
-    if isinstance(reasons, dict):
-        for reason, n in list(reasons.items())[:5]:
-            print(f"  {n} x {reason}", file=out)
+    from .report import print_reasons
+
+    print_reasons(summary, 5, out)
     for note in summary.get("manifest_notes") or []:
         print(f"note: {note}", file=out)
     print(f"report: {summary.get('report_dir')}", file=out)

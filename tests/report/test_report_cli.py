@@ -90,3 +90,21 @@ def test_metric_choice_on_a_report_without_metric_columns(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("error: report metric 'ssim': not a column of the metrics; "
                    "these metrics have no metric columns (no row was stylized)"), err
+
+
+def test_run_summary_accounts_for_the_reasons_it_does_not_list(capsys):
+    """``stylize run`` lists the 5 most frequent reasons; the failed rows of the others are counted in one more
+    line (60 failed rows showed as five lines of 1 and nothing else)."""
+    import io
+
+    from stylize_cli.run import print_summary
+
+    reasons = {f"reason {i}": 12 - i for i in range(7)} | {"(other reasons)": 4}  # 12+11+...+6 + 4 = 67 rows
+    buf = io.StringIO()
+    print_summary({"total": 70, "ok": 3, "failed": 67, "skipped": 0, "failure_reasons": reasons,
+                   "report_dir": "r"}, out=buf)
+    lines = buf.getvalue().splitlines()
+    assert lines[1:6] == [f"  {12 - i} x reason {i}" for i in range(5)]
+    assert lines[6] == "  ... and 17 more failed rows for other reasons (see the report)"  # 7 + 6 + 4
+    shown = sum(int(line.split(" x ")[0]) for line in lines[1:6])
+    assert shown + 17 == 67 and lines[7] == "report: r"  # the lines account for every failed row
