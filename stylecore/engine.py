@@ -5,6 +5,8 @@ one-call convenience for scripts.
 """
 from __future__ import annotations
 
+import numbers
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,7 +89,9 @@ class Engine(FeedForwardMixin):
         self.config = EngineConfig(str(encoder), decoder and str(decoder), model and str(model), str(device))
         self.device = resolve_device(device)
         self.progress = progress
-        self.max_pixels = max_pixels
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 0:
+            raise OptionsError(f"max_pixels: {max_pixels!r} is not a whole number of pixels >= 0 (0: no limit)")
+        self.max_pixels = int(max_pixels)
         self._lock = threading.RLock()
         self._vgg: VGG19Encoder | None = None
         self._adain_encoder: AdaINEncoder | None = None
@@ -190,6 +194,8 @@ class Engine(FeedForwardMixin):
         opts = StyleOptions.make(options, **overrides)
         if isinstance(styles, (str, bytes, Image.Image)) or hasattr(styles, "read") or hasattr(styles, "__fspath__"):
             styles = [styles]
+        if styles is None or not hasattr(styles, "__iter__"):
+            raise ImageError(f"styles: expected a style image or a list of them, got {type(styles).__name__}")
         styles = list(styles)
         content_name = _name(content, "content")
         content_img = self.load(content, opts.size, name=content_name)
@@ -264,9 +270,15 @@ def _checked(req: Request, method: str) -> Request:
     is an error of that item."""
     from dataclasses import replace
 
-    if req.mask is not None:
+    mask = req.mask
+    if mask is not None:
         _check_mask(method)
-    return replace(req, method=method, content=_rgb(req.content, req.label(0)),
+        mask = _rgb(mask, "mask")  # as ``stylize`` loads it: alpha on white, 16-bit scaled to 8
+    if isinstance(req.styles, Image.Image) or not isinstance(req.styles, (list, tuple)):
+        raise ImageError(f"styles: expected a list of PIL images, got {type(req.styles).__name__}")
+    if not isinstance(req.options, StyleOptions):
+        raise OptionsError(f"options: expected StyleOptions (StyleOptions.make(...)), got {type(req.options).__name__}")
+    return replace(req, method=method, content=_rgb(req.content, req.label(0)), mask=mask,
                    styles=[_rgb(s, req.label(i + 1)) for i, s in enumerate(req.styles)])
 
 
@@ -279,12 +291,12 @@ def _rgb(img, what: str) -> Image.Image:
 
 
 def _name(source, default: str) -> str | None:
-    if isinstance(source, (bytes, Image.Image)) or hasattr(source, "read"):
-        return default
-    return str(source)
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return default  # bytes, a file object, a PIL image (or not an image at all: load_image says so)
 
 
-_ENGINES: dict[EngineConfig, tuple[Engine, tuple]] = {}
+_ENGINES: dict[tuple, tuple[Engine, tuple]] = {}  # (config, other Engine arguments) -> (engine, file versions)
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -295,8 +307,11 @@ def get_engine(encoder: str = "imagenet", decoder: str | None = None, model: str
     A local weights file that was replaced since (a retrained decoder.pth, say) gets a new engine, so a
     long-lived process never keeps stylizing with the old weights.
     """
-    key = EngineConfig(str(encoder), decoder and str(decoder), model and str(model), str(device))
-    versions = tuple(file_version(spec) for spec in (key.encoder, key.decoder, key.model))
+    config = EngineConfig(str(encoder), decoder and str(decoder), model and str(model), str(device))
+    # the other Engine arguments are part of the key: a caller's pixel limit must not become everyone's
+    key = (config, tuple(sorted((k, v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                                for k, v in kwargs.items())))
+    versions = tuple(file_version(spec) for spec in (config.encoder, config.decoder, config.model))
     with _ENGINES_LOCK:
         cached = _ENGINES.get(key)
         if cached is None or cached[1] != versions:

@@ -50,6 +50,11 @@ def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
     label = _describe(source, name)
     if isinstance(source, Image.Image):
         return _finish(source, label, max_pixels)
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if not isinstance(source, (str, os.PathLike, bytes)) and not hasattr(source, "read"):
+        raise ImageError(f"{name or 'image'}: expected a path, bytes, a file object or a PIL image, "
+                         f"got {type(source).__name__}")
     if isinstance(source, (str, os.PathLike)):
         try:
             fh: BinaryIO = open(source, "rb")

@@ -76,7 +76,7 @@ def coerce(name: str, value: Any) -> Any:
     spec = SPECS.get(name)
     if spec is None:
         raise OptionsError(f"unknown option {name!r}; known options: {', '.join(sorted(SPECS))}")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:  # not given (a manifest's empty cells arrive as None: pandas factorize drops NaN)
         return spec.default
     given = value  # what the user wrote, for the message
     try:
@@ -86,8 +86,12 @@ def coerce(name: str, value: Any) -> Any:
                 if low not in _TRUE | _FALSE:
                     raise ValueError
                 value = low in _TRUE
-            else:
+            elif isinstance(value, bool) or (hasattr(value, "dtype") and value.dtype == bool):
                 value = bool(value)
+            elif isinstance(value, numbers.Real) and value in (0, 1):  # 0/1, 0.0/1.0 (a float column's cells)
+                value = bool(value)
+            else:
+                raise ValueError  # nan, 2, a list...
         elif isinstance(value, bool) or (hasattr(value, "dtype") and value.dtype == bool):
             raise ValueError  # JSON true is not a size or a weight
         elif spec.type is int:
@@ -166,6 +170,8 @@ def parse_style_weights(text: str | None, n_styles: int | None = None, *, sep: s
     """Parse ``"0.7,0.3"`` (or ``"0.7|0.3"`` with sep='|') into positive-sum, non-negative floats."""
     if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
         return None
+    if hasattr(text, "tolist"):  # a numpy array or torch tensor of weights
+        text = text.tolist()
     if isinstance(text, (list, tuple)):
         parts = list(text)
     else:

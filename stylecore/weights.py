@@ -110,9 +110,16 @@ def file_version(spec: str | None) -> tuple | None:
 def _load_failure(e: Exception) -> str:
     """A one-line reason from torch.load's (long, multi-line) error messages."""
     text = str(e).strip()
-    if "WeightsUnpickler error:" in text:  # weights_only refused the pickle: say what it refused
-        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+    if "WeightsUnpickler error:" in text or text.startswith("Weights only load failed"):
+        # weights_only refused the pickle: say what it refused, never torch's advice to turn the check off
+        if "WeightsUnpickler error:" in text:
+            detail = text.split("WeightsUnpickler error:", 1)[1]
+        else:
+            detail = "\n".join(line for line in text.splitlines()[1:]
+                               if not line.startswith(("Please file an issue", "Check the documentation")))
+        detail = " ".join(detail.split())
         detail = detail.split(". Please use", 1)[0].split(" Check the documentation", 1)[0].rstrip(".")
+        detail = detail or "a pickle that is not plain tensors and containers"
         hint = ""
         refused = detail.split("GLOBAL", 1)[1][:60] if "GLOBAL" in detail else ""
         if refused and ("torch.nn.modules." in refused or "torch." not in refused):  # a module class

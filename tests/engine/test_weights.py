@@ -137,6 +137,18 @@ class _Evil:
         return (open, (self.path, "w"))
 
 
+class _Remove:
+    """Unpickling this with full pickle would delete a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.remove, (self.path,))
+
+
 def test_loading_uses_weights_only(tmp_path, features_state_dict):
     marker = tmp_path / "created-by-unpickling"
     bad = tmp_path / "evil.pth"
@@ -144,6 +156,13 @@ def test_loading_uses_weights_only(tmp_path, features_state_dict):
     with pytest.raises(WeightsError, match="refused by weights_only loading"):
         load_vgg19_encoder(str(bad))
     assert not marker.exists()
+    keep = tmp_path / "kept"  # a reduce to a blocked module's function: torch's message names it without the
+    keep.write_text("x")      # "WeightsUnpickler error:" marker, and its first lines advise turning the check off
+    torch.save({**features_state_dict, "extra": _Remove(str(keep))}, bad)
+    with pytest.raises(WeightsError) as e:
+        load_vgg19_encoder(str(bad))
+    assert "refused by weights_only loading: Trying to load unsupported GLOBAL posix.remove" in str(e.value), e.value
+    assert "False" not in str(e.value) and "arbitrary code" not in str(e.value) and keep.exists()
     plain = tmp_path / "plain.pkl"  # a bare pickle (not torch's zip format) of a non-tensor object
     plain.write_bytes(pickle.dumps(_Evil(str(marker))))
     with pytest.raises(WeightsError, match="not a readable state_dict"):
