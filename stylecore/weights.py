@@ -59,6 +59,8 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
     m = _RANDOM.match(low)
     if m:
         seed = int(m.group(1) or 0)
+        if not -2**63 <= seed < 2**63:  # torch's generators take a 64-bit seed
+            raise WeightsError(f"{what}: random:{seed}: the seed must be in [-2**63, 2**63)")
         return WeightSpec("random", seed, f"random:{seed}")
     if low.startswith("random:"):  # "random_init/x.pth" or "Random-Mosaic.model" are paths
         raise WeightsError(f"{what}: malformed spec {text!r}; expected random:SEED with an integer seed")

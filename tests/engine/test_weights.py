@@ -57,7 +57,8 @@ def test_parse_spec_grammar():
     assert (s.kind, s.value) == ("s3", "s3://bucket/models/vgg.pth")
     for bad, words in [("", "empty"), ("random:x", "random:SEED"), ("s3://bucket", "s3://bucket/key"),
                        ("http://host/vgg.pth", "unsupported URI scheme 'http'"),
-                       ("file://weights/vgg.pth", "names host 'weights'")]:
+                       ("file://weights/vgg.pth", "names host 'weights'"),
+                       (f"random:{2**63}", "the seed must be in [-2**63, 2**63)")]:  # was a raw OverflowError at load
         with pytest.raises(WeightsError) as ei:
             parse_spec(bad)
         assert words in str(ei.value)
