@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as runtime_run
 
-from stylecore import storage, tables
+from stylecore import storage, tables, uris
 from stylecore.errors import OptionsError, RunFailed
 from stylecore.keys import extension
 from stylecore.manifest import write_manifest
@@ -37,7 +37,7 @@ _BUILT = {"content", "style", "content_root", "style_weights", "output", "id"}
 
 def _run_name() -> str:
     params = runtime_run.parameters or {}
-    src = str(params.get("source", "dataset")).rstrip("/").rsplit("/", 1)[-1] or "dataset"
+    src = uris.redact(str(params.get("source", "dataset"))).rstrip("/").rsplit("/", 1)[-1] or "dataset"
     return f"augment-{src}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -63,6 +63,7 @@ def done_pairs(output: str) -> list[tuple[str, str]]:
 
 
 @task(name="build-augment-manifest", cache_policy=NO_CACHE)
+@fail_plainly
 def build_task(source: str, styles: str, output: str, k: int, seed: int, label_from_parent: bool,
                max_attempts: int = 0) -> tuple[str | None, list[str], int]:
     """Write a ``sample:K`` manifest of the pairs not done yet (:func:`done_pairs`; they count toward each image's
@@ -94,6 +95,7 @@ def build_task(source: str, styles: str, output: str, k: int, seed: int, label_f
 
 
 @task(name="record-failures", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@fail_plainly
 def record_failures(output: str, m: pd.DataFrame, run_id: str) -> int:
     """Count this run's failed pairs (metrics ``m``) in ``{output}/failures.parquet`` / ``.csv`` (one more attempt
     each, with the latest error) and drop the pairs that now succeeded; returns the pairs recorded. Rows lost
@@ -117,6 +119,7 @@ def record_failures(output: str, m: pd.DataFrame, run_id: str) -> int:
 
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@fail_plainly
 def refresh_index(output: str, m: pd.DataFrame | None, labels: list[str]) -> int:
     """Merge the run's ok and skipped rows (metrics ``m``) into ``{output}/index.parquet`` and ``index.csv``, keeping
     only rows whose output is still under ``output`` (its ``image_uri`` taken from ``output``, so a moved output
@@ -196,10 +199,12 @@ def augment_dataset(
     extension(format)  # these fail fast, before a manifest is written
     named = dict(size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed, preserve_color=preserve_color)
     StyleOptions.make(**{**dict(options or {}), **{k: v for k, v in named.items() if v is not None}})
-    manifest_uri, labels, left_out = build_task(source, styles, output, k, seed, label_from_parent, max_attempts)
+    manifest_uri, labels, left_out = build_task(source, styles, output, k, seed, label_from_parent, max_attempts,
+                                                  return_state=True).result()  # raises its error
     if manifest_uri is None:
+        index_rows = refresh_index(output, None, labels, return_state=True).result()
         return {"total": 0, "ok": 0, "failed": 0, "skipped": 0, "left_out": left_out,
-                "failures": len(read_failures(output)), "index_rows": refresh_index(output, None, labels)}
+                "failures": len(read_failures(output)), "index_rows": index_rows}
     state = stylize_collection(
         manifest=manifest_uri, output=output, method=method, encoder=encoder, decoder=decoder, model=model,
         device=device, size=size, style_size=style_size, steps=steps, alpha=alpha, seed=seed,
@@ -212,8 +217,9 @@ def augment_dataset(
     if not isinstance(summary, dict):  # the run failed before writing its report
         raise summary if isinstance(summary, BaseException) else RuntimeError(str(state.message))
     metrics = tables.read_parquet(storage.join(summary["report_dir"], "metrics.parquet"))  # once, for both
-    summary = dict(summary, index_rows=refresh_index(output, metrics, labels), left_out=left_out,
-                   failures=record_failures(output, metrics, str(summary.get("run_id", ""))))
+    index_rows = refresh_index(output, metrics, labels, return_state=True).result()
+    failures = record_failures(output, metrics, str(summary.get("run_id", "")), return_state=True).result()
+    summary = dict(summary, index_rows=index_rows, left_out=left_out, failures=failures)
     if state.is_failed():
         from prefect.states import Failed
 

@@ -11,9 +11,11 @@ from stylecore.errors import StyleCoreError
 
 
 def fail_plainly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a flow function so that a ``StyleCoreError`` (a bad manifest, option, weights file or URI: one-line
-    messages that name the fault) ends the run Failed with that message, logged once as an error, instead of
-    Prefect's traceback. A direct call still raises the error; other exceptions keep their tracebacks."""
+    """Wrap a flow or task function so that a ``StyleCoreError`` (a bad manifest, option, weights file or URI, an
+    S3 error: one-line messages that name the fault) ends the run Failed with that message, logged once as an
+    error, instead of Prefect's traceback. A task's retries still apply (Prefect retries a returned Failed
+    state), and the flow calling it gets the error raised. A direct call of a flow still raises the error;
+    other exceptions keep their tracebacks."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as runtime_run
 from prefect.states import Failed
 
-from stylecore import storage
+from stylecore import storage, uris
 from stylecore.errors import OptionsError, ReportError, RunFailed, StorageError
 from stylecore.options import StyleOptions, check_method
 from stylecore.run_checks import allowed_failures, check_run_settings, check_weights
@@ -36,7 +36,7 @@ _STAMP = re.compile(r"-\d{8}T\d{6}Z$")
 def manifest_name(uri: str) -> str:
     """The manifest's file name without its extension or a trailing ``-YYYYMMDDTHHMMSSZ`` time stamp (used in run
     names, tags and artifact keys, so the manifests of a nightly job, ``augment-<time>``, share one name)."""
-    base = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    base = uris.redact(str(uri)).rstrip("/").rsplit("/", 1)[-1]  # never a credential in a run name
     return _STAMP.sub("", base.split(".", 1)[0]) or "manifest"
 
 

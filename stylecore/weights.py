@@ -74,8 +74,8 @@ def parse_spec(spec: str | os.PathLike, *, allow_imagenet: bool = True, what: st
     if uris.has_userinfo(text):
         raise WeightsError(f"{what}: {uris.redact(text)}: {uris.NO_CREDENTIALS}")
     if low.startswith("s3://"):
-        parsed = urlparse(text)
-        if not parsed.netloc or not parsed.path.strip("/"):
+        bucket, _, key = text[5:].partition("/")  # not urlparse: '#' and '?' are ordinary characters of a key
+        if not bucket or not key.strip("/"):
             raise WeightsError(f"{what}: malformed S3 URI {text!r}; expected s3://bucket/key")
         return WeightSpec("s3", text, text)
     if low.startswith("file://"):

@@ -55,6 +55,8 @@ def test_parse_spec_grammar():
     assert parse_spec("file://localhost/a/b.pth").value == "/a/b.pth"
     s = parse_spec("s3://bucket/models/vgg.pth")
     assert (s.kind, s.value) == ("s3", "s3://bucket/models/vgg.pth")
+    for key in ("#d.pth", "?d.pth", "w/a#1?.pth"):  # urlparse cut the key at '#' or '?': "malformed S3 URI"
+        assert parse_spec(f"s3://bucket/{key}").value == f"s3://bucket/{key}"
     for bad, words in [("", "empty"), ("random:x", "random:SEED"), ("s3://bucket", "s3://bucket/key"),
                        ("http://host/vgg.pth", "unsupported URI scheme 'http'"),
                        ("file://weights/vgg.pth", "names host 'weights'"),

@@ -26,7 +26,7 @@ def _report(summary) -> tuple[pd.DataFrame, dict]:
 @pytest.fixture
 def count_engine_calls(monkeypatch):
     """Counts the rows the process engine is asked to stylize (the real engine still does the work)."""
-    engine = get_engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"])
+    engine = get_engine(ENGINE["encoder"], ENGINE["decoder"], None, ENGINE["device"], progress=False)  # as tasks/shards.py
     calls: list[int] = []
     real = engine.stylize_batch
 
