@@ -60,6 +60,8 @@ def read_manifest(uri: str) -> pd.DataFrame:
     try:
         data: Any = storage.read_bytes(src) if uris.is_s3(src) else None
     except StorageError as e:
+        if not str(e).startswith(src):
+            raise  # not about this object: a bad S3 setting in the environment, say
         raise ManifestError(f"manifest {e}") from None
     if data is None and not os.path.isfile(src):
         raise ManifestError(f"manifest {src}: not found")

@@ -165,6 +165,8 @@ _CODES = {
 def _s3_error(uri: str, exc: BaseException, op: str) -> StorageError:
     from botocore import exceptions as bx
 
+    if isinstance(exc, StorageError):  # ours already (a bad AWS_MAX_ATTEMPTS, say): not a fault of this object
+        return exc
     if isinstance(exc, bx.ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))

@@ -97,6 +97,8 @@ def resolve(value: str, base: str | None = None) -> str:
     if is_s3(base):
         loc = parse_s3(base)
         key = posixpath.normpath(posixpath.join(loc.key, value)) if loc.key else posixpath.normpath(value)
+        if key == ".." or key.startswith("../"):
+            raise StorageError(f"{value}: '..' climbs above the bucket of {redact(base)}")
         return f"s3://{loc.bucket}/{key.lstrip('/')}"
     return os.path.normpath(os.path.join(base, value))
 

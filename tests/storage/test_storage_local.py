@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,10 @@ def test_uri_forms(tmp_path, monkeypatch):
     assert storage.resolve("../x.png", base=str(tmp_path / "d")) == str(tmp_path / "x.png")
     assert storage.resolve("x/../y.jpg", base="s3://bkt/man") == "s3://bkt/man/y.jpg"
     assert storage.resolve("y.jpg", base="s3://bkt") == "s3://bkt/y.jpg"
+    assert storage.resolve("../y.jpg", base="s3://bkt/man") == "s3://bkt/y.jpg"
+    for value, base in (("../../y.jpg", "s3://bkt/man"), ("../y.jpg", "s3://bkt")):  # was s3://bkt/../y.jpg
+        with pytest.raises(StorageError, match=re.escape(f"{value}: '..' climbs above the bucket of {base}")):
+            storage.resolve(value, base=base)
     assert storage.resolve(f"file://{tmp_path}/d") == str(tmp_path / "d")
     with pytest.raises(StorageError, match="unsupported URI scheme 'gs'"):
         storage.resolve("gs://b/k.jpg")

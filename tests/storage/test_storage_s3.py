@@ -274,3 +274,19 @@ def test_an_empty_object_at_an_output_key_is_not_a_done_output(s3):
     assert storage.exists_many([full, empty, missing], nonempty=True) == {full: True, empty: False, missing: False}
     assert list(storage.list_prefix(f"s3://{b}/out", relative=True, nonempty=True)) == ["full.jpg"]
     assert list(storage.list_prefix(f"s3://{b}/out", relative=True)) == ["empty.jpg", "full.jpg"]
+
+
+def test_a_bad_s3_setting_is_not_blamed_on_the_manifest(monkeypatch):
+    """``AWS_MAX_ATTEMPTS=abc`` read as 'manifest s3://...: read failed: StorageError: environment ...'."""
+    from stylecore import manifest
+    from stylecore.errors import ManifestError, StorageError
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "abc")
+    storage.reset_client()
+    try:
+        with pytest.raises(StorageError) as e:
+            manifest.read_manifest("s3://bucket/m.csv")
+        assert not isinstance(e.value, ManifestError) and str(e.value) == "environment AWS_MAX_ATTEMPTS='abc': expected int"
+    finally:
+        monkeypatch.undo()
+        storage.reset_client()
