@@ -90,7 +90,8 @@ def build_task(source: str, styles: str, output: str, k: int, seed: int, label_f
         return None, labels, left_out
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     uri = write_manifest(df, storage.join(output, f"_manifests/augment-{stamp}.parquet"))
-    logger.info("%d new image(s) x %d style(s): manifest %s", df["content"].nunique(), int(k), uri)
+    logger.info("%d pair(s) to stylize, for %d image(s) short of their %d style(s): manifest %s", len(df),
+                df["content"].nunique(), int(k), uri)
     return uri, labels, left_out
 
 

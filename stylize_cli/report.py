@@ -71,7 +71,10 @@ def run(args) -> int:
         ea, eb = ((s.get("evaluator") or {}).get("encoder") for s in (a, b))
         print(report.format_table(report.compare_rows(a, b), ("field", "A", "B", "B-A")))
         print(f"A: {args.compare[0]}\nB: {args.compare[1]}")
-        if ea != eb:
+        if (ea is None) != (eb is None):
+            print(f"note: run {'A' if ea is None else 'B'} has no quality metrics (run with --no-quality); only "
+                  f"counts and timings compare")
+        elif ea != eb:
             print(f"note: the runs used different quality evaluators ({ea} vs {eb}); their losses do not compare")
         return 0
     if not args.run:

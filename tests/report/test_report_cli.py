@@ -28,6 +28,12 @@ def test_rebuild_and_compare(tmp_path, evaluator):
     assert lines["wall_seconds"][1:] == ["4", "1", "-3"]
     assert lines["ok"][1:] == ["3", "3", "+0"]
     assert "note:" not in proc.stdout
+    plain = tmp_path / "c"  # a --no-quality run: no evaluator (was "different quality evaluators (random:0 vs None)")
+    plain.mkdir()
+    (plain / "summary.json").write_text(json.dumps({"ok": 3, "latency_ms_p50": 5.0, "failure_reasons": {}}))
+    proc = run_cli("report", "--compare", report_dir, plain)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == (
+        "note: run B has no quality metrics (run with --no-quality); only counts and timings compare"), proc.stdout
 
 
 def test_errors_exit_2_with_one_line(tmp_path, capsys):
