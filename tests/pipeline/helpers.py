@@ -1,6 +1,8 @@
 """Helpers of the pipeline tests: fast engine settings and generated manifests."""
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 from tests.conftest import make_photo, make_texture
@@ -33,3 +35,23 @@ def write_manifest(folder: Path, n: int, *, extra_rows: list[dict] | None = None
 def output_files(root: Path) -> list[Path]:
     """Every file under ``root`` except the report folder."""
     return sorted(p for p in root.rglob("*") if p.is_file() and "_reports" not in p.parts)
+
+
+@contextlib.contextmanager
+def run_logs():
+    """The log records of the flow and task runs inside the block (a list, filled as they are emitted)."""
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Capture()
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)

@@ -182,24 +182,11 @@ def test_lost_shards_moved_roots_and_deleted_outputs_keep_the_index_and_failures
 def test_storage_errors_end_the_run_with_one_line_and_run_names_hold_no_credentials(prefect_server, tmp_path):
     """A whole-bucket source with credentials named the run 'augment-KEY:SECRET@data-...' (in every log line and
     the UI), and a StorageError in the build task logged a traceback before the flow's one line."""
-    import logging
+    from tests.pipeline.helpers import run_logs
 
-    records: list[logging.LogRecord] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Capture()
-    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
-    for lg in loggers:
-        lg.addHandler(handler)
-    try:
+    with run_logs() as records:
         state = augment_dataset(source="s3://AKIALEAK:leakSecret@data/", styles=str(tmp_path), output=str(tmp_path / "o"),
                                 quality=False, return_state=True, **ENGINE)
-    finally:
-        for lg in loggers:
-            lg.removeHandler(handler)
     assert state.is_failed() and state.message.startswith("StorageError: s3://***@data/: credentials in URIs")
     text = "\n".join(r.getMessage() for r in records)
     assert "augment-***@data-" in text and "leakSecret" not in text and "AKIALEAK" not in text, text

@@ -241,29 +241,15 @@ def test_storage_down_at_the_end_is_a_report_error_not_a_usage_error(prefect_ser
 def test_user_errors_end_the_run_with_their_line_and_no_traceback(prefect_server, tmp_path):
     """A missing manifest or a bad manifest row (user errors) ends the run Failed with the error's one line,
     logged once, with no traceback in the run's logs; a direct call still raises the error itself."""
-    import logging
-
     from stylecore.errors import ManifestError
+    from tests.pipeline.helpers import run_logs
 
-    records: list[logging.LogRecord] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Capture()
-    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
-    for lg in loggers:
-        lg.addHandler(handler)
     bad = tmp_path / "bad.csv"
     bad.write_text("content,style\nphoto.jpg,\n")
-    try:
+    with run_logs() as records:
         missing = stylize_collection(manifest=str(tmp_path / "none.csv"), output=str(tmp_path / "out"),
                                      return_state=True, **ENGINE)
         invalid = stylize_collection(manifest=str(bad), output=str(tmp_path / "out"), return_state=True, **ENGINE)
-    finally:
-        for lg in loggers:
-            lg.removeHandler(handler)
     assert missing.is_failed() and missing.message == f"ManifestError: manifest {tmp_path / 'none.csv'}: not found"
     assert invalid.is_failed() and invalid.message.startswith("ManifestError: ")
     error = invalid.result(raise_on_failure=False)
