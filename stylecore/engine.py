@@ -274,7 +274,7 @@ def _checked(req: Request, method: str) -> Request:
     if mask is not None:
         _check_mask(method)
         mask = _rgb(mask, "mask")  # as ``stylize`` loads it: alpha on white, 16-bit scaled to 8
-    if isinstance(req.styles, Image.Image) or not isinstance(req.styles, (list, tuple)):
+    if not isinstance(req.styles, (list, tuple)):  # a single PIL image included
         raise ImageError(f"styles: expected a list of PIL images, got {type(req.styles).__name__}")
     if not isinstance(req.options, StyleOptions):
         raise OptionsError(f"options: expected StyleOptions (StyleOptions.make(...)), got {type(req.options).__name__}")

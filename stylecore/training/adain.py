@@ -58,11 +58,11 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
     """Train (or resume training) an AdaIN decoder; writes OUTDIR/decoder.pth, train_state.pth, losses.csv."""
     _check(cfg, MIN_CROP, "the VGG19 encoder's reflection pads")
     settings = {**asdict(cfg), "method": "adain"}
-    with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as out_dir:
-        return _train(cfg, out_dir, settings, resume=resume, on_log=on_log)
+    with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as (out_dir, state):
+        return _train(cfg, out_dir, settings, state, on_log=on_log)
 
 
-def _train(cfg: AdaINTrainConfig, out_dir: Path, settings: dict, *, resume: bool,
+def _train(cfg: AdaINTrainConfig, out_dir: Path, settings: dict, state: dict | None, *,
            on_log: Callable[[dict], None] | None) -> TrainResult:
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
@@ -95,7 +95,7 @@ def _train(cfg: AdaINTrainConfig, out_dir: Path, settings: dict, *, resume: bool
         return run_loop(model=dec, optimizer=opt, step_fn=step_fn, lr_fn=lambda i: cfg.lr / (1.0 + cfg.lr_decay * i),
                         out_dir=out_dir, weights_name="decoder.pth", prefix="decoder", settings=settings,
                         steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-                        resume=resume, on_log=on_log)
+                        state=state, on_log=on_log)
     finally:
         contents.close()
         styles.close()

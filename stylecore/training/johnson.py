@@ -110,21 +110,23 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}), MIN_SIDE,
            "the VGG16 loss network pools three times")
     settings = {**asdict(cfg), "method": "johnson"}
-    with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as out_dir:
-        return _train(cfg, out_dir, settings, resume=resume, on_log=on_log)
+    with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as (out_dir, state):
+        return _train(cfg, out_dir, settings, state, on_log=on_log)
 
 
-def _train(cfg: JohnsonTrainConfig, out_dir: Path, settings: dict, *, resume: bool,
+def _train(cfg: JohnsonTrainConfig, out_dir: Path, settings: dict, state: dict | None, *,
            on_log: Callable[[dict], None] | None) -> TrainResult:
     load_size = cfg.load_size or cfg.crop
     device = resolve_device(cfg.device)
     fmt = memory_format(device)
     images = list_images(cfg.content, what="content")
-    style = cfg.style if uris.scheme_of(str(cfg.style)) is None else storage.read_bytes(uris.resolve(cfg.style))
-    style_img = load_resized(style, cfg.style_size or 0, name=uris.redact(str(cfg.style)))  # refuses an upscale past the pixel limit
+    style, style_name = cfg.style, uris.redact(str(cfg.style))
+    if uris.scheme_of(str(style)) is not None:  # file:// or s3://
+        style = storage.read_bytes(uris.resolve(style))
+    style_img = load_resized(style, cfg.style_size or 0, name=style_name)  # refuses an upscale past the pixel limit
     if min(style_img.size) < MIN_SIDE:
         resized = f" (after --style-size {cfg.style_size})" if cfg.style_size else ""
-        raise ImageError(f"{uris.redact(str(cfg.style))}: {style_img.width}x{style_img.height} px{resized} is too small for the VGG16 "
+        raise ImageError(f"{style_name}: {style_img.width}x{style_img.height} px{resized} is too small for the VGG16 "
                          f"loss network (at least {MIN_SIDE} px per side)")
     contents = CropSampler(images, crop=cfg.crop, load_size=load_size,
                            batch_size=cfg.batch_size, seed=cfg.seed, resize="short", workers=cfg.workers)
@@ -175,6 +177,6 @@ def _train(cfg: JohnsonTrainConfig, out_dir: Path, settings: dict, *, resume: bo
     try:
         return run_loop(model=net, optimizer=opt, step_fn=step_fn, lr_fn=lambda i: cfg.lr, out_dir=out_dir,
                         weights_name="model.pth", prefix="model", settings=settings, steps=cfg.steps,
-                        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, resume=resume, on_log=on_log)
+                        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, state=state, on_log=on_log)
     finally:
         contents.close()

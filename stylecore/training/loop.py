@@ -93,15 +93,14 @@ def check_resumable(out_dir: Path, saved: dict, settings: dict) -> None:
 
 
 @contextlib.contextmanager
-def claim_out_dir(out_dir: str | Path, *, resume: bool, settings: dict) -> Iterator[Path]:
-    """Hold ``-o`` for one training run, before its data and networks are loaded: check it (with ``resume``,
-    also the saved run's recipe and settings), create it, and lock it (``.train.lock``, released when the
-    process ends however it ends), so a second run into the same folder is refused rather than overwriting
-    this one's checkpoints. Removes the temporary files of checkpoint writes a killed run left. A folder
-    created here is removed again when the run fails before it wrote anything."""
+def claim_out_dir(out_dir: str | Path, *, resume: bool, settings: dict) -> Iterator[tuple[Path, dict | None]]:
+    """Hold ``-o`` for one training run, before its data and networks are loaded: check it, create it, and lock
+    it (``.train.lock``, released when the process ends however it ends), so a second run into the same folder
+    is refused rather than overwriting this one's checkpoints. With ``resume``, read the saved state under the
+    lock and check its recipe, settings and step against ``settings``. Removes the temporary files of
+    checkpoint writes a killed run left. Yields the folder and the saved state (None without ``resume``), for
+    :func:`run_loop`. A folder created here is removed again when the run fails before it wrote anything."""
     out_dir = check_out_dir(out_dir, resume=resume)
-    if resume:
-        check_resumable(out_dir, load_train_state(out_dir)["settings"], settings)
     created = []
     top = out_dir
     while not top.exists():
@@ -120,9 +119,15 @@ def claim_out_dir(out_dir: str | Path, *, resume: bool, settings: dict) -> Itera
                 raise OptionsError(f"-o {out_dir}: another training run is using this folder ({LOCK_FILE} is "
                                    f"locked); wait for it to finish or choose another folder") from None
         check_out_dir(out_dir, resume=resume)  # again, under the lock: a run may have committed meanwhile
+        state = load_train_state(out_dir) if resume else None
+        if state is not None:
+            check_resumable(out_dir, state["settings"], settings)
+            if int(state["step"]) >= settings["steps"]:
+                raise OptionsError(f"--steps {settings['steps']}: the run in {out_dir} is already at step "
+                                   f"{int(state['step'])}")
         for folder in (out_dir, out_dir / "checkpoints"):
             remove_partials(folder, None)
-        yield out_dir
+        yield out_dir, state
     except BaseException:
         if created and not any(p.name != LOCK_FILE for p in out_dir.iterdir()):
             with contextlib.suppress(OSError):
@@ -149,16 +154,14 @@ def resume_settings(out_dir: str | Path, given: dict, method: str) -> dict:
 
 def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable[[int], dict],
              lr_fn: Callable[[int], float], out_dir: Path, weights_name: str, prefix: str, settings: dict,
-             steps: int, checkpoint_every: int, log_every: int, resume: bool,
+             steps: int, checkpoint_every: int, log_every: int, state: dict | None,
              on_log: Callable[[dict], None] | None = None) -> TrainResult:
-    """Run steps ``start..steps-1``. ``step_fn(step)`` returns a dict of losses with a ``total`` tensor to minimise."""
+    """Run steps ``start..steps-1`` in the folder :func:`claim_out_dir` holds, continuing from its saved ``state``
+    (None: a fresh run). ``step_fn(step)`` returns a dict of losses with a ``total`` tensor to minimise."""
     out_dir = Path(out_dir)
     state_path, loss_path, weights_path = out_dir / STATE_FILE, out_dir / LOSS_FILE, out_dir / weights_name
     start, rows, logged, acc, n_acc, elapsed = 0, [], 0, {}, 0, 0.0
-    check_out_dir(out_dir, resume=resume)
-    if resume:
-        state = load_train_state(out_dir)
-        check_resumable(out_dir, state["settings"], settings)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -167,12 +170,6 @@ def run_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_f
         acc, n_acc = dict(state.get("acc", {})), int(state.get("n_acc", 0))
         elapsed = float(state.get("seconds", 0.0))
         rows = read_losses(loss_path, logged)  # drops rows written after the state (a kill) and a final partial row
-    if start >= steps:
-        raise OptionsError(f"--steps {steps}: the run in {out_dir} is already at step {start}")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OptionsError(f"-o {out_dir}: cannot create the folder ({e.strerror or e})") from None
 
     def checkpoint(step: int, periodic: bool) -> None:
         # The training state is written last: it is the commit point. A resume after a kill between these writes
