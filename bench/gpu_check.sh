@@ -16,7 +16,7 @@ STAGES=${STAGES:-env tests bench shard gatys profile}
 OFFLINE_STEPS=${OFFLINE_STEPS:-8000}
 OFFLINE_LIMIT=${OFFLINE_LIMIT:-110}   # seconds per offline training run
 DEVICE=${DEVICE:-cuda}                # cpu: a dry run of this script
-LAYERS=${LAYERS:-fast+pads}           # STYLECORE_CUDA_LAYERS variants to test and benchmark
+LAYERS=${LAYERS:-fused+cudnn}         # STYLECORE_CUDA_LAYERS variants to test and benchmark (default: the engine default)
 COMPILE=${COMPILE:-off}                # engine compile modes the bench compares, e.g. "off default reduce-overhead"
 COMPILE_BATCHES=${COMPILE_BATCHES:-16}  # batch sizes measured for the compiled modes
 PROFILE_COMPILE=${PROFILE_COMPILE:-off}  # STYLECORE_COMPILE for the profiles
@@ -87,10 +87,17 @@ run_offline() {  # name, extra recipe arguments...
           timeout ${SHARD_LIMIT:-60} $PY bench/bench_shard.py --device $DEVICE --method $m --rows ${SHARD_ROWS:-1024}
         done
         ;;
-      static)  # compiled graphs with constant sizes (STYLECORE_COMPILE_DYNAMIC=0) against eager, 256 px batch 64
+      static)  # compiled graphs with constant sizes (STYLECORE_COMPILE_DYNAMIC=0) against eager (default 256 px batch 64)
         stage "bench_feedforward --device $DEVICE, static compiled graphs"
         STYLECORE_COMPILE_DYNAMIC=0 timeout ${STATIC_LIMIT:-240} $PY bench/bench_feedforward.py --device $DEVICE \
-          --sizes 256 --batches 64 --images 256 --compile off default reduce-overhead 2>&1 | grep -v pow_by_natural
+          --sizes ${STATIC_SIZES:-256} --batches ${STATIC_BATCHES:-64} --images ${STATIC_IMAGES:-256} \
+          --compile ${STATIC_COMPILE:-off default reduce-overhead} ${STATIC_FORMS:+--forms $STATIC_FORMS} 2>&1 \
+          | grep -v pow_by_natural
+        ;;
+      staticgraphs)  # the compiled-graph tests with constant sizes (one graph per shape)
+        stage "tests/gpu/test_compiled_cuda.py, STYLECORE_COMPILE_DYNAMIC=0"
+        STYLECORE_COMPILE_DYNAMIC=0 GPU_TEST_DEVICE=$DEVICE timeout ${COMPILED_LIMIT:-400} $PY -m pytest \
+          tests/gpu/test_compiled_cuda.py -q -p no:cacheprovider --durations=3 2>&1 | grep -v "^MEASURE\|pow_by_natural" | tail -25
         ;;
       gatys)
         stage "bench_gatys --device $DEVICE"

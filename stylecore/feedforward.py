@@ -43,10 +43,11 @@ FF_MEMORY_FORMAT = torch.channels_last
 # reflection pads. STYLECORE_CUDA_LAYERS picks the CUDA forms (for measurement), words joined by "+": plain,
 # fast, pads, fused (stylecore.fused_layers: conv+ReLU modules, batched instance norms, no bias before a norm;
 # implies fast+pads), cudnn (fused, with cuDNN's one-call conv+bias+ReLU) and borders (fused, with 3×3 convs
-# that apply their reflection pads by recomputing border strips). On an H200, batch 16, fast+pads against plain:
-# AdaIN 1144 vs 801 img/s at 256 px, 333 vs 207 at 512 px, half the peak memory; Johnson within noise (957 vs
-# 1085 at 256 px, 357 vs 334 at 512 px). fused, cudnn and borders are not measured on a GPU yet.
-CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fast+pads")
+# that apply their reflection pads by recomputing border strips). The default, fused+cudnn, against fast+pads on
+# an H200 in one process (bench/results/2026-12-04-h200): AdaIN 1.11-1.34x faster (256 px batch 64: 2162 vs
+# 1769 img/s; 512 px batch 16: 730 vs 544), Johnson 1.26-2.06x (256 px batch 64: 2752 vs 1348), and as close to
+# the fp32 references (AdaIN 0.34 levels mean, fast+pads 0.38).
+CUDA_LAYERS = os.environ.get("STYLECORE_CUDA_LAYERS", "fused+cudnn")
 CUDA_LAYER_WORDS = ("plain", "fast", "pads", "fused", "cudnn", "borders")
 CPU_BATCH_PIXELS = 1 << 16  # on the CPU a forward pass holds at most this many pixels (one 256² image)
 # On GPUs 4 Mpx: 64 images of 256², 16 of 512². On an H200 batches of 64 at 256 px ran AdaIN at 2051 img/s
