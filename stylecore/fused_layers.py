@@ -1,5 +1,6 @@
 """CUDA inference forms with fewer passes over the activations (``STYLECORE_CUDA_LAYERS`` words ``fused``, ``cudnn``
-and ``borders``; not yet measured on a GPU).
+and ``borders``; ``fused+cudnn`` is the CUDA default, measured on an H200 in docs/gpu.md: AdaIN 1.11-1.34x and
+Johnson 1.26-2.06x the images/s of ``fast+pads``; ``borders`` was slower there).
 
 Profiles of the eager networks on an H200 (docs/gpu.md) put most of the GPU time around the convolutions,
 not in them: PyTorch adds a cuDNN convolution's bias in a separate pass over its output (a broadcasting
