@@ -2,6 +2,7 @@
 
     python bench/bench_shard.py [--device auto] [--method adain|johnson] [--rows 512] [--size 256]
         [--batch-sizes 8 0] [--repeat 3] [--simulate IMG_PER_S [--pass-rows 64]] [--write-rows N]
+        [--processes 1 2 4]
 
 Every batch size runs the same shard (outputs overwritten, JPEG, quality scoring off) with one engine, in turn
 within each round, after a warm-up pass. Batch size 0 is the default, auto: 8 rows per engine call on the CPU,
@@ -16,10 +17,17 @@ engine's order (each pass launched before the previous one is waited for); the h
 copied into one batch buffer per pass, outputs made as new PIL images, then encoded and written). ``efficiency``
 is rows/s over IMG_PER_S. ``--write-rows N`` bounds the outputs waiting for the writers to N rows' bytes
 (``shard.WRITE_BYTES``; 17 emulates the old row-count queue with one writer).
+
+``--processes 1 2 4`` compares shard processes sharing one device instead of batch sizes: with P processes the
+shard's rows are split into P slices, each run by its own process (its own engine, readers and writers, as P
+shard runs of a worker started with ``--limit P`` would), all started together; rows/s is all rows over the
+time from the common start to the last process's end. With ``--simulate`` the processes share one simulated
+device (one queue of forward passes across processes), so they can never beat its rate together.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import statistics
 import sys
 import tempfile
@@ -33,6 +41,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylecore import manifest  # noqa: E402
+from stylecore.device import resolve_device  # noqa: E402
 from stylecore.engine import Engine  # noqa: E402
 from stylecore.options import StyleOptions  # noqa: E402
 from stylecore import shard  # noqa: E402
@@ -60,9 +69,10 @@ class SimulatedGPU:
 
     device, max_pixels = "cuda:sim", 0
 
-    def __init__(self, img_per_s: float, pass_rows: int):
+    def __init__(self, img_per_s: float, pass_rows: int, busy=None):
         self.img_per_s, self.pass_rows, self.calls = img_per_s, pass_rows, []
-        self.busy_until = 0.0  # when the simulated device finishes its queued work
+        # when the simulated device finishes its queued work (time.monotonic); shared by processes if given
+        self.busy = busy if busy is not None else mp.get_context("spawn").Value("d", 0.0)
 
     def batch_limit(self, hw) -> int:
         return self.pass_rows
@@ -72,9 +82,9 @@ class SimulatedGPU:
         buf = np.empty((len(requests), h, w, 3), dtype=np.uint8)  # what _batch_pixels copies before an upload
         for i, r in enumerate(requests):
             buf[i] = np.asarray(r.content)
-        start = max(time.perf_counter(), self.busy_until)
-        self.busy_until = start + len(requests) / self.img_per_s
-        return self.busy_until, buf
+        with self.busy.get_lock():
+            done_at = self.busy.value = max(time.monotonic(), self.busy.value) + len(requests) / self.img_per_s
+        return done_at, buf
 
     def stylize_batch(self, requests):
         self.calls.append(len(requests))
@@ -90,7 +100,7 @@ class SimulatedGPU:
     def _wait(done_at: float, buf: np.ndarray) -> list:
         from stylecore.engine import Result
 
-        time.sleep(max(0.0, done_at - time.perf_counter()))
+        time.sleep(max(0.0, done_at - time.monotonic()))
         return [Result("", Image.fromarray(img), None, 0.0) for img in buf]
 
 
@@ -100,6 +110,54 @@ def _image(size: int, seed: int) -> Image.Image:
     a = rng.uniform(2, 9, 3)
     rgb = np.stack([np.sin(a[0] * x + seed), np.cos(a[1] * y), np.sin(a[2] * (x + y))], -1) * 100 + 128
     return Image.fromarray(np.clip(rgb + rng.normal(0, 10, rgb.shape), 0, 255).astype(np.uint8))
+
+
+def _engine(a, busy=None):
+    if a.simulate:
+        return SimulatedGPU(a.simulate, a.pass_rows, busy)
+    return CallCounter(Engine(encoder="random:0", decoder="random:1", model="random:2", device=a.device,
+                              progress=False))
+
+
+def _process_run(a, rows_path: str, lo: int, hi: int, busy, start, results) -> None:
+    """One shard process of ``--processes``: rows ``lo:hi`` of the plan, after its own warm-up."""
+    rows = pd.read_pickle(rows_path).iloc[lo:hi]
+    engine = _engine(a, busy)
+    run_shard(rows.iloc[: min(len(rows), 64)], engine, overwrite=True)  # warm-up (weights, kernels, threads)
+    start.wait(timeout=900)
+    t0 = time.monotonic()
+    m = run_shard(rows, engine, overwrite=True)
+    results.put((t0, time.monotonic(), int((m["status"] == "ok").sum())))
+
+
+def _by_processes(a, plan, root: Path) -> None:
+    ctx = mp.get_context("spawn")  # CUDA in children needs spawn
+    rows_path = str(root / "plan_rows.pkl")
+    plan.rows.to_pickle(rows_path)
+    busy = ctx.Value("d", 0.0)  # one simulated device for all processes
+    rates: dict[int, list[float]] = {p: [] for p in a.processes}
+    for _ in range(a.repeat):
+        for procs in a.processes:
+            start, results = ctx.Barrier(procs + 1), ctx.Queue()
+            bounds = [round(k * a.rows / procs) for k in range(procs + 1)]
+            workers = [ctx.Process(target=_process_run, args=(a, rows_path, bounds[k], bounds[k + 1], busy, start,
+                                                              results)) for k in range(procs)]
+            for w in workers:
+                w.start()
+            start.wait(timeout=900)  # every process has warmed up (a process that died breaks the wait)
+            t0 = time.monotonic()
+            got = [results.get(timeout=3600) for _ in workers]
+            for w in workers:
+                w.join()
+            assert sum(g[2] for g in got) == a.rows, f"{sum(g[2] for g in got)} of {a.rows} rows ok"
+            rates[procs].append(a.rows / (max(g[1] for g in got) - t0))
+    first = a.processes[0]
+    eff = f" {'efficiency':>10}" if a.simulate else ""
+    print(f"{'processes':>10} {'rows/s':>9} {'median ratio to ' + str(first):>20}{eff}")
+    for procs in a.processes:
+        ratio = statistics.median(r / f for r, f in zip(rates[procs], rates[first]))
+        eff = f" {max(rates[procs]) / a.simulate:>10.2f}" if a.simulate else ""
+        print(f"{procs:>10} {max(rates[procs]):>9.1f} {ratio:>19.2f}x{eff}")
 
 
 def main() -> None:
@@ -114,7 +172,11 @@ def main() -> None:
                    help="replace the engine by a simulated GPU at this many images/s")
     p.add_argument("--pass-rows", type=int, default=64, help="images per simulated forward pass (default 64)")
     p.add_argument("--write-rows", type=int, default=0, help="bound the outputs waiting for the writers to N rows")
+    p.add_argument("--processes", type=int, nargs="+",
+                   help="compare this many shard processes sharing the device (batch size auto), e.g. 1 2 4")
     a = p.parse_args()
+    if a.processes and (min(a.processes) < 1 or max(a.processes) > a.rows):
+        p.error("--processes: each count must be between 1 and --rows")
     if a.write_rows:
         shard.WRITE_BYTES = a.write_rows * a.size * a.size * 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,14 +192,14 @@ def main() -> None:
         plan = manifest.plan(str(root / "pairs.csv"), str(root / "out"), method=a.method,
                              options=StyleOptions.make(size=0), encoder="random:0", decoder="random:1",
                              model="random:2" if a.method == "johnson" else None, fmt="jpg")
-        if a.simulate:
-            engine = SimulatedGPU(a.simulate, a.pass_rows)
-        else:
-            engine = CallCounter(Engine(encoder="random:0", decoder="random:1", model="random:2", device=a.device,
-                                        progress=False))
         sim = f" at {a.simulate:g} img/s, {a.pass_rows} per pass" if a.simulate else ""
-        print(f"device: {engine.device}{sim}; {a.method}, {a.rows} rows of {a.size} px; {a.repeat} interleaved rounds"
+        device = "cuda:sim" if a.simulate else resolve_device(a.device)
+        print(f"device: {device}{sim}; {a.method}, {a.rows} rows of {a.size} px; {a.repeat} interleaved rounds"
               f"{f'; outputs waiting for the writers: {a.write_rows} rows' if a.write_rows else ''}")
+        if a.processes:
+            _by_processes(a, plan, root)
+            return
+        engine = _engine(a)
         run_shard(plan.rows.iloc[: min(len(plan.rows), 64)], engine, overwrite=True)  # warm-up
         rates: dict[int, list[float]] = {b: [] for b in a.batch_sizes}
         per_call: dict[int, float] = {}

@@ -87,6 +87,13 @@ run_offline() {  # name, extra recipe arguments...
           timeout ${SHARD_LIMIT:-60} $PY bench/bench_shard.py --device $DEVICE --method $m --rows ${SHARD_ROWS:-1024}
         done
         ;;
+      processes)  # shard processes sharing the GPU (a worker's --limit): 1, 2 and 4 processes on slices of one shard
+        for m in adain johnson; do
+          stage "bench_shard --device $DEVICE --method $m --processes ${PROCESSES:-1 2 4}"
+          timeout ${PROCESSES_LIMIT:-150} $PY bench/bench_shard.py --device $DEVICE --method $m \
+            --rows ${PROCESSES_ROWS:-2048} --repeat 2 --processes ${PROCESSES:-1 2 4}
+        done
+        ;;
       static)  # compiled graphs with constant sizes (STYLECORE_COMPILE_DYNAMIC=0) against eager (default 256 px batch 64)
         stage "bench_feedforward --device $DEVICE, static compiled graphs"
         STYLECORE_COMPILE_DYNAMIC=0 timeout ${STATIC_LIMIT:-240} $PY bench/bench_feedforward.py --device $DEVICE \
