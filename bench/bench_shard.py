@@ -2,7 +2,7 @@
 
     python bench/bench_shard.py [--device auto] [--method adain|johnson] [--rows 512] [--size 256]
         [--batch-sizes 8 0] [--repeat 3] [--simulate IMG_PER_S [--pass-rows 64]] [--write-rows N]
-        [--processes 1 2 4]
+        [--processes 1 2 4] [--jpeg-encoders]
 
 Every batch size runs the same shard (outputs overwritten, JPEG, quality scoring off) with one engine, in turn
 within each round, after a warm-up pass. Batch size 0 is the default, auto: 8 rows per engine call on the CPU,
@@ -23,6 +23,10 @@ shard's rows are split into P slices, each run by its own process (its own engin
 shard runs of a worker started with ``--limit P`` would), all started together; rows/s is all rows over the
 time from the common start to the last process's end. With ``--simulate`` the processes share one simulated
 device (one queue of forward passes across processes), so they can never beat its rate together.
+
+``--jpeg-encoders`` compares, interleaved, the writers' JPEG encoding into an in-memory file descriptor (the
+default: Pillow encodes without the GIL there, ``images._save_via_descriptor``) against encoding into a BytesIO
+(Pillow holds the GIL throughout), with batch size auto.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stylecore import manifest  # noqa: E402
+from stylecore import images, manifest  # noqa: E402
 from stylecore.device import resolve_device  # noqa: E402
 from stylecore.engine import Engine  # noqa: E402
 from stylecore.options import StyleOptions  # noqa: E402
@@ -160,6 +164,29 @@ def _by_processes(a, plan, root: Path) -> None:
         print(f"{procs:>10} {max(rates[procs]):>9.1f} {ratio:>19.2f}x{eff}")
 
 
+def _by_jpeg_encoder(a, plan, engine) -> None:
+    descriptor = images._save_via_descriptor
+    ways = {"descriptor": descriptor, "bytesio": lambda *args, **kw: None}  # None: encode_image uses a BytesIO
+    rates: dict[str, list[float]] = {k: [] for k in ways}
+    cpu: dict[str, list[float]] = {k: [] for k in ways}
+    try:
+        for _ in range(a.repeat):
+            for name, fn in ways.items():
+                images._save_via_descriptor = fn
+                c0, t0 = time.process_time(), time.perf_counter()
+                m = run_shard(plan.rows, engine, overwrite=True)
+                wall = time.perf_counter() - t0
+                assert (m["status"] == "ok").all(), m["error"].dropna().unique()[:3]
+                rates[name].append(a.rows / wall)
+                cpu[name].append(100 * (time.process_time() - c0) / wall)
+    finally:
+        images._save_via_descriptor = descriptor
+    print(f"{'jpeg encoder':>12} {'rows/s':>9} {'cpu %':>6} {'median ratio to bytesio':>24}")
+    for name in ways:
+        ratio = statistics.median(r / f for r, f in zip(rates[name], rates["bytesio"]))
+        print(f"{name:>12} {max(rates[name]):>9.1f} {statistics.median(cpu[name]):>6.0f} {ratio:>23.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
@@ -172,6 +199,8 @@ def main() -> None:
                    help="replace the engine by a simulated GPU at this many images/s")
     p.add_argument("--pass-rows", type=int, default=64, help="images per simulated forward pass (default 64)")
     p.add_argument("--write-rows", type=int, default=0, help="bound the outputs waiting for the writers to N rows")
+    p.add_argument("--jpeg-encoders", action="store_true",
+                   help="compare JPEG encoding into a file descriptor (default) and into a BytesIO")
     p.add_argument("--processes", type=int, nargs="+",
                    help="compare this many shard processes sharing the device (batch size auto), e.g. 1 2 4")
     a = p.parse_args()
@@ -200,6 +229,10 @@ def main() -> None:
             _by_processes(a, plan, root)
             return
         engine = _engine(a)
+        if a.jpeg_encoders:
+            run_shard(plan.rows.iloc[: min(len(plan.rows), 64)], engine, overwrite=True)  # warm-up
+            _by_jpeg_encoder(a, plan, engine)
+            return
         run_shard(plan.rows.iloc[: min(len(plan.rows), 64)], engine, overwrite=True)  # warm-up
         rates: dict[int, list[float]] = {b: [] for b in a.batch_sizes}
         per_call: dict[int, float] = {}

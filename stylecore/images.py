@@ -213,6 +213,25 @@ def png_level() -> int:
     return int(value)
 
 
+def _save_via_descriptor(img: Image.Image, **params) -> bytes | None:
+    """``img`` saved with ``params`` into an anonymous in-memory file (Linux ``memfd``), or None where there is none.
+
+    Pillow's encoders write to a file that has a descriptor from C, without the GIL (``encode_to_file``); into a
+    BytesIO they run chunk by chunk holding it. Two writer threads encoding 256-px JPEGs this way ran 2.0x one
+    thread's rate, against 0.9x through a BytesIO, so the shard's writers encode in parallel. Same bytes."""
+    create = getattr(os, "memfd_create", None)
+    if create is None:
+        return None
+    try:
+        fd = create("stylecore-encode", os.MFD_CLOEXEC)
+    except OSError:  # e.g. a seccomp profile that forbids it
+        return None
+    with open(fd, "w+b") as f:  # closes fd
+        img.save(f, **params)
+        f.flush()
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+
+
 def encode_image(img: Image.Image, path: str, *, quality: int = 95) -> bytes:
     """Encode ``img`` in the format chosen by ``path``'s extension (JPEG/WebP use ``quality``, PNG
     ``png_level()``)."""
@@ -220,7 +239,23 @@ def encode_image(img: Image.Image, path: str, *, quality: int = 95) -> bytes:
     level = png_level() if fmt == "PNG" else 0
     buf = io.BytesIO()
     if fmt == "JPEG":
-        img.convert("RGB").save(buf, format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=True)
+        params = dict(format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=True)
+        rgb = img.convert("RGB")
+        try:
+            data = _save_via_descriptor(rgb, **params)
+            if data is not None:
+                return data
+            rgb.save(buf, **params)
+        except OSError:
+            # Pillow sizes the buffer of an optimised JPEG at 2 bytes per pixel (1 below quality 95); noise-like
+            # images need more, and libjpeg then fails ("Suspension not allowed here"). Without the optimised
+            # Huffman tables the file is a little larger and decodes to the same pixels.
+            params["optimize"] = False
+            buf = io.BytesIO()
+            data = _save_via_descriptor(rgb, **params)
+            if data is not None:
+                return data
+            rgb.save(buf, **params)
     elif fmt == "WEBP":
         img.save(buf, format="WEBP", quality=int(quality), method=4)
     else:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from stylecore import images
 from stylecore.errors import ImageError
 from stylecore.images import (DEFAULT_MAX_PIXELS, encode_image, load_image, resize_long_side, save_image,
                               to_pil, to_tensor)
@@ -130,6 +132,39 @@ def test_encode_by_extension(tmp_path, ext, fmt, photo):
     assert [p.name for p in (tmp_path / "sub").iterdir()] == [f"out{ext}"]  # no temp files left behind
     if fmt == "PNG":
         assert np.array_equal(np.asarray(back.convert("RGB")), np.asarray(photo))
+
+
+def _pillow_jpeg(img: Image.Image, **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **params)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("quality", [95, 80])
+def test_jpeg_bytes_are_pillows_through_a_bytesio(photo, quality):
+    """The writers encode into an in-memory file descriptor (the GIL is released there): same bytes as Pillow
+    writing into a BytesIO with the documented settings (4:4:4 at quality >= 90, optimised Huffman tables)."""
+    rng = np.random.default_rng(0)
+    for img in (photo, photo.resize((501, 37)), Image.fromarray(np.clip(
+            np.asarray(photo.resize((300, 200)), dtype=float) + rng.normal(0, 30, (200, 300, 3)), 0, 255).astype(np.uint8))):
+        want = _pillow_jpeg(img, quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
+        assert encode_image(img, "out.jpg", quality=quality) == want
+        if sys.platform == "linux":  # the descriptor path itself, not a silent fallback to the BytesIO
+            assert images._save_via_descriptor(img.convert("RGB"), format="JPEG", quality=quality,
+                                               subsampling=0 if quality >= 90 else 2, optimize=True) == want
+
+
+def test_a_noise_like_output_that_overflows_pillows_optimize_buffer_still_encodes():
+    """Pillow gives an optimised JPEG 2 bytes per pixel of buffer; uniform noise at quality 95 needs more and failed
+    the row ('broken data stream'). It is now written without optimised tables: the same pixels."""
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    with pytest.raises(OSError):
+        _pillow_jpeg(noise, quality=95, subsampling=0, optimize=True)
+    data = encode_image(noise, "noise.jpg")
+    plain = _pillow_jpeg(noise, quality=95, subsampling=0)
+    assert data == plain
+    back = np.asarray(Image.open(io.BytesIO(data)), dtype=float)
+    assert np.abs(back - np.asarray(noise)).mean() < 12  # a real q95 encoding of the noise, not a blank image
 
 
 def test_quality_and_bad_extension(photo):
