@@ -78,6 +78,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
         raise
     except Exception as e:  # pyarrow / pandas parse errors
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = uris.redact(reason)  # a parse error may quote the row's text, URIs with credentials too
         raise ManifestError(f"manifest {src}: cannot parse as {fmt}: {reason[:200]}") from None
 
 
@@ -121,16 +122,19 @@ class _Problems:
     def __init__(self):
         self.items: list[tuple[int, int, str]] = []
 
+    # Messages quote cells, and a cell may hold a URI with credentials (itself a problem of its row): every
+    # message is redacted here, where they are collected.
     def column(self, col: str, msg: str):
-        self.items.append((-1, 0, f"column {col}: {msg}"))
+        self.items.append((-1, 0, uris.redact(f"column {col}: {msg}")))
 
     def rows(self, rows, col: str, msg, order: int = 0):
         """``msg`` is a string or a per-row sequence of strings."""
         rows = np.asarray(rows)
         if isinstance(msg, str):
+            msg = uris.redact(msg)
             self.items.extend((int(r), order, f"row {int(r)}, column {col}: {msg}") for r in rows)
         else:
-            self.items.extend((int(r), order, f"row {int(r)}, column {col}: {m}") for r, m in zip(rows, msg))
+            self.items.extend((int(r), order, uris.redact(f"row {int(r)}, column {col}: {m}")) for r, m in zip(rows, msg))
 
     def sorted(self) -> list[str]:
         return [m for _, _, m in sorted(self.items, key=lambda t: (t[0], t[1]))]

@@ -85,8 +85,10 @@ def _validate(args) -> int:
     except ManifestError as e:
         problems = e.problems or [str(e)]
         shown = problems if args.max_problems <= 0 else problems[: args.max_problems]
+        from stylecore.storage import scrub
+
         for line in shown:
-            print(line, file=sys.stderr)
+            print(scrub(line), file=sys.stderr)
         if len(shown) < len(problems):
             print(f"... and {len(problems) - len(shown)} more problems", file=sys.stderr)
         print(f"error: {args.manifest}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=sys.stderr)

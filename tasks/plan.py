@@ -10,6 +10,7 @@ from prefect.states import Failed
 from stylecore import manifest
 from stylecore.errors import StyleCoreError
 from stylecore.options import StyleOptions
+from stylecore.storage import scrub
 
 
 LOGGED_PROBLEMS = 200
@@ -29,13 +30,13 @@ def plan_task(manifest_uri: str, output: str, *, method: str, options: dict[str,
                              model=engine.get("model"), fmt=fmt, overwrite=overwrite, check_inputs=check_inputs)
     except StyleCoreError as e:  # the run's log is where a deployment's user reads them: every problem, bounded
         for line in getattr(e, "problems", [])[:LOGGED_PROBLEMS]:
-            logger.error("%s", line)
+            logger.error("%s", scrub(line))
         if len(getattr(e, "problems", [])) > LOGGED_PROBLEMS:
             logger.error("... and %d more problem(s); `stylize manifest validate %s` lists them all",
                          len(e.problems) - LOGGED_PROBLEMS, manifest_uri)
         # a Failed state, not a raise: the flow gets the error (and ends with its one line), and no traceback
         # of a user error is logged
-        return Failed(message=f"{type(e).__name__}: {' '.join(str(e).split())}", data=e)
+        return Failed(message=scrub(f"{type(e).__name__}: {' '.join(str(e).split())}"), data=e)
     for note in plan.notes:
         logger.warning("%s: %s", manifest_uri, note)
     rows = plan.rows

@@ -437,3 +437,27 @@ def test_credentials_holding_a_slash_are_refused_and_redacted(tmp_path):
         manifest.load(df, base=str(tmp_path))
     assert "credentials in URIs are not supported" in e.value.problems[0], e.value.problems
     assert "XUtnFEMI" not in str(e.value.problems) and "wJalr" not in str(e.value.problems)
+
+
+def test_every_problem_that_quotes_a_cell_with_credentials_is_redacted(tmp_path, capsys):
+    """The extension, duplicate-key and nested-key problems, and a CSV parse error, quote the cell or row text:
+    a URI with credentials in it was printed whole by `stylize manifest validate` (audit)."""
+    from stylize_cli.main import main
+
+    key = "s3://AKIAEXAMPLE:wJalr/XUtnFEMI@bkt"
+    df = pd.DataFrame({"content": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "style": ["s.png"] * 4,
+                       "output": [f"{key}/x", f"{key}/y.jpg", f"{key}/y.jpg", f"{key}/z.jpg/w.jpg"]})
+    df.loc[4] = ["e.jpg", "s.png", f"{key}/z.jpg"]
+    with pytest.raises(ManifestError) as e:
+        manifest.load(df, base=str(tmp_path))
+    text = "\n".join(e.value.problems) + str(e.value)
+    assert "extension must be" in text and "duplicate output key" in text and "is inside" in text, text
+    assert "wJalr" not in text and "XUtnFEMI" not in text and "s3://***@bkt/y.jpg" in text
+    (tmp_path / "ragged.csv").write_text(f"content,style\na.jpg,s.png,{key}/extra.jpg\n")
+    with pytest.raises(ManifestError) as e:
+        manifest.load(str(tmp_path / "ragged.csv"))
+    assert "cannot parse as csv" in str(e.value) and "wJalr" not in str(e.value), str(e.value)
+    df.to_csv(tmp_path / "creds.csv", index=False)
+    assert main(["manifest", "validate", str(tmp_path / "creds.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "duplicate output key" in err and "wJalr" not in err and "XUtnFEMI" not in err, err
