@@ -46,14 +46,25 @@ def expand(sources: list[str], *, base: str | None = None, what: str = "content"
             found = [(uri, uris.parent(uri))]
         else:
             root = uri.rstrip("/") if uris.is_s3(uri) else uri
-            found = [(u, root) for u in storage.list_prefix(root)]
+            # macOS AppleDouble files ("._IMG_1.jpg", resource forks copied to other file systems) are never images
+            found = [(u, root) for u in storage.list_prefix(root) if not _base_name(u).startswith("._")]
             if not found:
                 raise StorageError(f"{uri}: no {what} images found (not an image file or a folder/prefix with images)")
         for u, r in found:
+            try:
+                u.encode("utf-8")
+            except UnicodeEncodeError:  # os.listdir's escapes of bytes that are not UTF-8: a manifest is UTF-8 text
+                shown = u.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise StorageError(f"{uris.redact(shown)}: file name is not valid UTF-8; rename it "
+                                   f"(manifests hold UTF-8 text)") from None
             if u not in seen:
                 seen.add(u)
                 out.append((u, r))
     return out
+
+
+def _base_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
 
 
 def _u64(texts) -> np.ndarray:

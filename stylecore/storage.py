@@ -442,7 +442,24 @@ def list_prefix(uri: str, extensions: Iterable[str] | None = "images", *, relati
         return
     root = _local(uri)
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()  # folders listed: a symlink cycle is listed once
+
+    def unreadable(e: OSError) -> None:  # a missing root lists nothing; any other folder that fails is an error
+        if os.path.normpath(e.filename or "") == os.path.normpath(root) and isinstance(e, (FileNotFoundError,
+                                                                                         NotADirectoryError)):
+            return
+        raise StorageError(f"{e.filename}: cannot list folder: {e.strerror or e}")
+
+    # symlinked sub-folders are followed (datasets are often assembled from links); os.walk skips them by default
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         rel_dir = os.path.relpath(dirpath, root)
         for name in filenames:
             if name.startswith(".") and name.endswith(".part"):

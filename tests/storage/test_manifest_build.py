@@ -247,3 +247,58 @@ def test_done_pairs_match_exact_uris_and_count_toward_k_after_a_style_is_removed
     removed = done[0][1]
     os.remove(removed)
     assert len(build_manifest(*args, pairing="sample:2", seed=1, done_pairs=done)) == 0
+
+
+def test_listings_follow_symlinked_folders_once_and_skip_appledouble_files(tree):
+    """Datasets assembled from symlinked folders lost those images without a word; a link cycle is listed once;
+    macOS '._*' resource-fork files are not images (audit)."""
+    extra = tree / "extra"
+    (extra / "deep").mkdir(parents=True)
+    (extra / "e1.jpg").write_bytes(b"img")
+    (extra / "deep" / "e2.jpg").write_bytes(b"img")
+    os.symlink(extra, tree / "ds" / "train" / "linked")
+    os.symlink(tree / "ds" / "train", extra / "deep" / "loop")  # a cycle back to train/
+    (tree / "ds" / "train" / "cat" / "._c1.jpg").write_bytes(b"\x00\x05\x16\x07")
+    df = build_manifest([str(tree / "ds" / "train")], [str(tree / "styles" / "ink.png")])
+    rel = sorted(os.path.relpath(c, tree / "ds" / "train") for c in df["content"])
+    assert rel == ["cat/c1.jpg", "cat/c2.jpg", "dog/d1.jpg", "dog/d2.png", "linked/deep/e2.jpg", "linked/e1.jpg"]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_naming_it(tree, capsys):
+    bad = os.path.join(os.fsencode(tree / "ds" / "val" / "cat"), b"bad\xff.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"img")
+    with pytest.raises(StorageError, match=r"bad\\xff\.jpg: file name is not valid UTF-8; rename it"):
+        build_manifest([str(tree / "ds" / "val")], [str(tree / "styles")])
+    r = run_main(capsys, ["manifest", "build", "--content", tree / "ds" / "val", "--style", tree / "styles",
+                          "-o", tree / "m.csv"])
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert "bad\\xff.jpg" in r.stderr and not (tree / "m.csv").exists()
+
+
+def test_an_unreadable_folder_is_an_error_not_a_silent_gap(tree):
+    from stylecore import storage as st
+
+    locked = tree / "ds" / "train" / "locked"
+    locked.mkdir()
+    (locked / "x.jpg").write_bytes(b"img")
+    os.chmod(locked, 0)
+    try:
+        if os.access(locked, os.R_OK):  # root reads anything: make os.walk's listing itself fail instead
+            import unittest.mock
+
+            real = os.scandir
+
+            def scandir(path="."):
+                if os.fspath(path).endswith("locked"):
+                    raise PermissionError(13, "Permission denied", os.fspath(path))
+                return real(path)
+
+            with unittest.mock.patch("os.scandir", scandir), pytest.raises(StorageError, match="locked: cannot list folder: Permission denied"):
+                list(st.list_prefix(str(tree / "ds" / "train")))
+        else:
+            with pytest.raises(StorageError, match="locked: cannot list folder"):
+                list(st.list_prefix(str(tree / "ds" / "train")))
+    finally:
+        os.chmod(locked, 0o755)
+    assert list(st.list_prefix(str(tree / "missing"))) == []  # a missing root still lists nothing
