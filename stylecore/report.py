@@ -378,15 +378,15 @@ def build_report(report_dir: str, *, metrics: pd.DataFrame | None = None, base_s
     summary = summarize(metrics, base_summary, evaluator=evaluator, parameters=parameters)
     paths = ReportPaths(_join(report_dir, "report.html"), _join(report_dir, "metrics.csv"), _join(report_dir, "summary.json"))
     summary["report"] = {"html": paths.html, "csv": paths.csv, "parquet": _join(report_dir, "metrics.parquet")}
-    storage.write_bytes(paths.csv, metrics.to_csv(index=False).encode("utf-8"), content_type="text/csv; charset=utf-8")
     if metric is None:
         measured = [c for c in ("style_loss", "total_ms") if c in metrics and metrics[c].notna().any()]
         metric = measured[0] if measured else None
-    if metric is not None and metric not in metrics:
+    if metric is not None and metric not in metrics:  # refused before anything is written
         present = [c for c in (*METRICS, "total_ms") if c in metrics]
         raise StyleCoreError(f"report metric {metric!r}: not a column of the metrics; "
                              + (f"choose one of {', '.join(present)}" if present
                                 else "these metrics have no metric columns (no row was stylized)"))
+    storage.write_bytes(paths.csv, metrics.to_csv(index=False).encode("utf-8"), content_type="text/csv; charset=utf-8")
     ev = summary.get("evaluator") or {}
     skipped_breakdown = None
     if breakdown_rows and evaluator_obj is None and isinstance(ev.get("encoder"), str):

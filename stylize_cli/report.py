@@ -46,13 +46,12 @@ def register(subparsers) -> None:
 
 
 def _load_summary(uri: str) -> dict:
-    """A run's summary: summary.json with extras when it has them, else computed from metrics.parquet."""
+    """A run's summary, computed from metrics.parquet (what `stylize report` shows; a summary.json can be older
+    than rows merged or re-run into the folder) with summary.json's extras, else summary.json alone."""
     from stylecore import report, storage
     from stylecore.errors import StorageError
 
     summary = report.read_summary(uri)
-    if "latency_ms_p50" in summary and "failure_reasons" in summary:
-        return summary
     if not storage.exists(storage.join(uri, "metrics.parquet")):
         if not summary:
             raise StorageError(f"{uri}: no summary.json or metrics.parquet (not a report folder)")

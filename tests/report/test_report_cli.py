@@ -96,6 +96,27 @@ def test_metric_choice_on_a_report_without_metric_columns(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("error: report metric 'ssim': not a column of the metrics; "
                    "these metrics have no metric columns (no row was stylized)"), err
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["metrics.parquet"]  # refused before any write (audit)
+
+
+def test_compare_counts_the_rows_of_metrics_parquet_not_an_older_summary(tmp_path, capsys):
+    """A summary.json written before rows were merged or re-run into the folder (it has every field) was
+    compared as it was, disagreeing with `stylize report` on the same folder (audit)."""
+    from stylize_cli.main import main
+    from tests.report.helpers import sample_metrics
+
+    frame = sample_metrics()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        frame.to_parquet(tmp_path / name / "metrics.parquet")
+    stale = {"total": 40, "ok": 30, "failed": 9, "skipped": 1, "latency_ms_p50": 5.0, "failure_reasons": {},
+             "wall_seconds": 12.0}
+    (tmp_path / "b" / "summary.json").write_text(json.dumps(stale))
+    assert main(["report", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    n_ok = int((frame.status == "ok").sum())
+    assert lines["ok"][1:] == [str(n_ok), str(n_ok), "+0"], lines["ok"]
+    assert lines["wall_seconds"][2] == "-"  # the summary's timings were of other rows: not shown as this run's
 
 
 def test_run_summary_accounts_for_the_reasons_it_does_not_list(capsys):
