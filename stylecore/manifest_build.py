@@ -139,6 +139,18 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
         done = {keys.pair_from_key(key) for key in storage.list_prefix(skip_done_under, relative=True, nonempty=True)}
     rels = [_rel(u, r) for u, r in contents]
     parts = [keys.style_part(u) for u in styles]
+    notes = []
+    if skip_done_under and done_keys is None:
+        if not done:
+            notes.append(f"--skip-done-under {uris.redact(skip_done_under)}: no outputs there (a new output root, or "
+                         f"a typo?); every pair is listed")
+        for what, names, uris_ in (("content images", rels, [u for u, _ in contents]), ("style images", parts, styles)):
+            shared = pd.Series(names).duplicated(keep=False).to_numpy()
+            if shared.any():
+                first = [u for u, s in zip(uris_, shared) if s][:2]
+                notes.append(f"{int(shared.sum())} {what} share a name with another once the extension (and for "
+                             f"styles the folder) is dropped, e.g. {', '.join(uris.redact(u) for u in first)}: "
+                             f"--skip-done-under cannot tell their outputs apart, so one done counts for all")
     dc, dj = _done_pairs(rels, parts, done) if done else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     gone = np.zeros(len(contents), dtype=np.int64)  # done pairs of each image whose style is no longer listed
     if done_pairs is not None:
@@ -188,6 +200,8 @@ def build_manifest(content: list[str], style: list[str], *, pairing: str = "cros
     if label_from_parent:
         df["label"] = [os.path.basename(os.path.dirname(u.replace("\\", "/"))) if not uris.is_s3(u)
                        else u.rsplit("/", 2)[-2] for u in df["content"]]
+    if notes:
+        df.attrs["notes"] = notes  # for the CLI to print
     return df
 
 

@@ -58,9 +58,13 @@ def _build(args) -> int:
     manifest_format(args.output)  # fail on a bad extension before listing anything
     df = build_manifest(args.content, args.style, pairing=args.pairing, seed=args.seed,
                         label_from_parent=args.label_from_parent, skip_done_under=args.skip_done_under)
+    notes = df.attrs.pop("notes", [])
     dest = write_manifest(df, args.output)
-    print(f"wrote {len(df)} rows ({df['content'].nunique()} contents, {df['style'].nunique()} styles, "
-          f"pairing {args.pairing}) to {dest}")
+    for note in notes:
+        print(f"note: {note}")
+    nc, ns = df["content"].nunique(), df["style"].nunique()
+    print(f"wrote {len(df)} row{'s' if len(df) != 1 else ''} ({nc} content{'s' if nc != 1 else ''}, {ns} "
+          f"style{'s' if ns != 1 else ''}, pairing {args.pairing}) to {dest}")
     return 0
 
 

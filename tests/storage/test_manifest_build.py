@@ -302,3 +302,21 @@ def test_an_unreadable_folder_is_an_error_not_a_silent_gap(tree):
     finally:
         os.chmod(locked, 0o755)
     assert list(st.list_prefix(str(tree / "missing"))) == []  # a missing root still lists nothing
+
+
+def test_skip_done_under_says_when_its_root_is_empty_or_names_collide(tree, capsys):
+    """A mistyped --skip-done-under root re-did the whole job silently, and outputs of x.jpg counted for x.png
+    without a word (documented in docs/manifests.md, now said when it happens) (audit)."""
+    (tree / "ds" / "val" / "cat" / "c3.png").write_bytes(b"img")
+    r = run_main(capsys, ["manifest", "build", "--content", tree / "ds" / "val", "--style", tree / "styles",
+                          "--skip-done-under", tree / "outptu", "-o", tree / "m.csv"])
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stdout.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2, r.stdout
+    assert "outptu: no outputs there (a new output root, or a typo?); every pair is listed" in notes[0]
+    assert notes[1].startswith("note: 2 content images share a name with another") and "c3.jpg" in notes[1]
+    assert r.stdout.splitlines()[-1].startswith("wrote 10 rows (2 contents, 5 styles, pairing cross)")
+    assert len(pd.read_csv(tree / "m.csv")) == 10
+    r = run_main(capsys, ["manifest", "build", "--content", tree / "ds" / "val" / "cat" / "c3.jpg", "--style",
+                          tree / "styles" / "ink.png", "-o", tree / "one.csv"])
+    assert r.stdout.strip().startswith("wrote 1 row (1 content, 1 style, pairing cross)"), r.stdout
