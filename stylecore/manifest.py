@@ -72,14 +72,50 @@ def read_manifest(uri: str) -> pd.DataFrame:
             table = pq.read_table(pa.BufferReader(data) if data is not None else src)
             return table.to_pandas()
         if fmt == "jsonl":
-            return pd.read_json(io.BytesIO(data) if data is not None else src, lines=True, dtype=False)
+            if data is None:
+                with open(src, "rb") as f:
+                    data = f.read()
+            if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark, as some exporters write (CSV reads it too)
+                data = data[3:]
+            return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
         return _read_csv(src, data)
     except ManifestError:
         raise
     except Exception as e:  # pyarrow / pandas parse errors
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = _first_bad_line(fmt, src, data) if fmt in ("csv", "jsonl") else None
+        if where:  # the line, which pyarrow and pandas do not give
+            reason = f"{where} ({reason})"
         reason = uris.redact(reason)  # a parse error may quote the row's text, URIs with credentials too
-        raise ManifestError(f"manifest {src}: cannot parse as {fmt}: {reason[:200]}") from None
+        raise ManifestError(f"manifest {src}: cannot parse as {fmt}: {reason[:300]}") from None
+
+
+def _first_bad_line(fmt: str, src: str, data: bytes | None) -> str | None:
+    """``line N: what is wrong`` for the first line of a CSV / JSON Lines manifest that does not parse, or None."""
+    try:
+        if data is None:
+            with open(src, "rb") as f:
+                data = f.read()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            return f"line {data.count(10, 0, e.start) + 1}: not valid UTF-8 text"
+        if fmt == "jsonl":
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except ValueError as e:
+                        return f"line {n}: not a JSON object ({e.msg})"
+            return None
+        rows = csv.reader(io.StringIO(text, newline=""))
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:
+                return f"line {rows.line_num}: {len(row)} fields, the header has {width}"
+    except (OSError, csv.Error):
+        return None
+    return None
 
 
 def _read_csv(src: str, data: bytes | None) -> pd.DataFrame:
