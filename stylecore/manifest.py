@@ -64,7 +64,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
             raise  # not about this object: a bad S3 setting in the environment, say
         raise ManifestError(f"manifest {e}") from None
     if data is None and not os.path.isfile(src):
-        raise ManifestError(f"manifest {src}: not found")
+        raise ManifestError(f"manifest {src}: {'is a folder, not a file' if os.path.isdir(src) else 'not found'}")
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -553,8 +553,12 @@ def _strip_extension(rel: pd.Series) -> pd.Series:
     """``os.path.splitext(v)[0]`` of each value, except that a name made of dots keeps none (``..jpg`` -> ``.``).
 
     ``$`` reads alike in RE2 and Python's re here: the extension class also takes newlines, so it always runs
-    to the very end of the value."""
-    return rel.str.replace(r"^(.*[^/])\.[^./]*$", r"\1", regex=True)
+    to the very end of the value. ``[\\s\\S]``, not ``.``, which matches no newline in either: a name holding one
+    kept its extension in its key, so ``--skip-done-under`` (``keys.content_part``) never matched its outputs."""
+    return rel.str.replace(STRIP_EXTENSION, r"\1", regex=True)
+
+
+STRIP_EXTENSION = r"^([\s\S]*[^/])\.[^./]*$"
 
 
 def _relative(content: pd.Series, root: pd.Series) -> pd.Series:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .argtypes import location
+from .argtypes import count, location
 
 
 def register(subparsers) -> None:
@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    help="also count rows whose output already exists there (skipped on resume); give the run's "
                         "--method, --format, weights and engine options, which enter the output keys")
     add_weight_options(v)
-    v.add_argument("--max-problems", type=int, default=200, help="print at most this many problems (0: all)")
+    v.add_argument("--max-problems", type=count, default=200, help="print at most this many problems (0: all)")
     v.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_engine_options(v)
     v.set_defaults(func=_validate)
@@ -55,11 +55,17 @@ def _build(args) -> int:
     from stylecore.manifest import manifest_format, write_manifest
     from stylecore.manifest_build import build_manifest
 
-    manifest_format(args.output)  # fail on a bad extension before listing anything
+    from stylecore import uris
+
+    manifest_format(args.output)  # fail on a bad extension or an unsupported scheme before listing anything
+    uris.resolve(args.output)
     df = build_manifest(args.content, args.style, pairing=args.pairing, seed=args.seed,
                         label_from_parent=args.label_from_parent, skip_done_under=args.skip_done_under)
     notes = df.attrs.pop("notes", [])
     dest = write_manifest(df, args.output)
+    if not len(df):
+        notes.append("no pairs to stylize (every pair is done): the manifest has only its header, which "
+                     "`stylize manifest validate` and `stylize run` refuse as empty")
     for note in notes:
         print(f"note: {note}")
     nc, ns = df["content"].nunique(), df["style"].nunique()

@@ -320,3 +320,23 @@ def test_skip_done_under_says_when_its_root_is_empty_or_names_collide(tree, caps
     r = run_main(capsys, ["manifest", "build", "--content", tree / "ds" / "val" / "cat" / "c3.jpg", "--style",
                           tree / "styles" / "ink.png", "-o", tree / "one.csv"])
     assert r.stdout.strip().startswith("wrote 1 row (1 content, 1 style, pairing cross)"), r.stdout
+
+
+def test_small_cli_answers_of_the_manifest_commands(tree, capsys):
+    """An unsupported -o scheme is refused before listing; a folder given as a manifest says so; a negative
+    --max-problems is a usage error; a build with every pair done says what its header-only file means (audit)."""
+    r = run_main(capsys, ["manifest", "build", "--content", tree / "nowhere", "--style", tree / "styles",
+                          "-o", "ftp://host/m.csv"])
+    assert r.returncode == 2 and "unsupported URI scheme 'ftp'" in r.stderr and "nowhere" not in r.stderr, r.stderr
+    (tree / "folder.csv").mkdir()
+    r = run_main(capsys, ["manifest", "validate", tree / "folder.csv"])
+    assert r.returncode == 2 and "folder.csv: is a folder, not a file" in r.stderr, r.stderr
+    r = run_main(capsys, ["manifest", "validate", tree / "folder.csv", "--max-problems", "-5"])
+    assert r.returncode == 2 and "--max-problems: -5 is negative" in r.stderr, r.stderr
+    done = tree / "out"
+    (done / "cat").mkdir(parents=True)
+    (done / "cat" / "c3__ink__0123abcd.jpg").write_bytes(b"x")
+    r = run_main(capsys, ["manifest", "build", "--content", tree / "ds" / "val", "--style", tree / "styles" / "ink.png",
+                          "--skip-done-under", done, "-o", tree / "rest.csv"])
+    assert r.returncode == 0 and "note: no pairs to stylize (every pair is done)" in r.stdout, r.stdout
+    assert r.stdout.splitlines()[-1].startswith("wrote 0 rows"), r.stdout

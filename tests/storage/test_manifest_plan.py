@@ -316,7 +316,7 @@ def test_vectorised_path_checks_run_on_re2_and_agree_with_python_re():
 
     from stylecore import manifest as m
 
-    for pattern in (m._PATH_SUSPECT, m._KEY_SUSPECT, m._SCHEME_RE, r"^(.*[^/])\.[^./]*$"):
+    for pattern in (m._PATH_SUSPECT, m._KEY_SUSPECT, m._SCHEME_RE, m.STRIP_EXTENSION):
         pc.match_substring_regex(pa.array(["a/b"]), pattern)  # raises ArrowInvalid if RE2 cannot parse it
     rng = random.Random(3)
     alphabet = list("ab./ ~\\:\n") + ["s3://", "x.jpg", ".PNG", "..", "."]
@@ -332,12 +332,14 @@ def test_vectorised_path_checks_run_on_re2_and_agree_with_python_re():
            | (s.str.strip(" ") == "").to_numpy(dtype=bool))
     assert path.tolist() == [bool(re.search(path_re, v)) for v in values]
     assert key.tolist() == [bool(re.search(key_re, v)) for v in values]
-    assert m._strip_extension(s).tolist() == [re.sub(r"^(.*[^/])\.[^./]*\Z", r"\1", v) for v in values]
+    assert m._strip_extension(s).tolist() == [re.sub(r"^([\s\S]*[^/])\.[^./]*\Z", r"\1", v) for v in values]
+    assert m._strip_extension(pd.Series(["new\nline.jpg", "d/new\nline.x.png"], dtype="str")).tolist() == [
+        "new\nline", "d/new\nline.x"]  # as keys.content_part (posixpath.splitext) gives them
     # and each pattern gives the same answers on RE2 (pyarrow) as on Python's re
     arr = pa.array(values)
     for pattern in (m._PATH_SUSPECT, m._KEY_SUSPECT):
         assert pc.match_substring_regex(arr, pattern).to_pylist() == [bool(re.search(pattern, v)) for v in values]
-    strip = r"^(.*[^/])\.[^./]*$"
+    strip = m.STRIP_EXTENSION
     assert pc.replace_substring_regex(arr, strip, r"\1").to_pylist() == [re.sub(strip, r"\1", v) for v in values]
 
 
