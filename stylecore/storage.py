@@ -193,6 +193,13 @@ def _local_error(path: str, exc: OSError, op: str) -> StorageError:
         reason = "is a directory"
     elif isinstance(exc, PermissionError):
         reason = "access denied"
+    elif isinstance(exc, (FileExistsError, NotADirectoryError)) and op == "write":
+        # a folder on the way is a file (mkdir's EEXIST, open's ENOTDIR): name it
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent != os.path.dirname(parent) and not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        reason = (f"write failed: {parent} is a file, not a folder" if os.path.lexists(parent)
+                  and not os.path.isdir(parent) else f"{op} failed: {exc.strerror or exc}")
     else:
         reason = f"{op} failed: {exc.strerror or exc}"
     return StorageError(f"{path}: {reason}")

@@ -47,6 +47,14 @@ def test_read_errors_name_the_path(tmp_path):
     assert storage.stat(str(tmp_path / "missing.jpg")) is None and not storage.exists(str(tmp_path))
 
 
+def test_a_file_where_a_folder_should_be_is_named(tmp_path):
+    """`-o content/a.jpg/x.csv` said 'write failed: File exists' (audit)."""
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    for rel in ("a.jpg/x.csv", "a.jpg/d/e/x.csv"):
+        with pytest.raises(StorageError, match=f"write failed: {re.escape(str(tmp_path / 'a.jpg'))} is a file, not a folder"):
+            storage.write_bytes(str(tmp_path / rel), b"data")
+
+
 def test_write_stat_list(tmp_path):
     root = tmp_path / "out"
     for k in ["b/2.png", "a.JPG", "b/1.jpg", "c/d/e.webp", "notes.txt"]:
