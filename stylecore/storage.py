@@ -451,9 +451,11 @@ def list_prefix(uri: str, extensions: Iterable[str] | None = "images", *, relati
     out: list[str] = []
     seen: set[tuple[int, int]] = set()  # folders listed: a symlink cycle is listed once
 
-    def unreadable(e: OSError) -> None:  # a missing root lists nothing; any other folder that fails is an error
-        if os.path.normpath(e.filename or "") == os.path.normpath(root) and isinstance(e, (FileNotFoundError,
-                                                                                         NotADirectoryError)):
+    def unreadable(e: OSError) -> None:
+        # a missing root lists nothing, and a folder removed while listing is gone; any other folder that cannot be
+        # listed (permissions, I/O) is an error rather than a silent gap in the listing
+        if isinstance(e, FileNotFoundError) or (isinstance(e, NotADirectoryError)
+                                                and os.path.normpath(e.filename or "") == os.path.normpath(root)):
             return
         raise StorageError(f"{e.filename}: cannot list folder: {e.strerror or e}")
 
