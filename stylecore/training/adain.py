@@ -20,7 +20,7 @@ from ..adain_net import decoder as make_decoder
 from ..device import memory_format, resolve_device
 from ..errors import OptionsError
 from .data import CropSampler, list_images
-from .loop import TrainResult, claim_out_dir, print_progress, run_loop
+from .loop import TrainResult, absolute_paths, claim_out_dir, print_progress, run_loop
 
 
 @dataclass
@@ -57,7 +57,7 @@ def train_adain(cfg: AdaINTrainConfig, *, resume: bool = False, on_log: Callable
                 ) -> TrainResult:
     """Train (or resume training) an AdaIN decoder; writes OUTDIR/decoder.pth, train_state.pth, losses.csv."""
     _check(cfg, MIN_CROP, "the VGG19 encoder's reflection pads")
-    settings = {**asdict(cfg), "method": "adain"}
+    settings = absolute_paths({**asdict(cfg), "method": "adain"})
     with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as (out_dir, state):
         return _train(cfg, out_dir, settings, state, on_log=on_log)
 

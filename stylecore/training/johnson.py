@@ -30,7 +30,7 @@ from ..losses import gram_matrix
 from ..transformer_net import TransformerNet
 from .adain import _check
 from .data import CropSampler, list_images
-from .loop import TrainResult, claim_out_dir, print_progress, run_loop
+from .loop import TrainResult, absolute_paths, claim_out_dir, print_progress, run_loop
 from .loss_nets import VGG16_LAYERS, load_vgg16_loss
 
 # Smallest crop and style side: the VGG16 loss network pools three times before relu4_3 (8 px -> 1 cell).
@@ -109,7 +109,7 @@ def train_johnson(cfg: JohnsonTrainConfig, *, resume: bool = False,
     load_size = cfg.load_size or cfg.crop
     _check(JohnsonTrainConfig(**{**asdict(cfg), "load_size": load_size}), MIN_SIDE,
            "the VGG16 loss network pools three times")
-    settings = {**asdict(cfg), "method": "johnson"}
+    settings = absolute_paths({**asdict(cfg), "method": "johnson"})
     with claim_out_dir(cfg.out_dir, resume=resume, settings=settings) as (out_dir, state):
         return _train(cfg, out_dir, settings, state, on_log=on_log)
 

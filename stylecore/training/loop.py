@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import time
@@ -80,11 +81,29 @@ def check_recipe(out_dir: Path, saved: dict, method: str | None) -> None:
                            f"{_a(method)} {method} one; resume it with `stylize train {was}` or choose another -o folder")
 
 
+PATH_SETTINGS = ("content", "style", "encoder", "loss_network")  # data folders, manifests, images, weight files
+
+
+def absolute_paths(settings: dict) -> dict:
+    """``settings`` with its local data and weight paths absolute (``imagenet``, ``random:SEED`` and URIs as they
+    are), so that the saved run resumes from any working directory, and the same folder named relatively or
+    absolutely is the same setting."""
+    out = dict(settings)
+    for k in PATH_SETTINGS:
+        v = out.get(k)
+        if not isinstance(v, str) or not v.strip() or uris.scheme_of(v) or v.lower() == "imagenet" \
+                or v.lower().startswith("random:"):
+            continue
+        out[k] = os.path.abspath(os.path.expanduser(v))
+    return out
+
+
 def check_resumable(out_dir: Path, saved: dict, settings: dict) -> None:
     """Refuse to resume the run saved with ``saved`` settings as one of another recipe, or with a setting
     outside ``RESUMABLE`` changed (naming it and both values)."""
     state_path = out_dir / STATE_FILE
     check_recipe(out_dir, saved, settings.get("method"))
+    saved, settings = absolute_paths(saved), absolute_paths(settings)  # runs saved before paths were absolute too
     changed = sorted(k for k in set(saved) | set(settings) if k not in RESUMABLE and saved.get(k) != settings.get(k))
     if changed:
         k = changed[0]

@@ -48,6 +48,34 @@ def test_cli_resume_restores_the_settings_not_given(data, tmp_path, capsys):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_run_started_with_relative_paths_resumes_from_another_folder(data, tmp_path, capsys, monkeypatch):
+    """The state saved the data and weight paths as typed ("data/content"): a resume from another working
+    directory (a scheduled job's) looked for them there, and naming the same folder absolutely was refused as a
+    changed setting (audit item left open in session 16)."""
+    import os
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(data["content"], work / "data" / "content")
+    shutil.copytree(data["style"], work / "data" / "style")
+    monkeypatch.chdir(work)
+    content, style = os.path.join("data", "content"), os.path.join("data", "style", "t1.png")
+    out = tmp_path / "run"
+    first = ["train", "johnson", "--content", content, "--style", style, "-o", out, "--crop", "32", "--batch-size",
+             "2", "--loss-network", "random:0", "--log-every", "1", "--workers", "1", "--steps", "1"]
+    assert run_main(capsys, first).returncode == 0
+    saved = torch.load(out / "train_state.pth", weights_only=True)["settings"]
+    assert saved["content"] == str(work / content) and saved["style"] == str(work / style)
+    assert saved["loss_network"] == "random:0"
+    monkeypatch.chdir(tmp_path)
+    r = run_main(capsys, ["train", "johnson", "-o", out, "--resume", "--steps", "2", "--workers", "1"])
+    assert r.returncode == 0, r.stderr
+    r = run_main(capsys, ["train", "johnson", "-o", out, "--resume", "--steps", "3", "--workers", "1",
+                          "--content", str(work / content)])  # the same folder, named absolutely
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / "train_state.pth", weights_only=True)["step"] == 3
+
+
 def test_cli_errors_are_one_line_exit_2(data, tmp_path, capsys):
     """In this process (same code path); the first case also through the console script's process."""
     cases = [
