@@ -250,13 +250,15 @@ class QualityEvaluator:
             return self.net(x.contiguous(memory_format=memory_format(self.device)), layers)
 
     def _style_stats(self, img: Image.Image, key: str | None) -> dict:
-        """Gram matrices at the style layers and Lab quantiles of one style, cached by ``key`` (e.g. its URI), or
-        without a key by a digest of its evaluation-size pixels."""
+        """Gram matrices at the style layers and Lab quantiles of one style, cached by ``key`` (e.g. its URI) and
+        its evaluation size, or without a key by a digest of its evaluation-size pixels. The shard runner decodes
+        one style at the size each row needs: keyed by the URI alone, whichever decode came first served every
+        later row, so a row's style_loss depended on the order of the rows (3x apart)."""
         small = None
         if not key:
             small = self._eval_image(img)
             key = _pixel_digest(small)
-        ck = (key, self.size)
+        ck = (key, self._eval_size(img), self.size)
         if ck in self._style_cache:
             return self._style_cache[ck]
         t = self._tensor(small if small is not None else img)

@@ -158,3 +158,24 @@ def test_styles_without_keys_are_encoded_once_per_distinct_image():
     seen.clear()
     other = ev.evaluate(photo, [tex2], shifted(photo, 20))  # a different style is encoded
     assert sum(seen) == 2 and other["style_loss"] != first["style_loss"]
+
+
+def test_a_style_decoded_at_two_sizes_under_one_key_scores_the_same_in_either_order():
+    """The shard runner decodes one style URI at the size each row needs (small contents, --style-size) and
+    passes the URI as the cache key: the first decode's statistics served every later row, so swapping two rows
+    changed their style_loss about 3x (audit)."""
+    from stylecore.quality import QualityEvaluator, QualityItem
+
+    tex = make_texture(256, seed=3)
+    small_style, big_style = tex.resize((40, 40)), tex
+    photo = make_photo(48, 40, seed=2)
+    out = shifted(photo, 25)
+    rows = [QualityItem(photo, [small_style], out, style_keys=["s3://b/style.png#v1"]),
+            QualityItem(photo, [big_style], out, style_keys=["s3://b/style.png#v1"])]
+    forward = QualityEvaluator("random:0", device="cpu").evaluate_batch(rows)
+    backward = QualityEvaluator("random:0", device="cpu").evaluate_batch(rows[::-1])[::-1]
+    fresh = [QualityEvaluator("random:0", device="cpu").evaluate_batch([r])[0] for r in rows]
+    for a, b, c in zip(forward, backward, fresh):
+        for k in ("style_loss", "color_distance"):
+            assert a[k] == pytest.approx(c[k], rel=1e-5) and b[k] == pytest.approx(c[k], rel=1e-5), k
+    assert forward[0]["style_loss"] != pytest.approx(forward[1]["style_loss"], rel=1e-3)  # the two sizes differ
