@@ -213,6 +213,10 @@ def summarize(metrics: pd.DataFrame, base: Mapping[str, Any] | None = None, *, e
         out[f"rows_by_{col}"] = counts
     out["weight_specs"] = _weight_specs(done)
     out["evaluator"] = _evaluator(df, evaluator if evaluator is not None else out.get("evaluator"))
+    errors = ok["quality_error"].astype("object").dropna().astype(str) if "quality_error" in ok else pd.Series([], dtype=str)
+    errors = errors[errors.str.strip() != ""]
+    out["quality_failed"] = int(len(errors))  # ok rows whose scoring failed (their metrics are missing)
+    out["quality_errors"] = {str(k): int(v) for k, v in errors.value_counts().head(5).items()}
     out["quality_cost"] = _quality_cost(df, out.get("wall_seconds"))
     out["metrics"] = {m: describe_values(ok[m]) for m in METRICS if m in ok}
     out["failure_reasons"], out["failure_examples"] = _failure_reasons(df[status == "failed"])
@@ -233,7 +237,31 @@ def _evaluator(df: pd.DataFrame, given: Mapping | None) -> dict[str, Any] | None
         if "evaluator_size" in df and df["evaluator_size"].notna().any():
             sizes = sorted({int(v) for v in df["evaluator_size"].dropna()})
             out["size"] = sizes[0] if len(sizes) == 1 else sizes
+    if out.get("encoder") is not None:
+        specs = out["encoder"] if isinstance(out["encoder"], list) else [out["encoder"]]
+        out["random_weights"] = any(str(s).lower().startswith("random:") for s in specs)
     return out or None
+
+
+def quality_notes(summary: Mapping[str, Any]) -> list[str]:
+    """Lines that qualify a run's quality metrics: an untrained evaluator, rows scored by different evaluators,
+    rows whose scoring failed. Printed by ``stylize run`` / ``stylize report`` and shown in report.html."""
+    notes = []
+    ev = summary.get("evaluator") or {}
+    enc = ev.get("encoder")
+    if isinstance(enc, list) and len(enc) > 1:
+        notes.append(f"rows were scored by different quality evaluators ({', '.join(map(str, enc))}): their metric "
+                     f"means mix values that do not compare")
+    if ev.get("random_weights"):
+        notes.append(f"quality metrics come from an untrained network (evaluator {enc}: torchvision's VGG19 weights "
+                     f"were not cached where the rows were scored), so content_loss and style_loss are not "
+                     f"perceptual measures; compare them only with runs of the same evaluator")
+    n = summary.get("quality_failed") or 0
+    if n:
+        first = next(iter(summary.get("quality_errors") or {}), "")
+        notes.append(f"quality scoring failed for {n} ok row{'s' if n != 1 else ''}, whose metrics are missing"
+                     + (f" (e.g. {first})" if first else ""))
+    return notes
 
 
 def _quality_cost(df: pd.DataFrame, wall_seconds) -> dict[str, Any] | None:
@@ -427,6 +455,7 @@ def compare_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, 
         fields.append((k, a.get(k), b.get(k)))
     ea, eb = a.get("evaluator") or {}, b.get("evaluator") or {}
     fields.append(("evaluator", ea.get("encoder"), eb.get("encoder")))
+    fields.append(("evaluator size", ea.get("size"), eb.get("size")))
     for m in METRICS:
         ma, mb = (a.get("metrics") or {}).get(m) or {}, (b.get("metrics") or {}).get(m) or {}
         fields.append((f"{m} mean", ma.get("mean"), mb.get("mean")))

@@ -28,6 +28,7 @@ _CSS = """
 *{box-sizing:border-box}body{margin:0;padding:24px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 color:#1d2433;background:#f5f6f8}h1{margin:0 0 4px;font-size:22px}h2{margin:28px 0 10px;font-size:18px;
 border-bottom:1px solid #d5d9e0;padding-bottom:4px}h3{margin:14px 0 6px;font-size:15px}.muted{color:#5d6678}
+.warn{background:#fff4e0;border:1px solid #e0a030;border-radius:6px;padding:8px 12px;margin:0 0 10px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{background:#fff;border:1px solid #d5d9e0;border-radius:8px;
 padding:10px 14px;min-width:130px}.card .v{font-size:20px;font-weight:600}.card .k{color:#5d6678;font-size:12px}
 .card.bad .v{color:#b42318}.card.good .v{color:#067647}.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:12px}
@@ -194,11 +195,17 @@ def _cards(summary: Mapping[str, Any]) -> str:
         if (m.get(name) or {}).get("count"):
             cards.append(card(f"mean {name}", fmt(m[name]["mean"])))
     ev = summary.get("evaluator") or {}
-    cards.append(card("evaluator", ev.get("encoder", "off")))
+    cards.append(card("evaluator", f"{ev.get('encoder', 'off')}{' (untrained)' if ev.get('random_weights') else ''}"))
     cost = summary.get("quality_cost") or {}
     if cost.get("fraction_of_wall") is not None:
         cards.append(card("quality metrics / wall time", f"{100 * cost['fraction_of_wall']:.1f}%"))
     return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _quality_warnings(summary: Mapping[str, Any]) -> str:
+    from .report import quality_notes
+
+    return "".join(f'<p class="warn">{esc(n)}</p>' for n in quality_notes(summary))
 
 
 def _phases(phases: Any) -> str:
@@ -307,7 +314,7 @@ def _breakdowns(df: pd.DataFrame, metric: str | None, n: int, images: _Images, e
                       f'alt="{esc(layer)} channel">' for im in ims) + "</div>"
             for layer, ims in b["feature_maps"].items())
         out.append(f'<h3>{esc(rec.get("id"))} <span class="muted">({esc(metric)}={esc(fmt(rec.get(metric) if metric else None))})</span></h3>'
-                   f'<div class="charts">{svg_bars(b["per_layer"], "style loss per layer (unweighted)")}</div>'
+                   f'<div class="charts">{svg_bars(b["per_layer"], "style loss per layer (unweighted; from the original files)")}</div>'
                    f'<p class="lbl">strongest output feature maps per style layer (evaluator {esc(evaluator.spec)})</p>'
                    f'<div class="maps">{maps}</div>')
     return "".join(out) or '<p class="muted">no ok rows</p>'
@@ -335,7 +342,7 @@ def render_report(metrics: pd.DataFrame, summary: Mapping[str, Any], *, output_r
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{esc(title)}</h1><div class="muted">manifest {esc(summary.get("manifest", "-"))} · generated {esc(now)}</div>'
-        f"<h2>Summary</h2>{_cards(summary)}"
+        f"<h2>Summary</h2>{_quality_warnings(summary)}{_cards(summary)}"
         f"<h2>Contact sheet</h2>{sheet}{unreadable}"
         f"<h2>Distributions</h2>{_charts(df)}"
         f"<h2>Failures</h2>{_failures(df, summary)}"

@@ -68,13 +68,17 @@ def run(args) -> int:
             return 2
         a, b = (_load_summary(u) for u in args.compare)
         ea, eb = ((s.get("evaluator") or {}).get("encoder") for s in (a, b))
+        sa, sb = ((s.get("evaluator") or {}).get("size") for s in (a, b))
         print(report.format_table(report.compare_rows(a, b), ("field", "A", "B", "B-A")))
         print(f"A: {args.compare[0]}\nB: {args.compare[1]}")
         if (ea is None) != (eb is None):
-            print(f"note: run {'A' if ea is None else 'B'} has no quality metrics (run with --no-quality); only "
-                  f"counts and timings compare")
-        elif ea != eb:
-            print(f"note: the runs used different quality evaluators ({ea} vs {eb}); their losses do not compare")
+            run, s = ("A", a) if ea is None else ("B", b)
+            why = (f"its scoring failed for all {s.get('quality_failed')} ok rows" if s.get("quality_failed")
+                   else "run with --no-quality")
+            print(f"note: run {run} has no quality metrics ({why}); only counts and timings compare")
+        elif ea != eb or sa != sb:
+            print(f"note: the runs used different quality evaluators ({ea} at {sa} px vs {eb} at {sb} px); their "
+                  f"metrics do not compare")
         return 0
     if not args.run:
         print("error: give RUN_DIR_OR_URI (a report folder with metrics.parquet) or --compare A B", file=sys.stderr)
@@ -85,5 +89,7 @@ def run(args) -> int:
     summary = report.build_report(args.run, metric=args.metric, samples=args.samples, breakdown_rows=args.breakdown)
     print(f"{summary['total']} rows: {summary['ok']} ok, {summary['failed']} failed, {summary['skipped']} skipped")
     print_reasons(summary, 10)
+    for note in report.quality_notes(summary):
+        print(f"note: {note}")
     print(f"report: {summary['report']['html']}")
     return 0

@@ -145,7 +145,9 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
     from .report import print_reasons
 
     print_reasons(summary, 5, out)
-    for note in summary.get("manifest_notes") or []:
+    from stylecore.report import quality_notes
+
+    for note in [*(summary.get("manifest_notes") or []), *quality_notes(summary)]:
         print(f"note: {note}", file=out)
     print(f"report: {summary.get('report_dir')}", file=out)
 

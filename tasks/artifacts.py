@@ -47,7 +47,10 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, str]]:
         if k in summary:
             rows.append({"field": k, "value": _cell(summary.get(k))})
     ev = summary.get("evaluator") or {}
-    rows.append({"field": "evaluator", "value": _cell(ev.get("encoder")) if ev else "off"})
+    rows.append({"field": "evaluator", "value": (_cell(ev.get("encoder")) + (" (untrained weights: losses are not "
+                 "perceptual)" if ev.get("random_weights") else "")) if ev else "off"})
+    if summary.get("quality_failed"):
+        rows.append({"field": "quality scoring failed (ok rows)", "value": str(summary["quality_failed"])})
     for m in METRICS:
         d = (summary.get("metrics") or {}).get(m)
         if d and d.get("count"):

@@ -83,3 +83,49 @@ def test_a_rebuild_over_other_rows_recomputes_passed_and_drops_the_old_run_timin
     assert s["wall_seconds"] is None and s["images_per_second"] is None and s["phase_seconds"] is None
     same = summarize(merged.iloc[:2], base)  # the run's own rows: everything kept
     assert same["passed"] is True and same["wall_seconds"] == 3.0 and same["images_per_second"] == 0.667
+
+
+def test_untrained_evaluators_mixed_evaluators_and_failed_scoring_are_said(tmp_path, capsys):
+    """Metrics of a random-weight evaluator, of rows scored by different evaluators, and rows whose scoring failed
+    were shown like any others (audit): the summary flags them, `stylize report` prints them, report.html and
+    --compare say them."""
+    from stylecore.report import quality_notes
+    from stylize_cli.main import main
+
+    frame = sample_metrics()
+    ok = frame.index[frame.status == "ok"]
+    frame["evaluator"], frame["evaluator_size"] = None, None
+    frame.loc[ok, "evaluator"], frame.loc[ok, "evaluator_size"] = "random:0", 96
+    s = summarize(frame)
+    assert s["evaluator"]["random_weights"] is True and s["quality_failed"] == 0
+    assert len(quality_notes(s)) == 1 and "untrained network (evaluator random:0" in quality_notes(s)[0]
+    frame.loc[ok[0], "evaluator"] = "imagenet"
+    frame["quality_error"] = None
+    frame.loc[ok[1], ["quality_error", "style_loss", "content_loss", "ssim", "color_distance", "evaluator"]] = [
+        "RuntimeError: out of memory", None, None, None, None, None]
+    s = summarize(frame)
+    notes = quality_notes(s)
+    assert s["quality_failed"] == 1 and s["quality_errors"] == {"RuntimeError: out of memory": 1}
+    assert any("different quality evaluators (imagenet, random:0)" in n for n in notes), notes
+    assert any(n.startswith("quality scoring failed for 1 ok row, whose metrics are missing (e.g. RuntimeError")
+               for n in notes), notes
+    trained = sample_metrics()
+    trained["evaluator"], trained["evaluator_size"] = "imagenet", 96
+    assert quality_notes(summarize(trained)) == [] and summarize(trained)["evaluator"]["random_weights"] is False
+    # the CLI and the HTML
+    (tmp_path / "a").mkdir()
+    frame.to_parquet(tmp_path / "a" / "metrics.parquet")
+    assert main(["report", str(tmp_path / "a"), "--breakdown", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "note: quality scoring failed for 1 ok row" in out and "note: rows were scored by different" in out
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert html.count('<p class="warn">') == 3 and "untrained network" in html
+    # --compare: another evaluation size is another evaluator
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    trained.to_parquet(tmp_path / "b" / "metrics.parquet")
+    trained.assign(evaluator_size=32).to_parquet(tmp_path / "c" / "metrics.parquet")
+    assert main(["report", "--compare", str(tmp_path / "b"), str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the runs used different quality evaluators (imagenet at 96 px vs imagenet at 32 px)" in out, out
+    assert [line.split()[2:] for line in out.splitlines() if line.startswith("evaluator size")] == [["96", "32", "-64"]]
