@@ -132,7 +132,8 @@ class Engine(FeedForwardMixin):
             if self._decoder is None:
                 if not self.config.decoder:
                     raise OptionsError("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
-                                       "a decoder.pth path, file://, s3:// URI or random:SEED")
+                                       "a decoder.pth path (pytorch-AdaIN's, or one from `stylize train adain`), "
+                                       "file:// or s3:// URI; random:SEED is untrained (noise, for tests)")
                 dec = self._fast(load_adain_decoder(self.config.decoder), fast_decoder, fuse_sequential)
                 self._decoder = dec.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._decoder
@@ -144,7 +145,8 @@ class Engine(FeedForwardMixin):
             if self._model is None:
                 if not self.config.model:
                     raise OptionsError("method johnson needs a model: pass --model SPEC (model= in Python): "
-                                       "a fast_neural_style .pth path, file://, s3:// URI or random:SEED")
+                                       "builtin:johnson_mosaic (shipped, offline), a fast_neural_style .pth path, "
+                                       "file:// or s3:// URI; random:SEED is untrained (noise, for tests)")
                 net = self._fast(load_transformer(self.config.model), fast_transformer, fuse_transformer)
                 self._model = net.to(self.device, memory_format=FF_MEMORY_FORMAT)
             return self._model

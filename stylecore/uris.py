@@ -22,9 +22,15 @@ NO_CREDENTIALS = ("credentials in URIs are not supported; give them through the 
                   "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or an instance role")
 
 
+# The query parameters that carry credentials in pre-signed URLs (SigV4 and SigV2) and SAS-style tokens.
+_SIGNED_QUERY = re.compile(r"(?i)([?&](?:X-Amz-(?:Signature|Credential|Security-Token)|Signature|AWSAccessKeyId|"
+                           r"x-amz-security-token|sig|token)=)[^&:\s'\"]*")  # encoded values hold no ':'
+
+
 def redact(text: str) -> str:
-    """``text`` with the user info of any URI in it (``s3://KEY:SECRET@bucket``) replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", str(text))
+    """``text`` with the user info of any URI in it (``s3://KEY:SECRET@bucket``) and the signature, access key and
+    session token of a pre-signed URL's query replaced by ``***``."""
+    return _SIGNED_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", str(text)))
 
 
 def has_userinfo(value: str) -> bool:

@@ -6,6 +6,7 @@ and help text come from that table, so the CLI, the Python API and manifests nev
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -138,8 +139,9 @@ def describe_weights(engine, method: str) -> str:
         ws = parse_spec(spec, what=what)
         if ws.kind == "imagenet":
             return f"{what} imagenet (torchvision VGG19_Weights.IMAGENET1K_V1, {imagenet_cache_path()})"
-        if ws.kind == "random":
-            return f"{what} {ws.text} (random weights: lower-fidelity offline fallback)"
+        if ws.kind == "random":  # an untrained encoder still transfers colour and texture; a decoder or model cannot
+            return (f"{what} {ws.text} (random weights: lower-fidelity offline fallback)" if what == "encoder"
+                    else f"{what} {ws.text} (random weights: untrained, the output is noise; for tests)")
         return f"{what} {ws.text}"
 
     if method == "johnson":
@@ -164,8 +166,6 @@ def read_input(value: str):
 def check_writable(path: str) -> None:
     """``StorageError`` when the local ``path`` cannot be created: its nearest existing ancestor is a file
     or is not writable, or ``path`` itself is a folder."""
-    import os
-
     from stylecore.errors import StorageError
     from stylecore.fsutil import nearest_existing
 
@@ -176,6 +176,24 @@ def check_writable(path: str) -> None:
         raise StorageError(f"{path}: cannot write: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise StorageError(f"{path}: cannot write: {parent} is not writable")
+
+
+def refuse_input_as_output(output: str, inputs: list[str]) -> None:
+    """An output that is one of the command's inputs would replace it (a slip of ``-o photo.jpg``): refused."""
+    from stylecore import uris
+    from stylecore.errors import OptionsError
+
+    for given in inputs:
+        source = uris.resolve(str(given))
+        same = source == output
+        if not same and not uris.is_s3(source) and not uris.is_s3(output) and os.path.exists(output):
+            try:
+                same = os.path.samefile(source, output)
+            except OSError:
+                same = False
+        if same:
+            raise OptionsError(f"-o {uris.redact(output)}: is an input of this command ({uris.redact(str(given))}); "
+                               f"writing there would replace it: choose another output name")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     output = uris.resolve(args.output)
     if not uris.is_s3(output):
         check_writable(output)  # before the compute, not after it
+    refuse_input_as_output(output, [args.content, *args.styles, *([args.mask] if args.mask else [])])
     if args.style_weights is not None and not args.style_weights.strip():
         raise OptionsError("--style-weights: empty; give one weight per style image (W1,W2,...) or leave it out")
     weights = parse_style_weights(args.style_weights, len(args.styles)) if args.style_weights else None

@@ -152,6 +152,41 @@ def test_unwritable_output_is_one_error_line(inputs, tmp_path, capsys):
     _one_error_line(proc, "out.png", "cannot write")
 
 
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, capsys):
+    """`-o photo.jpg` (a slip) replaced the user's original with a thumbnail, exit 0 (audit)."""
+    import shutil
+
+    photo, style = tmp_path / "photo.png", tmp_path / "style.png"
+    make_photo(64, 48).save(photo)
+    make_texture(48).save(style)
+    os.symlink(style, tmp_path / "alias.png")
+    before = {p: p.read_bytes() for p in (photo, style)}
+    for out in (photo, style, tmp_path / "alias.png"):
+        proc = run_main(capsys, ["image", photo, style, "-o", out, *FAST])
+        _one_error_line(proc, "is an input of this command", "choose another output name")
+    proc = run_main(capsys, ["image", photo, "-o", f"file://{photo}", "--method", "johnson", "--model", "random:0",
+                             "--size", "32"])
+    _one_error_line(proc, "is an input of this command")
+    assert {p: p.read_bytes() for p in (photo, style)} == before
+    shutil.copy(photo, tmp_path / "copy.png")  # an equal file elsewhere is another file: written
+    assert run_main(capsys, ["image", photo, style, "-o", tmp_path / "copy.png", *FAST]).returncode == 0
+
+
+def test_offline_messages_point_to_the_shipped_model_not_to_noise(inputs, tmp_path, capsys):
+    """The missing-weights errors suggested random:SEED decoders and models, whose outputs are pure noise, and the
+    run then called them a 'lower-fidelity offline fallback' (audit)."""
+    proc = run_main(capsys, ["image", inputs / "content.png", "-o", tmp_path / "j.png", "--method", "johnson"])
+    line = _one_error_line(proc, "builtin:johnson_mosaic (shipped, offline)", "random:SEED is untrained")
+    assert line.index("builtin:johnson_mosaic") < line.index("random:SEED")
+    proc = run_main(capsys, ["image", inputs / "content.png", inputs / "style.png", "-o", tmp_path / "a.png",
+                             "--method", "adain", "--encoder", "random:0"])
+    _one_error_line(proc, "stylize train adain", "random:SEED is untrained (noise, for tests)")
+    proc = run_main(capsys, ["image", inputs / "content.png", "-o", tmp_path / "j.png", "--method", "johnson",
+                             "--model", "random:0", "--size", "32"])
+    assert proc.returncode == 0, proc.stderr
+    assert "model random:0 (random weights: untrained, the output is noise; for tests)" in proc.stdout + proc.stderr
+
+
 def test_imagenet_offline_without_cache_is_one_error_line(inputs, tmp_path):
     """In a process of its own: urllib keeps the proxies it first saw for the life of a process."""
     env = {"TORCH_HOME": str(tmp_path / "th"), "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",

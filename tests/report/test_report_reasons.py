@@ -9,7 +9,8 @@ from stylecore.report import failure_reason, summarize
 
 # Messages as the engine (OptionsError), weights.parse_spec and the storage layer word them.
 NEEDS_DECODER = ("method adain needs a decoder: pass --decoder SPEC (decoder= in Python): "
-                 "a decoder.pth path, file://, s3:// URI or random:SEED")
+                 "a decoder.pth path (pytorch-AdaIN's, or one from `stylize train adain`), file:// or s3:// URI; "
+                 "random:SEED is untrained (noise, for tests)")
 NO_CREDENTIALS = ("encoder: s3://bucket/vgg/enc.pth: no AWS credentials found "
                   "(environment, AWS_PROFILE, config files or instance role)")
 BAD_SCHEME = "decoder: unsupported URI scheme 'http' in 'http://host/w/d.pth'; use a local path, file:// or s3://"

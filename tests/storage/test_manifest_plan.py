@@ -480,3 +480,20 @@ def test_parse_errors_name_the_line_and_jsonl_takes_a_byte_order_mark(tmp_path):
     (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"content": "a.jpg", "style": "s.png"}\n')
     assert manifest.read_manifest(str(tmp_path / "bom.jsonl")).to_dict("records") == [{"content": "a.jpg",
                                                                                         "style": "s.png"}]
+
+
+def test_the_credentials_of_a_pre_signed_url_are_redacted():
+    """A pre-signed URL pasted as an input was printed whole in its error: access key id, signature and session
+    token (audit)."""
+    from stylecore import storage, uris
+
+    url = ("https://b.s3.amazonaws.com/c.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE"
+           "%2F20260101%2Fus-east-1&X-Amz-Date=20260101T000000Z&X-Amz-Signature=deadbeefcafe&X-Amz-Security-Token=FQoGZX")
+    text = uris.redact(f"error: {url}: unsupported URI scheme 'https'")
+    assert "AKIAIOSFODNN7EXAMPLE" not in text and "deadbeefcafe" not in text and "FQoGZX" not in text, text
+    assert text == ("error: https://b.s3.amazonaws.com/c.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***"
+                    "&X-Amz-Date=20260101T000000Z&X-Amz-Signature=***&X-Amz-Security-Token=***: unsupported URI scheme "
+                    "'https'")
+    v2 = "s3://b/k.jpg?AWSAccessKeyId=AKIAV2&Signature=abc%2Bdef&Expires=1"
+    assert storage.scrub(v2) == "s3://b/k.jpg?AWSAccessKeyId=***&Signature=***&Expires=1"
+    assert uris.redact("s3://b/photos/signature_v2.jpg?size=3") == "s3://b/photos/signature_v2.jpg?size=3"
