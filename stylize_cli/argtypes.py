@@ -11,12 +11,22 @@ def location(text: str) -> str:
     return text
 
 
-def count(text: str) -> int:
-    """A whole number >= 0 (0 often means "all")."""
+def _at_least(text: str, low: int) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} is negative; give 0 or more")
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected "
+                                         f"{'a positive integer' if low == 1 else 'an integer >= 0'})") from None
+    if n < low:
+        raise argparse.ArgumentTypeError(f"value {n} must be >= {low}")
     return n
+
+
+def count(text: str) -> int:
+    """A whole number >= 0 (0 often means "all" or "none")."""
+    return _at_least(text, 0)
+
+
+def positive(text: str) -> int:
+    """A whole number >= 1."""
+    return _at_least(text, 1)

@@ -10,31 +10,11 @@ import argparse
 import os
 import sys
 
-from .argtypes import location
+from .argtypes import count, location, positive
 from .image import _device, add_engine_options, add_weight_options, engine_overrides, resolve_encoder
 
 # Options that are flow parameters of their own; every other engine option travels in ``options``.
 NAMED_OPTIONS = ("size", "style_size", "steps", "alpha", "seed", "preserve_color")
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected a positive integer)") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"value {n} must be >= 1")
-    return n
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (expected an integer >= 0)") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"value {n} must be >= 0")
-    return n
 
 
 def _max_failed(text: str) -> float:
@@ -71,18 +51,18 @@ def register(subparsers) -> None:
     p.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}", help="device (default: auto)")
     p.add_argument("--format", choices=("jpg", "png", "webp"), default="jpg", help="output format (default: jpg)")
     run = p.add_argument_group("run options")
-    run.add_argument("--shard-size", type=_positive, default=None, metavar="N",
+    run.add_argument("--shard-size", type=positive, default=None, metavar="N",
                      help="rows per shard (default: sized so a shard takes minutes: 32 for gatys, 5000 feed-forward)")
     run.add_argument("--dispatch", choices=("local", "pool"), default="local",
                      help="local: shards run in this process; pool: runs of the stylize-shard/POOL deployment")
     run.add_argument("--pool", default="gpu", metavar="NAME", help="shard deployment stylize-shard/NAME (default: gpu)")
-    run.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+    run.add_argument("--concurrency", type=positive, default=None, metavar="N",
                      help="shards in flight (default: 1 local, 4 pool)")
-    run.add_argument("--batch-size", type=_positive, default=None, metavar="N",
+    run.add_argument("--batch-size", type=positive, default=None, metavar="N",
                      help="images per engine call (default: 8 on the CPU; on GPUs one full forward pass, 64 images at 256 px)")
     run.add_argument("--max-failed", type=_max_failed, default=0, metavar="N",
                      help="failed rows allowed for exit 0: a count or a fraction such as 0.01 (default: 0)")
-    run.add_argument("--max-shard-retries", type=_count, default=2, metavar="N", help="retries of a failed shard (default: 2)")
+    run.add_argument("--max-shard-retries", type=count, default=2, metavar="N", help="retries of a failed shard (default: 2)")
     run.add_argument("--overwrite", action="store_true", help="redo rows whose outputs already exist")
     run.add_argument("--report-dir", type=location, metavar="URI", default=None, help="report folder (default: OUTPUT/_reports/RUN_ID/)")
     run.add_argument("--no-quality", dest="quality", action="store_false", help="skip the per-row quality metrics")

@@ -332,7 +332,7 @@ def test_small_cli_answers_of_the_manifest_commands(tree, capsys):
     r = run_main(capsys, ["manifest", "validate", tree / "folder.csv"])
     assert r.returncode == 2 and "folder.csv: is a folder, not a file" in r.stderr, r.stderr
     r = run_main(capsys, ["manifest", "validate", tree / "folder.csv", "--max-problems", "-5"])
-    assert r.returncode == 2 and "--max-problems: -5 is negative" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--max-problems: value -5 must be >= 0" in r.stderr, r.stderr
     done = tree / "out"
     (done / "cat").mkdir(parents=True)
     (done / "cat" / "c3__ink__0123abcd.jpg").write_bytes(b"x")
