@@ -59,15 +59,15 @@ def _join(root: str, name: str) -> str:
     return storage.join(root, name)
 
 
-def _finite(values: Iterable) -> np.ndarray:
-    arr = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce").to_numpy(dtype=float)
-    return arr[np.isfinite(arr)]
-
-
 def describe_values(values: Iterable) -> dict[str, float | int | None]:
-    """count, mean, min, max and the ``PERCENTILES`` of the finite values (None when there are none)."""
-    arr = _finite(values)
+    """count, mean, min, max and the ``PERCENTILES`` of the finite values (None when there are none); ``infinite``
+    counts the values left out for being ±inf (a numerical blow-up is a real worst case: it is not hidden)."""
+    raw = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce").to_numpy(dtype=float)
+    arr = raw[np.isfinite(raw)]
     out: dict[str, float | int | None] = {"count": int(arr.size)}
+    infinite = int(np.isinf(raw).sum())
+    if infinite:
+        out["infinite"] = infinite
     stats = {"mean": np.mean, "min": np.min, "max": np.max}
     for k, f in stats.items():
         out[k] = float(f(arr)) if arr.size else None
@@ -275,7 +275,11 @@ def _quality_cost(df: pd.DataFrame, wall_seconds) -> dict[str, Any] | None:
         total = float(pd.to_numeric(df[col], errors="coerce").sum()) if col in df else 0.0
         out[key] = q / total if total > 0 else None
     wall = float(wall_seconds) if isinstance(wall_seconds, (int, float)) and wall_seconds else 0.0
-    out["fraction_of_wall"] = q / 1000 / wall if wall > 0 else None
+    # rows scored on N workers in parallel: their scoring time is a share of N workers' wall time, not of one
+    scored = df[pd.to_numeric(df["quality_ms"], errors="coerce").notna()]
+    workers = max(1, int(scored["worker"].nunique())) if "worker" in scored else 1
+    out["workers"] = workers
+    out["fraction_of_wall"] = q / 1000 / (wall * workers) if wall > 0 else None
     return out
 
 

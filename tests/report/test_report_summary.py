@@ -129,3 +129,19 @@ def test_untrained_evaluators_mixed_evaluators_and_failed_scoring_are_said(tmp_p
     out = capsys.readouterr().out
     assert "note: the runs used different quality evaluators (imagenet at 96 px vs imagenet at 32 px)" in out, out
     assert [line.split()[2:] for line in out.splitlines() if line.startswith("evaluator size")] == [["96", "32", "-64"]]
+
+
+def test_infinite_values_are_counted_and_scoring_time_is_a_share_of_every_workers_wall_time():
+    """An inf metric (a blow-up) vanished from the statistics without a trace, and quality_ms summed over
+    parallel workers was divided by one wall time, so fraction_of_wall could pass 1 (audit)."""
+    from stylecore.report import describe_values
+
+    d = describe_values([1.0, float("nan"), float("inf"), -float("inf")])
+    assert d["count"] == 1 and d["mean"] == 1.0 and d["infinite"] == 2
+    assert "infinite" not in describe_values([1.0, 2.0])
+    frame = sample_metrics()
+    ok = frame.index[frame.status == "ok"]
+    frame.loc[ok, "quality_ms"] = 1000.0  # 3 rows x 1 s of scoring
+    frame.loc[ok, "worker"] = ["a:1", "b:1", "b:1"]
+    cost = summarize(frame, {"wall_seconds": 2.0, "total": 7, "ok": 3, "failed": 3, "skipped": 1})["quality_cost"]
+    assert cost["workers"] == 2 and cost["fraction_of_wall"] == pytest.approx(3.0 / (2.0 * 2))
