@@ -232,6 +232,15 @@ def _save_via_descriptor(img: Image.Image, **params) -> bytes | None:
         return os.pread(fd, os.fstat(fd).st_size, 0)
 
 
+def _encode_jpeg(img: Image.Image, **params) -> bytes:
+    data = _save_via_descriptor(img, **params)
+    if data is None:  # no memfd here: through a BytesIO, holding the GIL
+        buf = io.BytesIO()
+        img.save(buf, **params)
+        data = buf.getvalue()
+    return data
+
+
 def encode_image(img: Image.Image, path: str, *, quality: int = 95) -> bytes:
     """Encode ``img`` in the format chosen by ``path``'s extension (JPEG/WebP use ``quality``, PNG
     ``png_level()``)."""
@@ -239,23 +248,15 @@ def encode_image(img: Image.Image, path: str, *, quality: int = 95) -> bytes:
     level = png_level() if fmt == "PNG" else 0
     buf = io.BytesIO()
     if fmt == "JPEG":
-        params = dict(format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=True)
+        params = dict(format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2)
         rgb = img.convert("RGB")
         try:
-            data = _save_via_descriptor(rgb, **params)
-            if data is not None:
-                return data
-            rgb.save(buf, **params)
+            return _encode_jpeg(rgb, optimize=True, **params)
         except OSError:
             # Pillow sizes the buffer of an optimised JPEG at 2 bytes per pixel (1 below quality 95); noise-like
             # images need more, and libjpeg then fails ("Suspension not allowed here"). Without the optimised
             # Huffman tables the file is a little larger and decodes to the same pixels.
-            params["optimize"] = False
-            buf = io.BytesIO()
-            data = _save_via_descriptor(rgb, **params)
-            if data is not None:
-                return data
-            rgb.save(buf, **params)
+            return _encode_jpeg(rgb, optimize=False, **params)
     elif fmt == "WEBP":
         img.save(buf, format="WEBP", quality=int(quality), method=4)
     else:

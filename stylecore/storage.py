@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 from . import uris
 from .errors import StorageError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, nearest_existing
 from .uris import is_s3, parse_s3, resolve  # noqa: F401  (resolve is part of the storage API)
 
 MiB = 1024 * 1024
@@ -195,11 +195,9 @@ def _local_error(path: str, exc: OSError, op: str) -> StorageError:
         reason = "access denied"
     elif isinstance(exc, (FileExistsError, NotADirectoryError)) and op == "write":
         # a folder on the way is a file (mkdir's EEXIST, open's ENOTDIR): name it
-        parent = os.path.dirname(os.path.abspath(path))
-        while parent != os.path.dirname(parent) and not os.path.lexists(parent):
-            parent = os.path.dirname(parent)
-        reason = (f"write failed: {parent} is a file, not a folder" if os.path.lexists(parent)
-                  and not os.path.isdir(parent) else f"{op} failed: {exc.strerror or exc}")
+        parent = nearest_existing(os.path.dirname(os.path.abspath(path)))
+        reason = (f"write failed: {parent} is a file, not a folder" if not os.path.isdir(parent)
+                  else f"{op} failed: {exc.strerror or exc}")
     else:
         reason = f"{op} failed: {exc.strerror or exc}"
     return StorageError(f"{path}: {reason}")
